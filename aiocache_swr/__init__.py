@@ -1,0 +1,21 @@
+"""aiocache-swr: an asyncio stale-while-revalidate memoizer.
+
+A fresh entry is returned from memory; a stale one is returned at once while
+one background refresh runs; a miss is computed once however many callers wait
+for it.  Entries can also live in SQLite, so a restarted process answers from
+disk.  See ``swr_cached``.
+"""
+
+from ._cache import SWRCache, swr_cached
+from ._function import BoundSWRFunction, SWRFunction
+from ._info import CacheInfo
+from ._sqlite import SQLiteStore
+
+__all__ = [
+    "BoundSWRFunction",
+    "CacheInfo",
+    "SQLiteStore",
+    "SWRCache",
+    "SWRFunction",
+    "swr_cached",
+]

@@ -1,0 +1,367 @@
+"""``SWRCache``: groups decorated functions and owns their background work and stores."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+from weakref import WeakSet
+
+import anyio
+import anyio.abc
+
+from ._function import SWRFunction
+from ._runner import Runner, current_loop
+from ._sqlite import SQLiteStore
+from ._store import Store
+
+__all__ = ["SWRCache", "default_cache", "swr_cached"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+logger = logging.getLogger("aiocache_swr")
+
+StoreArg = str | os.PathLike[str] | Store | None
+
+# One store object per file, shared by every function (of every cache) naming it.
+_stores_by_path: dict[Path, Store] = {}
+
+
+def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> Store | None:
+    """A store object for ``store=``; a path gets the one store of that file.
+
+    The store's clock (for purging expired rows) is the clock of the cache that
+    first names the file.
+    """
+    if store is None:
+        return None
+    if isinstance(store, str | os.PathLike):
+        path = Path(os.fspath(store)).expanduser().resolve()
+        found = _stores_by_path.get(path)
+        if found is None:
+            found = _stores_by_path[path] = SQLiteStore(path, clock=clock)
+        return found
+    if isinstance(store, Store):
+        return store
+    raise TypeError(
+        f"{where}: store= must be a path (str or os.PathLike), a SQLiteStore, or None; "
+        f"got {type(store).__name__}"
+    )
+
+
+def _check_duration(value: object, param: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{where}: {param}= must be a number of seconds or None, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{where}: {param}= must be >= 0 seconds (or None), got {value!r}")
+    return None if math.isinf(value) else float(value)
+
+
+class SWRCache:
+    """Owns the background refreshes, in-flight registries and stores of its functions.
+
+    ``store``: the default store of its functions (a path or a store object).
+    ``max_concurrent_refreshes``: background refreshes running at once; more wait their
+    turn in a queue while their stale values keep being served.
+    ``clock``: a zero-argument callable returning wall-clock seconds (default
+    ``time.time``); tests pass :class:`aiocache_swr.testing.FakeClock`.
+    ``close_timeout``: seconds ``aclose`` waits for refreshes in flight before
+    cancelling them.
+
+    ``async with cache:`` runs background work in a task group of the caller's
+    task; without it, a task group is started on first need and lives until the
+    event loop ends (or ``aclose``).
+    """
+
+    def __init__(
+        self,
+        store: StoreArg = None,
+        *,
+        max_concurrent_refreshes: int = 32,
+        clock: Callable[[], float] | None = None,
+        close_timeout: float = 5.0,
+    ) -> None:
+        if (
+            isinstance(max_concurrent_refreshes, bool)
+            or not isinstance(max_concurrent_refreshes, int)
+            or max_concurrent_refreshes < 1
+        ):
+            raise ValueError(
+                "SWRCache: max_concurrent_refreshes= must be an int >= 1, "
+                f"got {max_concurrent_refreshes!r}"
+            )
+        if clock is not None and not callable(clock):
+            raise TypeError(f"SWRCache: clock= must be a zero-argument callable, got {clock!r}")
+        timeout = _check_duration(close_timeout, "close_timeout", "SWRCache")
+        self.clock: Callable[[], float] = clock if clock is not None else time.time
+        self.store = _resolve_store(store, "SWRCache", self.clock)
+        self.max_concurrent_refreshes = max_concurrent_refreshes
+        self.close_timeout = math.inf if timeout is None else timeout
+        self._functions: WeakSet[SWRFunction[Any, Any]] = WeakSet()
+        self._stores: list[Store] = [self.store] if self.store is not None else []
+        self._runner: Runner | None = None
+        self._entered: tuple[Runner, anyio.abc.TaskGroup, Any] | None = None
+        self._store_reads_held = 0
+
+    def __repr__(self) -> str:
+        return f"<SWRCache functions={len(self._functions)} stores={len(self._stores)}>"
+
+    # -- decorating ----------------------------------------------------------
+
+    def cached(
+        self,
+        ttl: float | None = 60.0,
+        stale_ttl: float | None = None,
+        version: Any = None,
+        maxsize: int = 1024,
+        key: Callable[..., Hashable] | None = None,
+        namespace: str | None = None,
+        tags: Callable[..., Iterable[str]] | None = None,
+        store: StoreArg = None,
+    ) -> Callable[[Callable[P, Awaitable[T]]], SWRFunction[P, T]]:
+        """Decorate a coroutine function with stale-while-revalidate caching.
+
+        See :func:`aiocache_swr.swr_cached` for the parameters.
+        """
+        if callable(ttl) and inspect.iscoroutinefunction(ttl):
+            raise TypeError(
+                f"swr_cached: use it with parentheses, @swr_cached(ttl=...), above "
+                f"{getattr(ttl, '__qualname__', ttl)!s}"
+            )
+        where = "swr_cached"
+        ttl_s = _check_duration(ttl, "ttl", where)
+        stale_s = _check_duration(stale_ttl, "stale_ttl", where)
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError(f"{where}: maxsize= must be an int >= 1, got {maxsize!r}")
+        if maxsize < 1:
+            raise ValueError(
+                f"{where}: maxsize= must be >= 1 (the number of entries kept in memory), "
+                f"got {maxsize!r}"
+            )
+        for name, fn in (("key", key), ("tags", tags)):
+            if fn is not None and not callable(fn):
+                raise TypeError(
+                    f"{where}: {name}= must be a callable taking the function's arguments, "
+                    f"got {fn!r}"
+                )
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise TypeError(f"{where}: namespace= must be a non-empty str, got {namespace!r}")
+        resolved = _resolve_store(store, where, self.clock) if store is not None else self.store
+
+        def decorate(fn: Callable[P, Awaitable[T]]) -> SWRFunction[P, T]:
+            name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)!s}"
+            if not _is_async_callable(fn):
+                raise TypeError(
+                    f"swr_cached: {name} is not a coroutine function; decorate an "
+                    "`async def` function (wrap a sync one in an async def first)"
+                )
+            func = SWRFunction(
+                fn,
+                self,
+                ttl=ttl_s,
+                stale_ttl=stale_s,
+                version=version,
+                maxsize=maxsize,
+                key=key,
+                namespace=namespace or name,
+                tags=tags,
+                store=resolved,
+            )
+            self._functions.add(func)
+            if resolved is not None and resolved not in self._stores:
+                self._stores.append(resolved)
+            return func
+
+        return decorate
+
+    # -- background work -----------------------------------------------------
+
+    def _runner_here(self) -> Runner:
+        """The runner of the running event loop (a new one for a new loop)."""
+        loop = current_loop()
+        runner = self._runner
+        if runner is None or runner.loop is not loop:
+            runner = self._runner = Runner(loop, self.max_concurrent_refreshes, self._flush_all)
+        return runner
+
+    def _schedule_flush(self, store: Store) -> None:
+        runner = self._runner_here()
+        if store in runner.flushing:
+            return
+        runner.flushing.add(store)
+
+        async def flush() -> None:
+            try:
+                await store.flush()
+            except Exception as exc:
+                logger.warning("aiocache_swr: writing to the store failed: %r", exc, exc_info=exc)
+            finally:
+                runner.flushing.discard(store)
+            if store.pending:
+                self._schedule_flush(store)
+
+        runner.spawn(flush)
+
+    async def _flush_all(self) -> None:
+        for store in self._stores:
+            try:
+                await store.flush()
+            except Exception as exc:
+                logger.warning("aiocache_swr: writing to the store failed: %r", exc, exc_info=exc)
+
+    @asynccontextmanager
+    async def _holding_store_reads(self) -> AsyncIterator[None]:
+        """While an invalidation is written to a store, misses do not read stores."""
+        self._store_reads_held += 1
+        try:
+            yield
+        finally:
+            self._store_reads_held -= 1
+
+    async def wait_idle(self) -> None:
+        """Return once no background refresh (or fetch, or store write) runs or is queued."""
+        runner = self._runner
+        if runner is not None and runner.loop is current_loop():
+            await runner.wait_idle()
+
+    async def invalidate_tags(self, *tags: str) -> None:
+        """Drop every entry, of any function of this cache, carrying any of ``tags``."""
+        for tag in tags:
+            if not isinstance(tag, str):
+                raise TypeError(f"SWRCache.invalidate_tags: tags must be str, got {tag!r}")
+        wanted = frozenset(tags)
+        if not wanted:
+            return
+        for func in list(self._functions):
+            func._drop_tagged(wanted)
+        async with self._holding_store_reads():
+            for store in self._stores:
+                try:
+                    await store.delete_tags(wanted)
+                except Exception as exc:
+                    logger.warning("aiocache_swr: store delete_tags failed: %r", exc, exc_info=exc)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def __aenter__(self) -> SWRCache:
+        if self._entered is not None:
+            raise RuntimeError("SWRCache: this cache is already entered (`async with`)")
+        runner = self._runner_here()
+        cm = anyio.create_task_group()
+        tg = await cm.__aenter__()
+        runner.attach(tg)
+        self._entered = (runner, tg, cm)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Wait (up to ``close_timeout``) for background work, cancel the rest, flush, close."""
+        await self._close(None, None, None)
+
+    async def _close(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        runner = self._runner
+        if runner is not None and runner.loop is not current_loop():
+            runner = None
+        if runner is not None and exc_type is None:
+            with anyio.move_on_after(self.close_timeout):
+                await runner.wait_idle()
+        if runner is not None:
+            runner.close()
+        entered, self._entered = self._entered, None
+        try:
+            if entered is not None:
+                _, tg, cm = entered
+                tg.cancel_scope.cancel()
+                entered[0].detach()
+                await cm.__aexit__(exc_type, exc, tb)
+            if runner is not None:
+                await runner.stop()
+        finally:
+            self._runner = None
+            with anyio.CancelScope(shield=True):
+                for store in self._stores:
+                    try:
+                        await store.aclose()
+                    except Exception as err:
+                        logger.warning(
+                            "aiocache_swr: closing the store failed: %r", err, exc_info=err
+                        )
+
+
+def _is_async_callable(fn: object) -> bool:
+    """An ``async def`` function, or an object whose class has ``async def __call__``."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+_default = SWRCache()
+
+
+def default_cache() -> SWRCache:
+    """The process-wide cache behind :func:`swr_cached`."""
+    return _default
+
+
+def swr_cached(
+    ttl: float | None = 60.0,
+    stale_ttl: float | None = None,
+    version: Any = None,
+    maxsize: int = 1024,
+    key: Callable[..., Hashable] | None = None,
+    namespace: str | None = None,
+    tags: Callable[..., Iterable[str]] | None = None,
+    store: StoreArg = None,
+    cache: SWRCache | None = None,
+) -> Callable[[Callable[P, Awaitable[T]]], SWRFunction[P, T]]:
+    """Cache an ``async def`` function with stale-while-revalidate semantics.
+
+    * ``ttl``: seconds an entry is fresh; ``None``: fresh until its version changes.
+    * ``stale_ttl``: seconds after ``ttl`` during which a stale entry is still
+      served at once while one background refresh runs; ``None``: no limit;
+      ``0``: never serve stale.
+    * ``version``: a constant, or a callable (sync or async) taking the function's
+      arguments and returning the current version of the data; an entry stored
+      under another version is stale.  A callable is always called, so a callable
+      constant (a class, say) must be wrapped: ``version=lambda *a, **kw: MyClass``.
+    * ``maxsize``: entries kept in memory (LRU), per function.
+    * ``key``: callable taking the function's arguments, returning the cache key.
+    * ``namespace``: names this function's entries in a store; default
+      ``"module.qualname"``.
+    * ``tags``: callable taking the function's arguments, returning str tags, for
+      :meth:`SWRCache.invalidate_tags`.
+    * ``store``: a path or a ``SQLiteStore`` to persist entries; default the cache's.
+    * ``cache``: the :class:`SWRCache` owning background work; default the process's.
+    """
+    return (cache if cache is not None else _default).cached(
+        ttl=ttl,
+        stale_ttl=stale_ttl,
+        version=version,
+        maxsize=maxsize,
+        key=key,
+        namespace=namespace,
+        tags=tags,
+        store=store,
+    )

@@ -1,0 +1,552 @@
+"""The engine of one decorated function: :class:`SWRFunction`.
+
+The decision for a call is :func:`aiocache_swr._freshness.judge`; this module
+carries it out (SPEC section 2):
+
+* fresh: return the value (a dictionary lookup, one clock read, no await);
+* stale and servable: return the value and make sure ONE background refresh of
+  the key is running or queued;
+* miss (absent, or expired): wait for one shared computation of the key.
+
+Single flight.  Misses, background refreshes and ``refresh()`` share one
+registry of :class:`_Flight` per key, per event loop.  A flight runs in the
+cache's task group, never in a caller's task, so a caller that is cancelled
+only stops waiting; the flight finishes, commits, and its other waiters get its
+result.  A flight is removed from the registry only by itself, when it ends.
+
+Checked commits.  ``invalidate``, ``cache_clear``, ``invalidate_tags`` and a
+newer ``refresh()`` *doom* the registered flight: it still answers the callers
+that were waiting for it, but its result is not written, to memory or to the
+store, and callers arriving afterwards start a new flight instead of joining it.
+Only the registered flight of a key can commit, so an older fetch never
+overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, final
+
+import anyio
+
+from ._backoff import backoff_delay
+from ._entry import LRU, Entry
+from ._freshness import EXPIRED, FRESH, STALE, deadlines, judge
+from ._info import CacheInfo
+from ._keys import UnstableKeyError, make_key, stable_key
+from ._store import Record, Store
+
+if TYPE_CHECKING:
+    from ._cache import SWRCache
+    from ._runner import Runner
+
+__all__ = ["BoundSWRFunction", "SWRFunction"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+logger = logging.getLogger("aiocache_swr")
+
+# What a flight does.
+_MISS: Final = "miss"  # read the store, else compute; a caller waits
+_REFRESH: Final = "refresh"  # background refresh of a stale entry; failure keeps it
+_FORCE: Final = "force"  # refresh(): compute now, never from the store
+
+
+class _Flight:
+    """One computation of one key, shared by every caller waiting for it."""
+
+    __slots__ = (
+        "args",
+        "base",
+        "done",
+        "doomed",
+        "error",
+        "func",
+        "key",
+        "kind",
+        "kwargs",
+        "ok",
+        "queued",
+        "registry",
+        "stale_loaded",
+        "tags",
+        "value",
+        "version",
+    )
+
+    def __init__(
+        self,
+        func: SWRFunction[Any, Any],
+        kind: str,
+        key: Hashable,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        version: Any,
+        registry: dict[Hashable, _Flight],
+        base: Entry | None = None,
+    ) -> None:
+        self.func = func
+        self.kind = kind
+        self.key = key
+        self.args = args
+        self.kwargs = kwargs
+        self.version = version
+        self.registry = registry
+        self.base = base
+        self.tags = func._tags_of(args, kwargs)
+        self.done = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.ok = False
+        self.doomed = False
+        self.queued = False
+        self.stale_loaded: Entry | None = None
+
+    async def run(self) -> None:
+        await self.func._execute(self)
+
+    def abandon(self) -> None:
+        # Only queued refreshes are abandoned, and nobody waits for those
+        # (a caller that starts waiting promotes it out of the queue).
+        self.error = RuntimeError("the cache was closed before this refresh ran")
+        if self.registry.get(self.key) is self:
+            del self.registry[self.key]
+        self.done.set()
+
+    async def result(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@final
+class SWRFunction(Generic[P, T]):
+    """A coroutine function wrapped by ``swr_cached`` / ``SWRCache.cached``.
+
+    Await it exactly like the original.  It also has ``refresh``,
+    ``invalidate``, ``cache_clear`` and ``cache_info``; ``cache`` is the
+    :class:`~aiocache_swr.SWRCache` that owns its background work.
+
+    Used on a method, the instance is part of the key (it is the first
+    argument), so the cache holds a reference to it for as long as one of its
+    entries stays among the ``maxsize`` most recently used; pass ``key=`` to key
+    on something else (e.g. ``key=lambda self, x: (self.id, x)``).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, Awaitable[T]],
+        cache: SWRCache,
+        *,
+        ttl: float | None,
+        stale_ttl: float | None,
+        version: Any,
+        maxsize: int,
+        key: Callable[..., Hashable] | None,
+        namespace: str,
+        tags: Callable[..., Iterable[str]] | None,
+        store: Store | None,
+    ) -> None:
+        self.__wrapped__ = fn
+        self.__name__: str = getattr(fn, "__name__", "swr_function")
+        self.__qualname__: str = getattr(fn, "__qualname__", self.__name__)
+        self.__module__ = getattr(fn, "__module__", __name__)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.cache = cache
+        self.namespace = namespace
+        self._name = f"{self.__module__}.{self.__qualname__}"
+        self._fn = fn
+        self._ttl = ttl
+        self._stale_ttl = stale_ttl
+        self._maxsize = maxsize
+        self._key = key
+        self._tags = tags
+        self._store = store
+        self._clock = cache.clock
+        if callable(version):
+            self._version: Any = None
+            self._version_fn: Callable[..., Any] | None = version
+        else:
+            self._version = version
+            self._version_fn = None
+        self._lru = LRU(maxsize)
+        self._registry: dict[Hashable, _Flight] = {}
+        self._registry_runner: Runner | None = None
+        self._hits = 0
+        self._stale_hits = 0
+        self._misses = 0
+        self._refreshes = 0
+        self._refresh_errors = 0
+        self._evictions_before = 0
+        self._store_hits = 0
+        self._store_errors = 0
+        self._warned_unstable = False
+        self._warned_serialize = False
+
+    def __repr__(self) -> str:
+        return f"<swr_cached {self._name} ttl={self._ttl} stale_ttl={self._stale_ttl}>"
+
+    # -- the call ------------------------------------------------------------
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._key is None:
+            key: Hashable = args if not kwargs else make_key(args, kwargs)
+        else:
+            key = self._key(*args, **kwargs)
+        if self._version_fn is None:
+            version = self._version
+        else:
+            version = await self._current_version(args, kwargs)
+        try:
+            entry = self._lru[key]
+        except KeyError:
+            pass
+        except TypeError as exc:
+            raise self._key_error(exc) from exc
+        else:
+            now = self._clock()
+            state = judge(entry, now, version)
+            if state is FRESH:
+                self._hits += 1
+                return entry.value  # type: ignore[no-any-return]
+            if state is STALE:
+                self._stale_hits += 1
+                self._start_refresh(key, entry, now, version, args, kwargs)
+                return entry.value  # type: ignore[no-any-return]
+            del self._lru[key]  # expired: lazy expiry
+        self._misses += 1
+        return await self._miss(key, version, args, kwargs)  # type: ignore[no-any-return]
+
+    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Recompute now (inline), store and return the new value.
+
+        For "the editor must see the latest": it never joins a computation that
+        started earlier (that one could predate the edit); it supersedes it, so
+        the older one's result is not written.  Callers arriving meanwhile wait
+        for this one.  Its exception reaches the caller; the old entry is kept.
+        """
+        key = self._key_of(args, kwargs)
+        version = await self._current_version(args, kwargs)
+        registry = self._registry_here()
+        old = registry.get(key)
+        if old is not None:
+            old.doomed = True
+        flight = _Flight(self, _FORCE, key, args, kwargs, version, registry)
+        registry[key] = flight
+        self._refreshes += 1
+        self.cache._runner_here().spawn(flight.run)
+        return await flight.result()  # type: ignore[no-any-return]
+
+    async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Drop the entry of these arguments from memory and the store.
+
+        A computation of it already in flight still answers its waiters but
+        will not write its result back.
+        """
+        key = self._key_of(args, kwargs)
+        try:
+            self._lru.pop(key, None)
+        except TypeError as exc:
+            raise self._key_error(exc) from exc
+        flight = self._registry.get(key)
+        if flight is not None:
+            flight.doomed = True
+        if self._store is not None:
+            skey = self._stable_key(key)
+            if skey is not None:
+                async with self.cache._holding_store_reads():
+                    await self._store_op("delete", self._store.delete(self.namespace, (skey,)))
+
+    async def cache_clear(self) -> None:
+        """Drop every entry of this function, from memory and the store."""
+        self._drop_memory()
+        if self._store is not None:
+            async with self.cache._holding_store_reads():
+                await self._store_op("clear", self._store.clear(self.namespace))
+
+    def cache_info(self) -> CacheInfo:
+        """A snapshot of this function's counters (see :class:`CacheInfo`)."""
+        return CacheInfo(
+            hits=self._hits,
+            stale_hits=self._stale_hits,
+            misses=self._misses,
+            refreshes=self._refreshes,
+            refresh_errors=self._refresh_errors,
+            evictions=self._evictions_before + self._lru.evictions,
+            currsize=len(self._lru),
+            maxsize=self._maxsize,
+            store_hits=self._store_hits,
+            store_errors=self._store_errors,
+        )
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return BoundSWRFunction(self, instance)
+
+    # -- pieces of the call --------------------------------------------------
+
+    def _key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+        if self._key is None:
+            return args if not kwargs else make_key(args, kwargs)
+        return self._key(*args, **kwargs)
+
+    def _key_error(self, exc: TypeError) -> TypeError:
+        return TypeError(
+            f"{self._name}: these arguments cannot form a cache key ({exc}); "
+            "pass key= a function of the same arguments that returns a hashable key, "
+            "e.g. key=lambda items: tuple(items)"
+        )
+
+    async def _current_version(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._version_fn is None:
+            return self._version
+        version = self._version_fn(*args, **kwargs)
+        if inspect.isawaitable(version):
+            version = await version
+        return version
+
+    def _tags_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+        if self._tags is None:
+            return ()
+        tags = self._tags(*args, **kwargs)
+        if isinstance(tags, str):
+            return (tags,)
+        try:
+            result = tuple(tags)
+        except TypeError:
+            result = None
+        if result is None or not all(isinstance(tag, str) for tag in result):
+            raise TypeError(f"{self._name}: tags= must return an iterable of str, got {tags!r}")
+        return result
+
+    def _registry_here(self) -> dict[Hashable, _Flight]:
+        """This function's in-flight registry for the running event loop."""
+        runner = self.cache._runner_here()
+        if self._registry_runner is not runner:
+            # A new event loop: flights of the old one can never finish here.
+            self._registry = {}
+            self._registry_runner = runner
+        return self._registry
+
+    def _start_refresh(
+        self,
+        key: Hashable,
+        entry: Entry,
+        now: float,
+        version: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Make sure one background refresh of ``key`` runs or is queued."""
+        if now < entry.retry_at:
+            return  # backing off after failed refreshes
+        registry = self._registry_here()
+        current = registry.get(key)
+        if current is not None and not current.doomed:
+            return
+        flight = _Flight(self, _REFRESH, key, args, kwargs, version, registry, base=entry)
+        registry[key] = flight
+        self._refreshes += 1
+        self.cache._runner_here().enqueue_refresh(flight)
+
+    async def _miss(
+        self, key: Hashable, version: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        registry = self._registry_here()
+        flight = registry.get(key)
+        runner = self.cache._runner_here()
+        if flight is None or flight.doomed:
+            flight = _Flight(self, _MISS, key, args, kwargs, version, registry)
+            registry[key] = flight
+            runner.spawn(flight.run)
+        elif flight.queued:
+            runner.promote(flight)
+        return await flight.result()
+
+    # -- a flight, in the cache's task group ---------------------------------
+
+    async def _execute(self, flight: _Flight) -> None:
+        try:
+            if flight.doomed and flight.kind == _REFRESH:
+                return  # superseded while queued: nobody waits for it
+            if flight.kind == _MISS and self._store is not None:
+                entry = await self._load(flight)
+                if entry is not None:
+                    flight.value = entry.value
+                    flight.ok = True
+                    return
+            try:
+                value = await self._fn(*flight.args, **flight.kwargs)
+            except Exception as exc:
+                flight.error = exc
+                if flight.kind == _REFRESH:
+                    self._refresh_failed(flight, exc)
+                return
+            flight.value = value
+            flight.ok = True
+            self._commit(flight, value)
+        finally:
+            if not flight.ok and flight.error is None:
+                flight.error = RuntimeError(
+                    f"{self._name}: the cache was closed before this call's value was computed"
+                )
+            if flight.registry.get(flight.key) is flight:
+                del flight.registry[flight.key]
+            flight.done.set()
+            stale = flight.stale_loaded
+            if stale is not None and not flight.doomed:
+                self._start_refresh(
+                    flight.key, stale, self._clock(), flight.version, flight.args, flight.kwargs
+                )
+
+    def _commit(self, flight: _Flight, value: Any) -> None:
+        if flight.doomed:
+            logger.debug(
+                "%s: discarded a result for %r (invalidated meanwhile)", self._name, flight.key
+            )
+            return
+        now = self._clock()
+        fresh_until, serve_until = deadlines(now, self._ttl, self._stale_ttl)
+        entry = Entry(value, flight.version, now, fresh_until, serve_until, flight.tags)
+        self._lru[flight.key] = entry
+        if self._store is not None:
+            self._persist(flight.key, entry)
+
+    def _refresh_failed(self, flight: _Flight, exc: Exception) -> None:
+        self._refresh_errors += 1
+        base = flight.base
+        delay = 0.0
+        if base is not None:
+            base.failures += 1
+            delay = backoff_delay(base.failures)
+            base.retry_at = self._clock() + delay
+        logger.warning(
+            "%s: background refresh of %r failed; serving the stale value, next try in %.1fs",
+            self._name,
+            flight.key,
+            delay,
+            exc_info=exc,
+        )
+
+    # -- level 2 -------------------------------------------------------------
+
+    def _stable_key(self, key: Hashable) -> str | None:
+        try:
+            return stable_key(key)
+        except UnstableKeyError as exc:
+            if not self._warned_unstable:
+                self._warned_unstable = True
+                logger.warning(
+                    "%s: a key has no stable form (%s), so such entries stay in memory only; "
+                    "pass key= returning str/int/tuple values to persist them",
+                    self._name,
+                    exc,
+                )
+            return None
+
+    async def _store_op(self, what: str, op: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return await op
+        except Exception as exc:
+            self._store_failed(what, exc)
+            return None
+
+    def _store_failed(self, what: str, exc: BaseException) -> None:
+        self._store_errors += 1
+        logger.warning("%s: store %s failed: %r", self._name, what, exc, exc_info=exc)
+
+    async def _load(self, flight: _Flight) -> Entry | None:
+        """Read the store for a miss; promote a servable record into memory."""
+        assert self._store is not None
+        if self.cache._store_reads_held:
+            return None  # an invalidation is being written: do not read what it removes
+        skey = self._stable_key(flight.key)
+        if skey is None:
+            return None
+        found = await self._store_op("read", self._store.get_many(self.namespace, (skey,)))
+        record: Record | None = found.get(skey) if found else None
+        if record is None or flight.doomed:
+            return None
+        fresh_until, serve_until = deadlines(record.created, self._ttl, self._stale_ttl)
+        entry = Entry(
+            record.value, record.version, record.created, fresh_until, serve_until, record.tags
+        )
+        state = judge(entry, self._clock(), flight.version)
+        if state is EXPIRED:
+            return None
+        self._lru[flight.key] = entry
+        self._store_hits += 1
+        if state is STALE:
+            flight.stale_loaded = entry
+        return entry
+
+    def _persist(self, key: Hashable, entry: Entry) -> None:
+        store = self._store
+        assert store is not None
+        skey = self._stable_key(key)
+        if skey is None:
+            return
+        useful_until = max(entry.fresh_until, entry.serve_until)
+        expires = None if useful_until == math.inf else useful_until
+        record = Record(entry.value, entry.version, entry.created, entry.tags, expires)
+        try:
+            store.put(self.namespace, skey, record)
+        except Exception as exc:
+            if not self._warned_serialize:
+                self._warned_serialize = True
+                logger.warning(
+                    "%s: a value could not be stored (%r); such entries stay in memory only",
+                    self._name,
+                    exc,
+                )
+            self._store_errors += 1
+            return
+        self.cache._schedule_flush(store)
+
+    # -- invalidation, from the cache ----------------------------------------
+
+    def _drop_memory(self) -> None:
+        self._evictions_before += self._lru.evictions
+        self._lru = LRU(self._maxsize)
+        for flight in self._registry.values():
+            flight.doomed = True
+
+    def _drop_tagged(self, tags: frozenset[str]) -> None:
+        for key in [k for k, e in self._lru.items() if not tags.isdisjoint(e.tags)]:
+            del self._lru[key]
+        for flight in self._registry.values():
+            if not tags.isdisjoint(flight.tags):
+                flight.doomed = True
+
+
+@final
+class BoundSWRFunction(Generic[T]):
+    """An :class:`SWRFunction` used as a method, bound to one instance."""
+
+    __slots__ = ("__func__", "__self__")
+
+    def __init__(self, func: SWRFunction[..., T], instance: object) -> None:
+        self.__func__ = func
+        self.__self__ = instance
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, T]:
+        return self.__func__(self.__self__, *args, **kwargs)
+
+    async def refresh(self, *args: Any, **kwargs: Any) -> T:
+        return await self.__func__.refresh(self.__self__, *args, **kwargs)
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        await self.__func__.invalidate(self.__self__, *args, **kwargs)
+
+    async def cache_clear(self) -> None:
+        """Drop every entry of the function (of every instance)."""
+        await self.__func__.cache_clear()
+
+    def cache_info(self) -> CacheInfo:
+        return self.__func__.cache_info()

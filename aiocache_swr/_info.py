@@ -1,0 +1,37 @@
+"""The statistics snapshot returned by ``cache_info()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CacheInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheInfo:
+    """A snapshot of one decorated function's counters.
+
+    Each call counts exactly once, as a hit, a stale hit or a miss.
+
+    * ``hits``: calls answered by a fresh entry.
+    * ``stale_hits``: calls answered at once by a stale entry.
+    * ``misses``: calls that waited for a computation (their own or a shared one).
+    * ``refreshes``: recomputations started while an entry existed: background
+      refreshes and explicit ``refresh()`` calls.
+    * ``refresh_errors``: background refreshes that raised (the stale value was kept).
+    * ``evictions``: entries dropped from memory because the LRU was full.
+    * ``currsize`` / ``maxsize``: entries in memory now, and the bound.
+    * ``store_hits``: misses in memory answered from the level-2 store.
+    * ``store_errors``: level-2 store operations that failed (logged; never raised).
+    """
+
+    hits: int
+    stale_hits: int
+    misses: int
+    refreshes: int
+    refresh_errors: int
+    evictions: int
+    currsize: int
+    maxsize: int
+    store_hits: int = 0
+    store_errors: int = 0

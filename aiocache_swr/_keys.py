@@ -1,0 +1,109 @@
+"""Cache keys: the in-memory key of a call, and its stable form for a store.
+
+In memory, the key of ``f(*args, **kwargs)`` is ``args`` itself when there are
+no keyword arguments (no allocation), else ``args`` followed by a marker and
+the keyword items sorted by name, so keyword order never changes a key.  As with
+``functools.lru_cache``, ``f(1)`` and ``f(x=1)`` are different keys.
+
+A store needs keys that mean the same in every process, so :func:`stable_key`
+spells a key out from its values (never from ``hash()``, which is randomized per
+process for ``str``); it refuses objects whose only spelling is their identity.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import uuid
+from collections.abc import Hashable
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Final
+
+__all__ = ["KW_MARK", "UnstableKeyError", "make_key", "stable_key"]
+
+
+class _KwMark:
+    """Separates positional from keyword items in a key."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<kw>"
+
+    def __reduce__(self) -> str:
+        return "KW_MARK"
+
+
+KW_MARK: Final = _KwMark()
+
+#: Stable keys longer than this are stored as a digest of their spelling.
+MAX_STABLE_KEY = 200
+
+
+def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+    """The default in-memory key of a call (see the module docstring)."""
+    if not kwargs:
+        return args
+    return (*args, KW_MARK, *sorted(kwargs.items()))
+
+
+class UnstableKeyError(TypeError):
+    """A key holds an object that has no process-independent spelling."""
+
+
+_SCALARS: Final = (
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    Decimal,
+    Fraction,
+    date,
+    datetime,
+    time,
+    timedelta,
+    uuid.UUID,
+)
+
+
+def _spell(obj: object, out: list[str]) -> None:
+    if obj is None or obj is True or obj is False or obj is KW_MARK:
+        out.append(repr(obj))
+    elif isinstance(obj, enum.Enum):
+        out.append(f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}")
+    elif type(obj) in _SCALARS:
+        out.append(f"{type(obj).__name__}:{obj!r}")
+    elif type(obj) is tuple or type(obj) is list:
+        out.append("(" if type(obj) is tuple else "[")
+        for item in obj:
+            _spell(item, out)
+            out.append(",")
+        out.append(")" if type(obj) is tuple else "]")
+    elif type(obj) is frozenset or type(obj) is set:
+        parts = []
+        for item in obj:
+            sub: list[str] = []
+            _spell(item, sub)
+            parts.append("".join(sub))
+        out.append("{" + ",".join(sorted(parts)) + "}")
+    else:
+        raise UnstableKeyError(f"{type(obj).__qualname__} has no stable spelling across processes")
+
+
+def stable_key(key: object) -> str:
+    """Spell ``key`` the same way in every process; digest it when long.
+
+    Supports None, bool, numbers, str, bytes, dates, UUIDs, enums and tuples,
+    lists, sets and frozensets of those.  Anything else raises
+    :class:`UnstableKeyError`: give the function a ``key=`` that returns such
+    values.
+    """
+    out: list[str] = []
+    _spell(key, out)
+    spelled = "".join(out)
+    if len(spelled) <= MAX_STABLE_KEY:
+        return spelled
+    return "sha256:" + hashlib.sha256(spelled.encode("utf-8", "surrogatepass")).hexdigest()

@@ -1,0 +1,228 @@
+"""Where background work runs: one :class:`Runner` per cache and event loop.
+
+Every fetch (misses included, so that a cancelled caller never cancels shared
+work), every background refresh and every store flush runs as a child of an
+anyio task group owned by the cache:
+
+* inside ``async with cache:`` it is the task group entered there;
+* otherwise (zero ceremony, e.g. ``swr_cached`` under ``asyncio.run``) the
+  runner starts a *host* task on first need (``loop.create_task`` on asyncio, a
+  system task on trio) that owns the task group until the loop shuts it down.
+  When ``asyncio.run`` cancels it, the task group cancels its children and the
+  host, shielded, flushes the stores before it ends: no hang, no warning, no
+  lost write.
+
+Background refreshes go through a FIFO queue: at most ``max_refreshes`` run at
+once and the rest wait as queue entries, not as tasks, so a burst of stale keys
+never grows the number of tasks.  A queued refresh that a caller starts waiting
+for is *promoted*: it starts at once, outside the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Protocol
+
+import anyio
+import anyio.abc
+
+__all__ = ["Job", "Runner", "current_loop"]
+
+logger = logging.getLogger("aiocache_swr")
+
+
+def current_loop() -> object:
+    """An object identifying the running event loop (asyncio loop or trio run)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        import trio  # only reachable when running under trio
+
+        return trio.lowlevel.current_trio_token()
+
+
+class Job(Protocol):
+    """A unit of background work that never raises ``Exception``."""
+
+    queued: bool
+
+    async def run(self) -> None: ...
+
+    def abandon(self) -> None:
+        """Never going to run: release whatever waits for it."""
+
+
+class Runner:
+    """Background work of one cache on one event loop (see the module docstring)."""
+
+    def __init__(
+        self, loop: object, max_refreshes: int, on_host_end: Callable[[], Awaitable[None]]
+    ) -> None:
+        self.loop = loop
+        self._max_refreshes = max_refreshes
+        self._on_host_end = on_host_end
+        self._explicit_tg: anyio.abc.TaskGroup | None = None
+        self._host_tg: anyio.abc.TaskGroup | None = None
+        self._host_started = False
+        self._host_scope: anyio.CancelScope | None = None
+        self._host_done: anyio.Event | None = None
+        self._host_ref: object = None  # keeps an asyncio host task referenced
+        self._backlog: list[Callable[[], Awaitable[None]]] = []
+        self._queue: deque[Job] = deque()
+        self._refreshing = 0
+        self._busy = 0  # tasks started or waiting in the backlog, plus queued refreshes
+        self._idle: anyio.Event | None = None
+        self.flushing: set[object] = set()  # stores with a flush scheduled or running
+        self._closing = False
+
+    # -- starting work -------------------------------------------------------
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn()`` in the cache's task group, now (or as soon as the host runs)."""
+        self._busy += 1
+        self._start(fn)
+
+    def enqueue_refresh(self, job: Job) -> None:
+        """Run ``job`` when fewer than ``max_refreshes`` refreshes are running."""
+        self._busy += 1
+        job.queued = True
+        self._queue.append(job)
+        self._pump()
+
+    def promote(self, job: Job) -> None:
+        """Start a queued ``job`` now: a caller is waiting for it."""
+        if job.queued:
+            self._queue.remove(job)
+            job.queued = False
+            self._start(job.run)
+
+    @property
+    def busy(self) -> int:
+        """Tasks running or waiting to run, including queued refreshes."""
+        return self._busy
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def refreshing(self) -> int:
+        return self._refreshing
+
+    def close(self) -> None:
+        """Start nothing more: queued refreshes are abandoned, later work is dropped.
+
+        Called when the cache closes, after the grace period; what runs is then
+        cancelled by the task group's owner.
+        """
+        self._closing = True
+        while self._queue:
+            job = self._queue.popleft()
+            job.queued = False
+            job.abandon()
+            self._done_one()
+
+    def _pump(self) -> None:
+        while not self._closing and self._refreshing < self._max_refreshes and self._queue:
+            job = self._queue.popleft()
+            job.queued = False
+            self._refreshing += 1
+            self._start(partial(self._run_refresh, job))
+
+    async def _run_refresh(self, job: Job) -> None:
+        try:
+            await job.run()
+        finally:
+            self._refreshing -= 1
+            self._pump()
+
+    def _start(self, fn: Callable[[], Awaitable[None]]) -> None:
+        tg = self._explicit_tg or self._host_tg
+        if tg is not None:
+            tg.start_soon(self._track, fn)
+        elif self._closing:
+            logger.debug("aiocache_swr: dropped background work started while closing")
+            self._done_one()
+        else:
+            self._backlog.append(fn)
+            self._ensure_host()
+
+    async def _track(self, fn: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await fn()
+        except Exception:  # a bug in the engine: never let it reach the loop
+            logger.exception("aiocache_swr: internal error in background work")
+        finally:
+            self._done_one()
+
+    def _done_one(self) -> None:
+        self._busy -= 1
+        if self._busy == 0 and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    async def wait_idle(self) -> None:
+        """Return once no work is running, waiting in the backlog or queued."""
+        while self._busy:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    # -- the task group ------------------------------------------------------
+
+    def attach(self, tg: anyio.abc.TaskGroup) -> None:
+        """Use ``tg`` (entered by ``async with cache``) for new work."""
+        self._explicit_tg = tg
+        backlog, self._backlog = self._backlog, []
+        for fn in backlog:
+            tg.start_soon(self._track, fn)
+
+    def _ensure_host(self) -> None:
+        if self._host_started:
+            return
+        self._host_started = True
+        self._host_done = anyio.Event()
+        if isinstance(self.loop, asyncio.AbstractEventLoop):
+            self._host_ref = self.loop.create_task(self._host(), name="aiocache_swr runner")
+        else:
+            import trio
+
+            trio.lowlevel.spawn_system_task(self._host, name="aiocache_swr runner")
+
+    async def _host(self) -> None:
+        assert self._host_done is not None
+        try:
+            with anyio.CancelScope() as scope:
+                self._host_scope = scope
+                async with anyio.create_task_group() as tg:
+                    self._host_tg = tg
+                    backlog, self._backlog = self._backlog, []
+                    for fn in backlog:
+                        tg.start_soon(self._track, fn)
+                    await anyio.sleep_forever()
+        finally:
+            self._host_tg = None
+            self._host_scope = None
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._on_host_end()
+                except Exception:
+                    logger.exception("aiocache_swr: flushing stores at shutdown failed")
+            self._host_done.set()
+
+    async def stop(self) -> None:
+        """Cancel what still runs in the host task group and wait for the host to end.
+
+        The explicit task group (``async with cache``) is cancelled and exited
+        by its owner, the cache's ``__aexit__``.
+        """
+        if self._host_scope is not None and self._host_done is not None:
+            self._host_scope.cancel()
+            await self._host_done.wait()
+
+    def detach(self) -> None:
+        self._explicit_tg = None

@@ -1,0 +1,1512 @@
+"""SQLite persistence (level 2) on aiosqlite: :class:`SQLiteStore`.
+
+:class:`SQLiteStore` implements the :class:`~aiocache_swr._store.Store` seam.
+What an integrator needs to know:
+
+Errors
+    Every failure of a store operation surfaces as :class:`StoreError` (or a
+    subclass), chained to the underlying ``sqlite3``/``OSError`` exception:
+
+    * :class:`StoreOpenError` -- the file cannot be created or opened (permissions,
+      missing volume, read-only file, ...).  The failure is remembered for a few
+      seconds (``_OPEN_RETRY_AFTER``) so a broken file is not re-opened on every call.
+    * :class:`SchemaVersionError` (a :class:`StoreOpenError`) -- the file was
+      written by a newer aiocache-swr (its ``PRAGMA user_version`` is above
+      :data:`SCHEMA_VERSION`).  The file is left untouched.
+    * :class:`SerializationError` -- raised synchronously by :meth:`SQLiteStore.put`
+      when the value cannot be serialized; nothing is buffered.
+    * plain :class:`StoreError` -- a read or write failed (after retries).
+
+    A file that is not a SQLite database (``SQLITE_NOTADB``) or is corrupt
+    (``SQLITE_CORRUPT``) while opening is *not* an error: it is renamed to
+    ``<name>.corrupt-<UTC timestamp>`` (with its ``-wal``/``-shm``), logged at
+    ERROR on the ``aiocache_swr`` logger, and an empty database is created in its
+    place.  A single row that fails its signature check or cannot be deserialized
+    is a miss: it is deleted and logged at WARNING (the signature is checked
+    before anything is deserialized).
+
+Event loops
+    aiosqlite runs each connection on its own worker thread and hands results
+    back through futures of the loop that asked, so this store is asyncio-only
+    (under another async library every operation raises :class:`StoreError`).
+    The store keeps one connection for the running loop and opens it lazily.
+    When it is used from a different loop (two successive ``asyncio.run`` calls,
+    one loop per test...), the previous connection is stopped from a short-lived
+    helper thread -- there, aiosqlite's ``stop()`` finds no event loop and queues
+    its shutdown without a future, so the worker closes the sqlite connection and
+    exits without ever touching the dead loop -- and a new one is opened.  Writes
+    buffered under the old loop are kept and flushed under the new one.  Loop-bound
+    state (locks, events, the read batch) is per loop.  :meth:`SQLiteStore.aclose`
+    flushes and closes the running loop's connection; the store can be used again
+    afterwards (it reopens lazily).  The worker thread is made a daemon thread so a
+    store that was never closed cannot keep the interpreter from exiting.
+
+    Every database call is a single job on the worker thread (one transaction,
+    or one group of ``SELECT`` statements), so cancelling the awaiting task never
+    leaves a transaction open.  A cancelled task still waits (shielded) until the
+    worker has finished the job it queued, so a loop is never closed while the
+    worker still has to report to it (``asyncio.run`` cancels leftover tasks and
+    waits for them before closing the loop).
+
+Files
+    The database file is created by this module with ``os.open(..., 0o600)``
+    before SQLite opens it (parent directories are created with mode ``0o700``).
+    SQLite's unix VFS gives the ``-wal``/``-shm`` files the permission bits of
+    the database file, so they are owner-only too -- no ``umask`` change is
+    needed (a library must not change the process-wide umask).  The mode of a
+    file that already exists is left alone.  Open sequence, retried as a whole
+    with backoff while SQLite reports busy/locked: create file, connect with the
+    busy timeout, ``PRAGMA journal_mode=WAL``, ``synchronous=NORMAL``, schema
+    check/creation in a ``BEGIN IMMEDIATE`` transaction.
+
+Writes
+    ``put`` serializes ``(value, version)`` at once and buffers the row; ``delete``,
+    ``clear`` and ``delete_tags`` buffer a deletion (applied before the buffer's
+    puts, which are all newer) and then flush, so they are ordered after every
+    earlier write and have reached disk when they return.  Reads see the buffer
+    (puts and deletions).  ``flush`` writes the buffer in batches of at most
+    ``_MAX_BATCH`` operations, each ONE transaction, while holding a per-loop
+    lock, looping until the buffer is empty.  A batch that fails with
+    busy/locked is retried with backoff; when it still fails, its *puts are
+    dropped* (logged at WARNING; they stay in level 1, and an unbounded buffer in
+    front of a broken disk would be a memory leak) while its *deletions are kept*
+    and retried by the next flush (a lost invalidation could let another process
+    serve data that was meant to be gone).  After such a failure ``pending`` stays
+    False until something new is buffered, so a caller that flushes "while
+    pending" does not spin against a broken file.  A cancelled flush still
+    finishes the transaction the worker already runs; later batches go back into
+    the buffer.
+
+Bounds
+    After each batch, in the same transaction: rows whose ``expires`` is before
+    ``clock()`` are purged (at most ``_PURGE_LIMIT`` per batch, through an index on
+    ``expires``), then rows beyond ``max_entries`` are evicted in the order they
+    were *written* (an index on a write sequence; the row count is kept by
+    triggers, so no ``COUNT(*)`` scan).  Written order rather than read order:
+    recording reads would turn every level-2 read into a write transaction (a
+    cross-process write lock and WAL growth on the read path); hot entries live
+    in level 1 anyway and are rewritten on every refresh.
+
+Reads
+    Concurrent ``get_many`` calls are coalesced: the first caller of a batch
+    (the leader) yields once so callers of the same loop tick can join (and, if a
+    read is already in flight, waits for it, gathering more callers meanwhile),
+    then runs one job that issues ``SELECT ... WHERE namespace=? AND key IN (...)``
+    statements, per namespace, in chunks of ``_CHUNK`` keys.  A cancelled leader
+    still completes the batch (shielded) for the callers that joined it; a
+    cancelled joiner just stops waiting.  Signature checks and deserialization
+    run on the worker thread, not on the event loop.
+
+Clock
+    ``created``/``expires`` are stored as given.  Purging compares ``expires`` with
+    ``SQLiteStore.clock`` (``time.time`` unless ``clock=`` is passed), so records
+    stamped by another clock (a fake clock in tests) need that clock passed too,
+    or they look long expired and are purged by the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import pickle
+import random
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from functools import partial
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol, cast, runtime_checkable
+
+import aiosqlite
+import anyio
+import anyio.lowlevel
+
+from ._store import Record
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "JSONSerializer",
+    "PickleSerializer",
+    "SQLiteStore",
+    "SQLiteStoreStats",
+    "SchemaVersionError",
+    "SerializationError",
+    "Serializer",
+    "StoreError",
+    "StoreOpenError",
+]
+
+logger = logging.getLogger("aiocache_swr")
+
+#: Version of the on-disk schema (``PRAGMA user_version``) this module writes.
+SCHEMA_VERSION: Final = 1
+
+_CHUNK: Final = 500  # keys per SELECT / tags per DELETE: under SQLite's old 999-variable limit
+_MAX_BATCH: Final = 2000  # buffered operations written per transaction
+_PURGE_LIMIT: Final = 1000  # expired rows removed per batch
+_OPEN_ATTEMPTS: Final = 8
+_WRITE_ATTEMPTS: Final = 5
+_READ_ATTEMPTS: Final = 4
+_OPEN_RETRY_AFTER: Final = 5.0  # seconds an open failure is remembered
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_MAC_DOMAIN: Final = b"aiocache-swr/sqlite/v1\x00"
+
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_NOTADB: Final = 26
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StoreError(Exception):
+    """A level-2 store operation failed; the engine logs it and carries on without the store."""
+
+
+class StoreOpenError(StoreError):
+    """The database file cannot be created or opened."""
+
+
+class SchemaVersionError(StoreOpenError):
+    """The database file was written by a newer aiocache-swr (a higher schema version)."""
+
+
+class SerializationError(StoreError):
+    """The value cannot be serialized by the store's serializer (raised by ``put``)."""
+
+
+# ---------------------------------------------------------------------- serializers
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns what the store persists (a ``(value, version)`` tuple) into bytes and back."""
+
+    def dumps(self, obj: Any) -> bytes:
+        """Serialize ``obj``; raise if it cannot be serialized."""
+        ...
+
+    def loads(self, data: bytes) -> Any:
+        """Rebuild the object ``dumps`` serialized."""
+        ...
+
+
+class PickleSerializer:
+    """The default: :mod:`pickle`.  Use ``secret=`` if others can write the file."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        if isinstance(protocol, bool) or not isinstance(protocol, int):
+            raise TypeError(f"PickleSerializer(protocol=...) expects an int, got {protocol!r}")
+        if not 0 <= protocol <= pickle.HIGHEST_PROTOCOL:
+            raise ValueError(
+                f"PickleSerializer(protocol={protocol}) is out of range; "
+                f"use 0..{pickle.HIGHEST_PROTOCOL} (pickle.HIGHEST_PROTOCOL)"
+            )
+        self.protocol = protocol
+
+    def dumps(self, obj: Any) -> bytes:
+        return pickle.dumps(obj, self.protocol)
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+    def __repr__(self) -> str:
+        return f"PickleSerializer(protocol={self.protocol})"
+
+
+class JSONSerializer:
+    """JSON (UTF-8).  Only JSON types round-trip: tuples come back as lists.
+
+    That includes versions: a version that is not a JSON-native value (a tuple,
+    say) will not compare equal after a round trip, so the entry reads as stale.
+    """
+
+    __slots__ = ()
+
+    def dumps(self, obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+    def __repr__(self) -> str:
+        return "JSONSerializer()"
+
+
+# ------------------------------------------------------------------------- stats
+
+
+@dataclass
+class SQLiteStoreStats:
+    """Counters of one :class:`SQLiteStore` (diagnostics and tests; not synchronized)."""
+
+    opens: int = 0  # connections opened (one per event loop used)
+    read_batches: int = 0  # coalesced get_many round trips to the database thread
+    read_queries: int = 0  # SELECT statements those round trips ran
+    write_transactions: int = 0  # committed write batches
+    rows_written: int = 0
+    purged: int = 0  # expired rows removed
+    evicted: int = 0  # rows removed to stay within max_entries
+    rejected_rows: int = 0  # rows dropped: bad signature or undecodable
+    write_failures: int = 0  # batches given up after retries
+    dropped_writes: int = 0  # puts lost with those batches
+    moved_aside: int = 0  # corrupt files renamed
+
+
+# ------------------------------------------------------------------------ schema
+
+_SCHEMA: Final[tuple[str, ...]] = (
+    """CREATE TABLE IF NOT EXISTS swr_entries (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        blob BLOB NOT NULL,
+        created REAL NOT NULL,
+        expires REAL,
+        tags TEXT,
+        mac BLOB,
+        written INTEGER NOT NULL,
+        PRIMARY KEY (namespace, key)
+    )""",
+    "CREATE INDEX IF NOT EXISTS swr_entries_written ON swr_entries (written)",
+    "CREATE INDEX IF NOT EXISTS swr_entries_expires ON swr_entries (expires)"
+    " WHERE expires IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS swr_tags (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (namespace, key, tag)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS swr_tags_tag ON swr_tags (tag)",
+    """CREATE TABLE IF NOT EXISTS swr_meta (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "INSERT OR IGNORE INTO swr_meta (name, value) VALUES ('entries', 0)",
+    # The row count, kept exact so bounding the table never needs COUNT(*).
+    """CREATE TRIGGER IF NOT EXISTS swr_entries_insert AFTER INSERT ON swr_entries BEGIN
+        UPDATE swr_meta SET value = value + 1 WHERE name = 'entries';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS swr_entries_delete AFTER DELETE ON swr_entries BEGIN
+        UPDATE swr_meta SET value = value - 1 WHERE name = 'entries';
+        DELETE FROM swr_tags
+         WHERE old.tags IS NOT NULL AND namespace = old.namespace AND key = old.key;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS swr_entries_retag AFTER UPDATE OF tags ON swr_entries
+    WHEN old.tags IS NOT NULL BEGIN
+        DELETE FROM swr_tags WHERE namespace = old.namespace AND key = old.key;
+    END""",
+)
+
+_UPSERT_SQL: Final = (
+    "INSERT INTO swr_entries (namespace, key, blob, created, expires, tags, mac, written)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (namespace, key) DO UPDATE SET blob = excluded.blob,"
+    " created = excluded.created, expires = excluded.expires, tags = excluded.tags,"
+    " mac = excluded.mac, written = excluded.written"
+)
+_INSERT_TAG_SQL: Final = "INSERT OR IGNORE INTO swr_tags (namespace, key, tag) VALUES (?, ?, ?)"
+_DELETE_KEY_SQL: Final = "DELETE FROM swr_entries WHERE namespace = ? AND key = ?"
+_CLEAR_SQL: Final = "DELETE FROM swr_entries WHERE namespace = ?"
+_MAX_WRITTEN_SQL: Final = "SELECT max(written) FROM swr_entries"
+_COUNT_SQL: Final = "SELECT value FROM swr_meta WHERE name = 'entries'"
+_PURGE_SQL: Final = (
+    "DELETE FROM swr_entries WHERE rowid IN"
+    " (SELECT rowid FROM swr_entries WHERE expires < ? ORDER BY expires LIMIT ?)"
+)
+_EVICT_SQL: Final = (
+    "DELETE FROM swr_entries WHERE rowid IN"
+    " (SELECT rowid FROM swr_entries ORDER BY written LIMIT ?)"
+)
+_REJECT_SQL: Final = (
+    "DELETE FROM swr_entries WHERE namespace = ? AND key = ? AND blob IS ? AND mac IS ?"
+)
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _select_sql(n: int) -> str:
+    return (
+        "SELECT namespace, key, blob, created, expires, tags, mac FROM swr_entries"
+        f" WHERE namespace = ? AND key IN ({_placeholders(n)})"
+    )
+
+
+def _delete_tags_sql(n: int) -> str:
+    return (
+        "DELETE FROM swr_entries WHERE rowid IN (SELECT e.rowid FROM swr_tags AS t"
+        " JOIN swr_entries AS e ON e.namespace = t.namespace AND e.key = t.key"
+        f" WHERE t.tag IN ({_placeholders(n)}))"
+    )
+
+
+# ----------------------------------------------------------------- sqlite errors
+
+
+def _primary_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds a lock; worth retrying."""
+    if isinstance(exc, _NotWal):
+        return True
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = _primary_code(exc)
+    if code is not None:
+        return code in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    """SQLITE_NOTADB / SQLITE_CORRUPT: the file is not a usable database."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = _primary_code(exc)
+    if code is not None:
+        return code in (_SQLITE_NOTADB, _SQLITE_CORRUPT)
+    message = str(exc).lower()
+    return "not a database" in message or "malformed" in message
+
+
+class _NotWal(sqlite3.OperationalError):
+    """``PRAGMA journal_mode=WAL`` did not take (another connection held the file)."""
+
+
+# ------------------------------------------------------------- internal records
+
+
+class _Put:
+    """A buffered write: the serialized row, ready for the database."""
+
+    __slots__ = ("blob", "created", "expires", "tags", "tags_json")
+
+    def __init__(
+        self,
+        blob: bytes,
+        created: float,
+        expires: float | None,
+        tags: tuple[str, ...],
+        tags_json: str | None,
+    ) -> None:
+        self.blob = blob
+        self.created = created
+        self.expires = expires
+        self.tags = tags
+        self.tags_json = tags_json
+
+
+class _Layer:
+    """Buffered operations: per-key puts/deletions (``None``) and range deletions.
+
+    Range deletions (``clears``: namespaces, ``tag_deletes``: tags) apply to the
+    layers below this one, never to this layer's own puts: a put buffered before a
+    range deletion is removed from the layer when the deletion is buffered, so
+    every put left in the layer is newer than its range deletions.
+    """
+
+    __slots__ = ("clears", "ops", "tag_deletes")
+
+    def __init__(self) -> None:
+        self.ops: dict[tuple[str, str], _Put | None] = {}
+        self.clears: set[str] = set()
+        self.tag_deletes: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.ops or self.clears or self.tag_deletes)
+
+    def hides(self, namespace: str, tags: tuple[str, ...]) -> bool:
+        """Whether this layer's range deletions remove a lower-layer row."""
+        return namespace in self.clears or (
+            bool(self.tag_deletes) and not self.tag_deletes.isdisjoint(tags)
+        )
+
+    def puts(self) -> int:
+        return sum(1 for op in self.ops.values() if op is not None)
+
+
+class _Miss(Enum):
+    MISS = 0
+
+
+_MISS: Final = _Miss.MISS
+
+
+class _ReadBatch:
+    """``get_many`` calls coalesced into one job on the database thread."""
+
+    __slots__ = ("complete", "error", "event", "found", "wanted")
+
+    def __init__(self) -> None:
+        self.wanted: dict[str, set[str]] = {}
+        self.found: dict[tuple[str, str], Record] = {}
+        self.complete = False  # set by the database thread when ``found`` is final
+        self.error: BaseException | None = None
+        self.event: anyio.Event | None = None  # created by the first caller that waits
+
+    def add(self, namespace: str, keys: Iterable[str]) -> None:
+        wanted = self.wanted.get(namespace)
+        if wanted is None:
+            self.wanted[namespace] = set(keys)
+        else:
+            wanted.update(keys)
+
+    def wait_event(self) -> anyio.Event:
+        if self.event is None:
+            self.event = anyio.Event()
+        return self.event
+
+
+class _WriteJob:
+    """One write transaction; the database thread records the outcome here."""
+
+    __slots__ = ("batch", "committed", "evicted", "now", "purged", "rows")
+
+    def __init__(self, batch: _Layer, now: float) -> None:
+        self.batch = batch
+        self.now = now
+        self.committed = False
+        self.rows = 0
+        self.purged = 0
+        self.evicted = 0
+
+
+class _Opened:
+    """Hand-over of the sqlite connection made by the connector on the worker thread."""
+
+    __slots__ = ("db", "done")
+
+    def __init__(self) -> None:
+        self.db: sqlite3.Connection | None = None
+        self.done = threading.Event()
+
+
+_Execute = Callable[..., Awaitable[Any]]
+
+
+class _LoopState:
+    """What belongs to one event loop: its connection, locks and read batches."""
+
+    __slots__ = (
+        "conn",
+        "db",
+        "execute",
+        "flush_lock",
+        "loop",
+        "open_lock",
+        "read_batch",
+        "reading",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.conn: aiosqlite.Connection | None = None
+        self.db: sqlite3.Connection | None = None
+        self.execute: _Execute | None = None
+        self.open_lock: anyio.Lock | None = None
+        self.flush_lock: anyio.Lock | None = None
+        self.read_batch: _ReadBatch | None = None  # open for joining
+        self.reading: _ReadBatch | None = None  # submitted, not finished
+
+
+def _noop() -> None:
+    return None
+
+
+def _stop_quietly(stop: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):
+        stop()
+
+
+def _stop_in_background(conn: aiosqlite.Connection) -> None:
+    """Stop an aiosqlite connection whose event loop is gone, without touching that loop.
+
+    aiosqlite's ``stop()`` queues "close the sqlite connection, then exit" for the
+    worker thread; called from a thread without an event loop it attaches no
+    future, so the worker never calls back into any loop.
+    """
+    stop = getattr(conn, "stop", None) or getattr(conn, "_stop_running", None)
+    if callable(stop):
+        threading.Thread(
+            target=_stop_quietly, args=(stop,), name="aiocache-swr-sqlite-stop", daemon=True
+        ).start()
+
+
+def _daemonize(conn: aiosqlite.Connection, name: str) -> None:
+    """Make the (not yet started) worker thread a daemon: an unclosed store must not hang exit."""
+    thread: object = conn if isinstance(conn, threading.Thread) else getattr(conn, "_thread", None)
+    if isinstance(thread, threading.Thread) and thread.ident is None:
+        thread.daemon = True
+        thread.name = name
+
+
+# --------------------------------------------------------------- argument checks
+
+
+def _check_path(path: object) -> Path:
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"SQLiteStore(path=...) expects a file path (str or os.PathLike[str]), got "
+            f"{type(path).__name__}; pass e.g. 'cache.db' or pathlib.Path('cache.db')"
+        )
+    raw = os.fspath(path)
+    if not isinstance(raw, str):
+        raise TypeError(
+            "SQLiteStore(path=...) expects a str path; decode the bytes path first "
+            "(os.fsdecode(path))"
+        )
+    if not raw.strip():
+        raise ValueError("SQLiteStore(path='') needs a file name, e.g. 'cache.db'")
+    if raw == ":memory:" or raw.startswith("file:"):
+        raise ValueError(
+            f"SQLiteStore(path={raw!r}): give a plain file path; for memory-only caching "
+            "use no store at all (store=None)"
+        )
+    resolved = Path(raw).expanduser().resolve()
+    if resolved.is_dir():
+        raise ValueError(
+            f"SQLiteStore(path={raw!r}) is a directory; give a file inside it, "
+            f"e.g. {str(resolved / 'cache.db')!r}"
+        )
+    return resolved
+
+
+def _check_max_entries(max_entries: object) -> int:
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int):
+        raise TypeError(f"SQLiteStore(max_entries=...) expects an int, got {max_entries!r}")
+    if max_entries < 1:
+        raise ValueError(
+            f"SQLiteStore(max_entries={max_entries}) must be at least 1 "
+            "(it bounds the rows kept in the file)"
+        )
+    return max_entries
+
+
+def _check_serializer(serializer: object) -> Serializer:
+    if serializer is None:
+        return PickleSerializer()
+    if isinstance(serializer, type):
+        raise TypeError(
+            f"SQLiteStore(serializer={serializer.__name__}) expects an instance; "
+            f"pass {serializer.__name__}()"
+        )
+    if not (
+        callable(getattr(serializer, "dumps", None))
+        and callable(getattr(serializer, "loads", None))
+    ):
+        raise TypeError(
+            f"SQLiteStore(serializer=...) expects an object with dumps(obj) -> bytes and "
+            f"loads(bytes) -> obj (e.g. JSONSerializer()), got {serializer!r}"
+        )
+    return cast(Serializer, serializer)
+
+
+def _check_secret(secret: object) -> bytes | None:
+    if secret is None:
+        return None
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    if not isinstance(secret, (bytes, bytearray)):
+        raise TypeError(
+            f"SQLiteStore(secret=...) expects bytes or str (or None), got {type(secret).__name__}"
+        )
+    if not secret:
+        raise ValueError(
+            "SQLiteStore(secret=...) is empty; pass a long random key (e.g. "
+            "secrets.token_bytes(32)) or None to store rows unsigned"
+        )
+    return bytes(secret)
+
+
+def _check_busy_timeout(busy_timeout: object) -> float:
+    if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)):
+        raise TypeError(
+            f"SQLiteStore(busy_timeout=...) expects seconds as a number, got {busy_timeout!r}"
+        )
+    if not math.isfinite(busy_timeout) or busy_timeout < 0:
+        raise ValueError(
+            f"SQLiteStore(busy_timeout={busy_timeout!r}) must be a finite number of seconds "
+            ">= 0 (default 5.0)"
+        )
+    return float(busy_timeout)
+
+
+_pack_double = struct.Struct("!d").pack
+_pack_length = struct.Struct("!Q").pack
+
+
+# ------------------------------------------------------------------------ store
+
+
+class SQLiteStore:
+    """A level-2 :class:`~aiocache_swr._store.Store` in one SQLite file (see the module doc).
+
+    ``path``: the database file (created owner-only if missing).  ``max_entries``:
+    rows kept; the least recently *written* beyond it are evicted.  ``serializer``:
+    :class:`PickleSerializer` by default.  ``secret``: sign every row with
+    HMAC-SHA256 over namespace, key, serialized value, created, expires and tags;
+    a row that does not verify is dropped before it is deserialized (rows without
+    a signature are rejected too).  Without a secret, signatures are not checked.
+    ``busy_timeout``: seconds SQLite waits for another process's lock before an
+    operation is retried.  ``clock``: wall-clock seconds used to purge expired
+    rows (``time.time`` by default; give the cache's clock when records are
+    stamped with another one, e.g. a fake clock in tests).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_entries: int = 100_000,
+        serializer: Serializer | None = None,
+        secret: bytes | str | None = None,
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._path = _check_path(path)
+        self._max_entries = _check_max_entries(max_entries)
+        self._serializer = _check_serializer(serializer)
+        self._secret = _check_secret(secret)
+        self._busy_timeout = _check_busy_timeout(busy_timeout)
+        if clock is not None and not callable(clock):
+            raise TypeError(
+                f"SQLiteStore(clock=...) expects a zero-argument callable returning seconds "
+                f"(like time.time), got {clock!r}"
+            )
+        #: Wall clock for purging expired rows; may be replaced (e.g. by the cache's clock).
+        self.clock: Callable[[], float] = clock if clock is not None else time.time
+        self.stats = SQLiteStoreStats()
+        self._dumps = self._serializer.dumps
+        self._loads = self._serializer.loads
+        self._buffer = _Layer()
+        self._inflight: _Layer | None = None
+        self._state: _LoopState | None = None
+        self._open_failure: tuple[float, StoreError] | None = None
+        self._hold = False  # see ``pending``
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def path(self) -> Path:
+        """The database file, as a resolved absolute path."""
+        return self._path
+
+    @property
+    def max_entries(self) -> int:
+        return self._max_entries
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._serializer
+
+    @property
+    def busy_timeout(self) -> float:
+        return self._busy_timeout
+
+    @property
+    def pending(self) -> bool:
+        """True while writes or deletions wait to be flushed.
+
+        After a failed flush, the deletions it kept for a retry do not count until
+        something new is buffered (so a caller that flushes while ``pending`` does
+        not spin against a broken file); the next flush still retries them.
+        """
+        if self._hold:
+            return self._inflight is not None
+        return bool(self._buffer) or self._inflight is not None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self._path)!r})"
+
+    # ----------------------------------------------------------------- writes
+
+    def put(self, namespace: str, key: str, record: Record) -> None:
+        """Serialize ``(record.value, record.version)`` now and buffer the row."""
+        try:
+            blob = self._dumps((record.value, record.version))
+            if type(blob) is not bytes:
+                blob = bytes(blob)
+            created = record.created
+            if type(created) is not float:
+                created = float(created)
+            expires = record.expires
+            if expires is not None and type(expires) is not float:
+                expires = float(expires)
+            tags = record.tags
+            if type(tags) is not tuple:
+                tags = tuple(tags)
+            tags_json: str | None = None
+            if tags:
+                if not all(type(tag) is str for tag in tags):
+                    raise TypeError(f"tags must be str, got {tags!r}")
+                tags_json = json.dumps(tags, ensure_ascii=False)
+        except Exception as exc:
+            raise SerializationError(
+                f"{self!r} cannot store the entry {key!r} of {namespace!r}: "
+                f"{type(exc).__name__}: {exc} (serializer: {self._serializer!r})"
+            ) from exc
+        ops = self._buffer.ops
+        k = (namespace, key)
+        if k in ops:
+            del ops[k]  # keep the buffer in write order
+        ops[k] = _Put(blob, created, expires, tags, tags_json)
+        self._hold = False
+
+    async def flush(self) -> None:
+        """Write the buffer, one transaction per batch, until it is empty."""
+        if not self._buffer and self._inflight is None:
+            return
+        st = self._loop_state()
+        if st.flush_lock is None:
+            st.flush_lock = anyio.Lock()
+        async with st.flush_lock:
+            while self._buffer:
+                try:
+                    await self._ready(st)
+                except StoreError:
+                    self._drop_buffered_puts("the database cannot be opened")
+                    self._hold = True
+                    raise
+                layer = self._buffer
+                self._buffer = _Layer()
+                self._inflight = layer  # reads see it until every batch of it is written
+                try:
+                    await self._write_layer(st, layer)
+                except StoreError:
+                    self._hold = True
+                    raise
+                finally:
+                    self._inflight = None
+            self._hold = False
+
+    async def delete(self, namespace: str, keys: Collection[str]) -> None:
+        """Remove these keys of ``namespace`` (after every write buffered before)."""
+        ops = self._buffer.ops
+        added = False
+        for key in keys:
+            k = (namespace, key)
+            ops.pop(k, None)
+            ops[k] = None
+            added = True
+        if added:
+            self._hold = False
+            await self.flush()
+
+    async def clear(self, namespace: str) -> None:
+        """Remove every key of ``namespace`` (after every write buffered before)."""
+        buffer = self._buffer
+        for k in [k for k in buffer.ops if k[0] == namespace]:
+            del buffer.ops[k]
+        buffer.clears.add(namespace)
+        self._hold = False
+        await self.flush()
+
+    async def delete_tags(self, tags: Iterable[str]) -> None:
+        """Remove every row, of any namespace, carrying one of ``tags``."""
+        wanted = set(tags)
+        if not wanted:
+            return
+        buffer = self._buffer
+        for k in [
+            k for k, op in buffer.ops.items() if op is not None and not wanted.isdisjoint(op.tags)
+        ]:
+            del buffer.ops[k]
+        buffer.tag_deletes |= wanted
+        self._hold = False
+        await self.flush()
+
+    async def aclose(self) -> None:
+        """Flush, then close the running loop's connection (the store stays usable)."""
+        st = self._loop_state()
+        try:
+            await self.flush()
+        finally:
+            conn = st.conn
+            if conn is not None:
+                if st.flush_lock is None:
+                    st.flush_lock = anyio.Lock()
+                with anyio.CancelScope(shield=True):
+                    async with st.flush_lock:
+                        if st.conn is conn:
+                            st.conn = st.db = st.execute = None
+                            try:
+                                await conn.close()
+                            except Exception as exc:
+                                raise StoreError(f"{self!r}: closing failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_many(self, namespace: str, keys: Collection[str]) -> dict[str, Record]:
+        """Return the records found for ``keys``; concurrent calls share one query."""
+        found: dict[str, Record] = {}
+        if self._buffer or self._inflight is not None:
+            need: list[str] = []
+            for key in keys:
+                seen = self._lookup(namespace, key, _MISS)
+                if seen is _MISS:
+                    need.append(key)
+                elif seen is not None:
+                    found[key] = self._as_record(seen)
+        else:
+            need = list(keys)
+        if not need:
+            return found
+        rows = await self._read(namespace, need)
+        if self._buffer or self._inflight is not None:
+            for key in need:
+                seen = self._lookup(namespace, key, rows.get(key))
+                if seen is not None and seen is not _MISS:
+                    found[key] = self._as_record(seen)
+        else:
+            found.update(rows)
+        return found
+
+    def _lookup(
+        self, namespace: str, key: str, below: Record | Literal[_Miss.MISS] | None
+    ) -> _Put | Record | Literal[_Miss.MISS] | None:
+        """What a read sees through the buffer: a put, a row, ``None`` (deleted) or _MISS.
+
+        ``below`` is what the database holds (``_MISS`` when not read yet).
+        """
+        k = (namespace, key)
+        above: list[_Layer] = []
+        result: _Put | Record | Literal[_Miss.MISS] | None = below
+        for layer in (self._buffer, self._inflight):
+            if layer is None:
+                continue
+            op = layer.ops.get(k, _MISS)
+            if op is not _MISS:
+                result = op
+                break
+            if namespace in layer.clears:
+                return None
+            if layer.tag_deletes:
+                above.append(layer)
+        if result is None or result is _MISS:
+            return result
+        for layer in above:
+            if not layer.tag_deletes.isdisjoint(result.tags):
+                return None
+        return result
+
+    def _as_record(self, seen: _Put | Record) -> Record:
+        if isinstance(seen, Record):
+            return seen
+        value, version = self._loads(seen.blob)
+        return Record(
+            value=value, version=version, created=seen.created, tags=seen.tags, expires=seen.expires
+        )
+
+    async def _read(self, namespace: str, keys: list[str]) -> dict[str, Record]:
+        st = self._loop_state()
+        batch = st.read_batch
+        if batch is None:
+            batch = _ReadBatch()
+            st.read_batch = batch
+            batch.add(namespace, keys)
+            await self._lead(st, batch)
+        else:
+            batch.add(namespace, keys)
+            await batch.wait_event().wait()
+            if not batch.complete:
+                raise StoreError(f"{self!r}: read failed: {batch.error!r}") from batch.error
+        got = batch.found
+        out: dict[str, Record] = {}
+        for key in keys:
+            record = got.get((namespace, key))
+            if record is not None:
+                out[key] = record
+        return out
+
+    async def _lead(self, st: _LoopState, batch: _ReadBatch) -> None:
+        """Gather callers into ``batch``, run it, and wake them -- even if cancelled."""
+        cancelled: BaseException | None = None
+        try:
+            previous = st.reading
+            if previous is None:
+                await anyio.lowlevel.checkpoint()  # callers of this loop tick join
+            else:
+                await previous.wait_event().wait()  # gather more while a read runs
+        except anyio.get_cancelled_exc_class() as exc:
+            cancelled = exc
+        if st.read_batch is batch:
+            st.read_batch = None
+        try:
+            if cancelled is None:
+                await self._run_read(st, batch)
+            elif batch.event is not None:  # others joined: serve them anyway
+                with anyio.CancelScope(shield=True):
+                    await self._run_read(st, batch)
+        except BaseException as exc:
+            if batch.error is None:
+                batch.error = exc
+            raise
+        finally:
+            if batch.event is not None:
+                batch.event.set()
+        if cancelled is not None:
+            raise cancelled
+
+    async def _run_read(self, st: _LoopState, batch: _ReadBatch) -> None:
+        await self._ready(st)
+        st.reading = batch
+        try:
+            self.stats.read_batches += 1
+            await self._call(st, self._read_sync, batch)
+        except StoreError:
+            raise
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"{self!r}: read failed: {exc}") from exc
+        finally:
+            if st.reading is batch:
+                st.reading = None
+
+    # -------------------------------------------------------- loops, opening
+
+    def _loop_state(self) -> _LoopState:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise StoreError(
+                f"{self!r} needs a running asyncio event loop (aiosqlite runs on asyncio only)"
+            ) from None
+        st = self._state
+        if st is not None and st.loop is loop:
+            return st
+        if st is not None:
+            self._abandon(st)
+        st = self._state = _LoopState(loop)
+        return st
+
+    def _abandon(self, st: _LoopState) -> None:
+        """Forget a previous loop's state; stop its connection without awaiting it."""
+        conn = st.conn
+        st.conn = st.db = st.execute = None
+        st.read_batch = st.reading = None
+        if self._inflight is not None:  # that loop died mid-flush: write it again
+            self._requeue(self._inflight, keep_puts=True)
+            self._inflight = None
+        if conn is not None:
+            _stop_in_background(conn)
+
+    async def _ready(self, st: _LoopState) -> None:
+        """Make sure ``st`` has an open connection."""
+        if st.execute is not None:
+            return
+        self._check_open_failure()
+        if st.open_lock is None:
+            st.open_lock = anyio.Lock()
+        with anyio.CancelScope(shield=True):  # one open serves every waiting caller
+            async with st.open_lock:
+                if st.execute is not None:
+                    return
+                self._check_open_failure()
+                try:
+                    await self._open(st)
+                except StoreError as exc:
+                    self._open_failure = (time.monotonic() + _OPEN_RETRY_AFTER, exc)
+                    raise
+
+    def _check_open_failure(self) -> None:
+        failure = self._open_failure
+        if failure is None:
+            return
+        until, exc = failure
+        if time.monotonic() >= until:
+            self._open_failure = None
+            return
+        raise type(exc)(f"{exc} (not retried before {_OPEN_RETRY_AFTER:g}s have passed)")
+
+    async def _open(self, st: _LoopState) -> None:
+        opened = _Opened()
+        conn = aiosqlite.Connection(partial(self._connect_sync, opened), 64)
+        _daemonize(conn, f"aiocache-swr-sqlite {self._path.name}")
+        try:
+            await conn
+        except BaseException as exc:
+            if opened.db is not None or not opened.done.is_set():
+                # Interrupted while the worker was connecting: close what it makes.
+                threading.Thread(
+                    target=self._close_when_opened, args=(opened,), daemon=True
+                ).start()
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, (sqlite3.Error, OSError, ValueError)):
+                raise StoreOpenError(f"{self!r}: cannot open the database: {exc}") from exc
+            raise
+        st.conn = conn
+        st.db = opened.db
+        st.execute = conn._execute
+        self.stats.opens += 1
+
+    @staticmethod
+    def _close_when_opened(opened: _Opened) -> None:
+        opened.done.wait()
+        if opened.db is not None:
+            with contextlib.suppress(Exception):
+                opened.db.close()
+
+    async def _call(self, st: _LoopState, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(db, *args)`` as one job on the connection's worker thread."""
+        execute = st.execute
+        if execute is None:  # closed by aclose() meanwhile: reopen
+            await self._ready(st)
+            execute = st.execute
+            assert execute is not None
+        try:
+            return await execute(fn, st.db, *args)
+        except anyio.get_cancelled_exc_class():
+            # The worker still runs ``fn``.  Wait until it has (a no-op queued behind
+            # it), so the loop cannot close while the worker still reports to it.
+            with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+                await execute(_noop)
+            raise
+
+    # ----------------------------------------------------- worker-thread side
+
+    def _connect_sync(self, opened: _Opened) -> sqlite3.Connection:
+        try:
+            db = self._open_sync()
+            opened.db = db
+            return db
+        finally:
+            opened.done.set()
+
+    def _open_sync(self) -> sqlite3.Connection:
+        """The whole open sequence, retried with backoff while SQLite reports busy."""
+        delay = 0.01
+        moved = False
+        for attempt in range(1, _OPEN_ATTEMPTS + 1):
+            db: sqlite3.Connection | None = None
+            try:
+                self._create_file_sync()
+                db = sqlite3.connect(
+                    self._path,
+                    timeout=self._busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    cached_statements=256,
+                )
+                self._prepare_sync(db, last_attempt=attempt == _OPEN_ATTEMPTS)
+                return db
+            except SchemaVersionError:
+                if db is not None:
+                    db.close()
+                raise
+            except (sqlite3.Error, OSError) as exc:
+                if db is not None:
+                    db.close()
+                if _is_busy(exc) and attempt < _OPEN_ATTEMPTS:
+                    logger.debug("%r: open attempt %d found the file busy: %s", self, attempt, exc)
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                if _is_corrupt(exc) and not moved and attempt < _OPEN_ATTEMPTS:
+                    moved = self._move_aside_sync(exc)
+                    continue
+                raise StoreOpenError(f"{self!r}: cannot open the database: {exc}") from exc
+        raise StoreOpenError(f"{self!r}: cannot open the database")  # pragma: no cover
+
+    def _create_file_sync(self) -> None:
+        missing: list[Path] = []
+        parent = self._path.parent
+        while not parent.is_dir() and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        for directory in reversed(missing):  # owner-only, every level (unlike os.makedirs)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(directory, 0o700)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        os.close(os.open(self._path, flags, 0o600))
+
+    def _prepare_sync(self, db: sqlite3.Connection, *, last_attempt: bool) -> None:
+        db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            if not last_attempt:
+                raise _NotWal(f"journal_mode stayed {mode!r}")
+            logger.warning("%r: could not switch to WAL mode (it is %r); continuing", self, mode)
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA journal_size_limit = 67108864")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        self._check_version(version)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            self._check_version(version)
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+
+    def _check_version(self, version: object) -> None:
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self!r}: the file has schema version {version}, newer than this "
+                f"aiocache-swr understands ({SCHEMA_VERSION}); upgrade aiocache-swr or "
+                "point the store at another file"
+            )
+
+    def _move_aside_sync(self, exc: BaseException) -> bool:
+        """Rename a corrupt database (and its -wal/-shm) to ``<name>.corrupt-<stamp>``."""
+        path = self._path
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except FileNotFoundError:
+            return False  # someone else moved it: just try again
+        not_a_db = _primary_code(exc) != _SQLITE_CORRUPT and "malformed" not in str(exc).lower()
+        if not_a_db and head in (b"", _SQLITE_MAGIC):
+            return False  # replaced by a valid (or new) database meanwhile
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = path.with_name(f"{path.name}.corrupt-{stamp}")
+        n = 0
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return False
+        for suffix in ("-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f"{path}{suffix}", f"{target}{suffix}")
+        self.stats.moved_aside += 1
+        logger.error(
+            "%r: %s is not a usable SQLite database (%s); moved it aside to %s "
+            "and starting with an empty cache",
+            self,
+            path,
+            exc,
+            target,
+        )
+        return True
+
+    def _sign(
+        self,
+        namespace: str,
+        key: str,
+        blob: bytes,
+        created: float,
+        expires: float | None,
+        tags_json: str | None,
+    ) -> bytes:
+        assert self._secret is not None
+        mac = hmac.new(self._secret, _MAC_DOMAIN, hashlib.sha256)
+        for part in (
+            namespace.encode("utf-8", "surrogatepass"),
+            key.encode("utf-8", "surrogatepass"),
+            blob,
+            _pack_double(created),
+            b"" if expires is None else _pack_double(expires),
+            b"" if tags_json is None else tags_json.encode("utf-8", "surrogatepass"),
+        ):
+            mac.update(_pack_length(len(part)))
+            mac.update(part)
+        return mac.digest()
+
+    def _read_sync(self, db: sqlite3.Connection, batch: _ReadBatch) -> None:
+        try:
+            rows: list[tuple[Any, ...]] = []
+            delay = 0.01
+            for attempt in range(1, _READ_ATTEMPTS + 1):
+                try:
+                    rows = []
+                    for namespace, wanted in batch.wanted.items():
+                        keys = list(wanted)
+                        for start in range(0, len(keys), _CHUNK):
+                            chunk = keys[start : start + _CHUNK]
+                            cursor = db.execute(_select_sql(len(chunk)), (namespace, *chunk))
+                            rows.extend(cursor.fetchall())
+                            self.stats.read_queries += 1
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or attempt == _READ_ATTEMPTS:
+                        raise
+                    time.sleep(delay)
+                    delay *= 2
+            found = batch.found
+            for row in rows:
+                record = self._decode_row(db, *row)
+                if record is not None:
+                    found[row[0], row[1]] = record
+            batch.complete = True
+        except BaseException as exc:
+            batch.error = exc
+            raise
+
+    def _decode_row(
+        self,
+        db: sqlite3.Connection,
+        namespace: str,
+        key: str,
+        blob: object,
+        created: object,
+        expires: object,
+        tags_json: object,
+        mac: object,
+    ) -> Record | None:
+        if not isinstance(blob, bytes):
+            self._reject(db, namespace, key, blob, mac, "its value is not a blob")
+            return None
+        if self._secret is not None:
+            try:
+                expected = self._sign(
+                    namespace,
+                    key,
+                    blob,
+                    float(created),  # type: ignore[arg-type]
+                    None if expires is None else float(expires),  # type: ignore[arg-type]
+                    tags_json if isinstance(tags_json, str) else None,
+                )
+            except (TypeError, ValueError):
+                expected = b""
+            if (
+                not isinstance(mac, bytes)
+                or (tags_json is not None and not isinstance(tags_json, str))
+                or not hmac.compare_digest(mac, expected)
+            ):
+                self._reject(
+                    db,
+                    namespace,
+                    key,
+                    blob,
+                    mac,
+                    "its signature does not verify (tampered with, or another secret)",
+                )
+                return None
+        try:
+            data = self._loads(blob)
+            if not isinstance(data, (tuple, list)) or len(data) != 2:
+                raise ValueError(f"expected a (value, version) pair, got {type(data).__name__}")
+            tags: tuple[str, ...] = ()
+            if tags_json is not None:
+                tags = tuple(json.loads(tags_json))  # type: ignore[arg-type]
+                if not all(type(tag) is str for tag in tags):
+                    raise ValueError("tags are not strings")
+            return Record(
+                value=data[0],
+                version=data[1],
+                created=float(created),  # type: ignore[arg-type]
+                tags=tags,
+                expires=None if expires is None else float(expires),  # type: ignore[arg-type]
+            )
+        except Exception as exc:
+            self._reject(
+                db,
+                namespace,
+                key,
+                blob,
+                mac,
+                f"it cannot be deserialized ({type(exc).__name__}: {exc})",
+            )
+            return None
+
+    def _reject(
+        self,
+        db: sqlite3.Connection,
+        namespace: str,
+        key: str,
+        blob: object,
+        mac: object,
+        reason: str,
+    ) -> None:
+        self.stats.rejected_rows += 1
+        logger.warning("%r: dropped the stored entry %r of %r: %s", self, key, namespace, reason)
+        try:
+            db.execute(_REJECT_SQL, (namespace, key, blob, mac))
+        except sqlite3.Error as exc:
+            logger.warning("%r: could not delete that entry: %s", self, exc)
+
+    def _write_sync(self, db: sqlite3.Connection, job: _WriteJob) -> None:
+        batch = job.batch
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for namespace in batch.clears:
+                db.execute(_CLEAR_SQL, (namespace,))
+            if batch.tag_deletes:
+                tags = list(batch.tag_deletes)
+                for start in range(0, len(tags), _CHUNK):
+                    chunk = tags[start : start + _CHUNK]
+                    db.execute(_delete_tags_sql(len(chunk)), chunk)
+            tombstones = [k for k, op in batch.ops.items() if op is None]
+            if tombstones:
+                db.executemany(_DELETE_KEY_SQL, tombstones)
+            rows: list[tuple[Any, ...]] = []
+            tag_rows: list[tuple[str, str, str]] = []
+            if len(tombstones) < len(batch.ops):
+                written = db.execute(_MAX_WRITTEN_SQL).fetchone()[0] or 0
+                secret = self._secret is not None
+                for (namespace, key), op in batch.ops.items():
+                    if op is None:
+                        continue
+                    written += 1
+                    mac = (
+                        self._sign(namespace, key, op.blob, op.created, op.expires, op.tags_json)
+                        if secret
+                        else None
+                    )
+                    rows.append(
+                        (
+                            namespace,
+                            key,
+                            op.blob,
+                            op.created,
+                            op.expires,
+                            op.tags_json,
+                            mac,
+                            written,
+                        )
+                    )
+                    for tag in op.tags:
+                        tag_rows.append((namespace, key, tag))
+                db.executemany(_UPSERT_SQL, rows)
+                if tag_rows:
+                    db.executemany(_INSERT_TAG_SQL, tag_rows)
+            purged = db.execute(_PURGE_SQL, (job.now, _PURGE_LIMIT)).rowcount
+            count = db.execute(_COUNT_SQL).fetchone()[0]
+            evicted = 0
+            if count > self._max_entries:
+                evicted = db.execute(_EVICT_SQL, (count - self._max_entries,)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        job.rows = len(rows)
+        job.purged = max(purged, 0)
+        job.evicted = max(evicted, 0)
+        job.committed = True
+
+    # ------------------------------------------------------- loop-side writes
+
+    async def _write_layer(self, st: _LoopState, layer: _Layer) -> None:
+        """Write ``layer`` in batches of ``_MAX_BATCH`` operations, one transaction each."""
+        items = list(layer.ops.items())
+        start = 0
+        while True:
+            batch = _Layer()
+            batch.ops = dict(items[start : start + _MAX_BATCH])
+            if start == 0:  # range deletions first: every put in the layer is newer
+                batch.clears, batch.tag_deletes = layer.clears, layer.tag_deletes
+            start += _MAX_BATCH
+            try:
+                await self._write(st, batch)  # puts ``batch`` back itself if it fails
+            except BaseException as exc:
+                rest = _Layer()
+                rest.ops = dict(items[start:])
+                cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+                self._requeue(rest, keep_puts=cancelled)
+                dropped = 0 if cancelled else rest.puts()
+                if dropped:
+                    self.stats.dropped_writes += dropped
+                    logger.warning(
+                        "%r: %d more buffered entries of that flush stay in memory only",
+                        self,
+                        dropped,
+                    )
+                raise
+            if start >= len(items):
+                return
+
+    def _requeue(self, batch: _Layer, *, keep_puts: bool) -> None:
+        """Put an unwritten batch back under the (newer) buffer."""
+        buffer = self._buffer
+        ops: dict[tuple[str, str], _Put | None] = {}
+        for k, op in batch.ops.items():
+            if k in buffer.ops:
+                continue  # a newer operation on that key wins
+            if op is not None and (not keep_puts or buffer.hides(k[0], op.tags)):
+                continue
+            ops[k] = op
+        ops.update(buffer.ops)
+        buffer.ops = ops
+        buffer.clears |= batch.clears
+        buffer.tag_deletes |= batch.tag_deletes
+
+    def _drop_buffered_puts(self, reason: str) -> None:
+        buffer = self._buffer
+        dropped = buffer.puts()
+        if not dropped:
+            return
+        buffer.ops = {k: op for k, op in buffer.ops.items() if op is None}
+        self.stats.dropped_writes += dropped
+        logger.warning(
+            "%r: %s; %d buffered entries stay in memory only (deletions are kept)",
+            self,
+            reason,
+            dropped,
+        )
+
+    async def _write(self, st: _LoopState, batch: _Layer) -> None:
+        job = _WriteJob(batch, self.clock())
+        delay = 0.02
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                await self._call(st, self._write_sync, job)
+            except anyio.get_cancelled_exc_class():
+                if job.committed:  # the worker finished it before we stopped waiting
+                    self._count_commit(job)
+                else:
+                    self._requeue(batch, keep_puts=True)
+                raise
+            except (sqlite3.Error, ValueError, StoreError) as exc:
+                if _is_busy(exc) and attempt < _WRITE_ATTEMPTS:
+                    logger.debug("%r: write attempt %d found the file busy: %s", self, attempt, exc)
+                    try:
+                        await anyio.sleep(delay * (0.5 + random.random()))
+                    except anyio.get_cancelled_exc_class():
+                        self._requeue(batch, keep_puts=True)
+                        raise
+                    delay = min(delay * 2, 1.0)
+                    continue
+                puts = batch.puts()
+                self._requeue(batch, keep_puts=False)
+                self.stats.write_failures += 1
+                self.stats.dropped_writes += puts
+                logger.warning(
+                    "%r: writing a batch failed after %d attempt(s): %s; its %d entries stay "
+                    "in memory only (its deletions are kept and retried by the next flush)",
+                    self,
+                    attempt,
+                    exc,
+                    puts,
+                )
+                raise StoreError(f"{self!r}: write failed: {exc}") from exc
+            else:
+                self._count_commit(job)
+                return
+
+    def _count_commit(self, job: _WriteJob) -> None:
+        stats = self.stats
+        stats.write_transactions += 1
+        stats.rows_written += job.rows
+        stats.purged += job.purged
+        stats.evicted += job.evicted

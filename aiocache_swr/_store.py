@@ -1,0 +1,146 @@
+"""The level-2 store seam: what the engine needs from persistence.
+
+The engine talks to a store only through :class:`Store`.  Keys reaching a
+store are already stable strings (see ``_keys.stable_key``) and every key
+lives in a *namespace* (one per decorated function), so one store can be
+shared by many functions.
+
+Contract every implementation keeps:
+
+* ``put`` never waits for disk: it serializes at once (so a value that cannot
+  be serialized fails right there, in the caller's flow, and the engine keeps
+  the entry memory-only) and buffers the write.  ``flush`` writes what is
+  buffered, in batches, until the buffer is empty.  The engine schedules
+  ``flush`` in its own task group whenever ``pending`` is true after a
+  ``put``.
+* Reads see buffered writes and deletions (read-your-writes), so an entry
+  evicted from level 1 is found again even before its batch reached disk.
+* ``delete``, ``clear`` and ``delete_tags`` are ordered after every write
+  buffered before them, and have taken effect when they return.
+* Methods may raise anything: the engine treats every store failure as "the
+  store is unavailable for this operation", logs it and counts it; a store
+  failure never fails the caller's call.
+
+:class:`MemoryStore` is the reference implementation, used by tests (it
+round-trips values through pickle so tests see what a real store would).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["MemoryStore", "Record", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One persisted entry.
+
+    ``created`` is wall-clock seconds (``time.time`` scale) so it means the
+    same in the next process.  ``expires`` is when the row stops being useful
+    at all (``created + ttl + stale_ttl``), or ``None`` for never; stores may
+    purge rows past it.
+    """
+
+    value: Any
+    version: Any
+    created: float
+    tags: tuple[str, ...] = ()
+    expires: float | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the engine needs from a level-2 store (see the module docstring)."""
+
+    async def get_many(self, namespace: str, keys: Collection[str]) -> dict[str, Record]:
+        """Return the records found for ``keys`` (absent keys are left out)."""
+        ...
+
+    def put(self, namespace: str, key: str, record: Record) -> None:
+        """Serialize ``record`` now and buffer its write; raise if it cannot be serialized."""
+        ...
+
+    @property
+    def pending(self) -> bool:
+        """True while writes are buffered and not yet flushed."""
+        ...
+
+    async def flush(self) -> None:
+        """Write everything buffered, in batches, until nothing is buffered."""
+        ...
+
+    async def delete(self, namespace: str, keys: Collection[str]) -> None:
+        """Remove these keys of ``namespace``."""
+        ...
+
+    async def clear(self, namespace: str) -> None:
+        """Remove every key of ``namespace``."""
+        ...
+
+    async def delete_tags(self, tags: Iterable[str]) -> None:
+        """Remove every record, of any namespace, carrying one of ``tags``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush, then release what this store holds for the running event loop."""
+        ...
+
+
+class MemoryStore:
+    """An in-process :class:`Store`, used by tests; values round-trip through pickle."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Record] = {}
+        self._buffer: list[tuple[str, str, Record]] = []
+        self.flushes = 0
+        self.closed = False
+
+    async def get_many(self, namespace: str, keys: Collection[str]) -> dict[str, Record]:
+        found: dict[str, Record] = {}
+        for key in keys:
+            record = self.rows.get((namespace, key))
+            for ns, k, buffered in self._buffer:
+                if (ns, k) == (namespace, key):
+                    record = buffered
+            if record is not None:
+                found[key] = replace(record, value=pickle.loads(record.value))
+        return found
+
+    def put(self, namespace: str, key: str, record: Record) -> None:
+        blob = pickle.dumps(record.value)
+        self._buffer.append((namespace, key, replace(record, value=blob)))
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._buffer)
+
+    async def flush(self) -> None:
+        while self._buffer:
+            batch, self._buffer = self._buffer, []
+            for namespace, key, record in batch:
+                self.rows[namespace, key] = record
+            self.flushes += 1
+
+    async def delete(self, namespace: str, keys: Collection[str]) -> None:
+        await self.flush()
+        for key in keys:
+            self.rows.pop((namespace, key), None)
+
+    async def clear(self, namespace: str) -> None:
+        await self.flush()
+        for row in [row for row in self.rows if row[0] == namespace]:
+            del self.rows[row]
+
+    async def delete_tags(self, tags: Iterable[str]) -> None:
+        await self.flush()
+        wanted = set(tags)
+        for row in [row for row, rec in self.rows.items() if wanted.intersection(rec.tags)]:
+            del self.rows[row]
+
+    async def aclose(self) -> None:
+        await self.flush()
+        self.closed = True

@@ -1,0 +1,853 @@
+"""SQLiteStore: the level-2 store on aiosqlite (SPEC section 3).
+
+No test sleeps to move time: expiry uses an injected clock, tasks are ordered
+with anyio events and ``wait_all_tasks_blocked``, and the database thread is
+held at a known point with ``threading.Event`` gates (their timeouts are only
+safety nets against a hang).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import pickle
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+from aiocache_swr._sqlite import (
+    _CLEAR_SQL,
+    _EVICT_SQL,
+    _MAX_WRITTEN_SQL,
+    _PURGE_SQL,
+    SCHEMA_VERSION,
+    JSONSerializer,
+    PickleSerializer,
+    SchemaVersionError,
+    SerializationError,
+    SQLiteStore,
+    StoreError,
+    StoreOpenError,
+    _delete_tags_sql,
+    _select_sql,
+)
+from aiocache_swr._store import Record, Store
+
+pytestmark = pytest.mark.anyio
+
+REPO = Path(__file__).resolve().parent.parent
+NS = "tests.fn"
+GATE_TIMEOUT = 30.0  # safety net only: a gate that is never opened fails the test
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def rec(value: Any, *, version: Any = 1, created: float = 1_000.0, **kw: Any) -> Record:
+    return Record(value=value, version=version, created=created, **kw)
+
+
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection to the store's file (autocommit), closed afterwards."""
+    with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as db:
+        yield db
+
+
+def stored_keys(path: Path, namespace: str = NS) -> set[str]:
+    with raw(path) as db:
+        return {
+            k
+            for (k,) in db.execute("SELECT key FROM swr_entries WHERE namespace = ?", (namespace,))
+        }
+
+
+def join_store_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Join the store's worker/helper threads started since ``before``; return those alive."""
+    left = []
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.startswith("aiocache-swr-sqlite"):
+            thread.join(GATE_TIMEOUT)
+            if thread.is_alive():
+                left.append(thread)
+    return left
+
+
+# Unpickling a Tracked records it, so a test can tell whether a blob was unpickled.
+UNPICKLED: list[str] = []
+
+
+def _rebuild_tracked(tag: str) -> Tracked:
+    UNPICKLED.append(tag)
+    return Tracked(tag)
+
+
+class Tracked:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_rebuild_tracked, (self.tag,))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tracked) and other.tag == self.tag
+
+    def __hash__(self) -> int:
+        return hash(self.tag)
+
+
+class GateSerializer(PickleSerializer):
+    """Pickle, but ``loads`` (run on the database thread) can be held at a gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def loads(self, data: bytes) -> Any:
+        if self.hold:
+            self.entered.set()
+            assert self.release.wait(GATE_TIMEOUT)
+        return super().loads(data)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "cache.db"
+
+
+# ----------------------------------------------------------------- basics
+
+
+async def test_round_trip(db_path: Path) -> None:
+    """A flushed record comes back equal, also from a new store object on the same file."""
+    store = SQLiteStore(db_path)
+    assert isinstance(store, Store)
+    record = rec({"a": [1, 2]}, version=("v", 3), tags=("t1", "t2"), expires=4e9)
+    store.put(NS, "k", record)
+    await store.flush()
+    assert await store.get_many(NS, ["k", "absent"]) == {"k": record}
+    await store.aclose()
+
+    again = SQLiteStore(str(db_path))
+    assert await again.get_many(NS, ["k"]) == {"k": record}
+    assert await again.get_many(NS, []) == {}
+    await again.aclose()
+
+
+async def test_path_is_resolved_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``path`` is the resolved absolute file path, and missing parent directories are created."""
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore("sub/dir/c.db")
+    assert store.path == (tmp_path / "sub" / "dir" / "c.db").resolve()
+    assert store.path.is_absolute()
+    store.put(NS, "k", rec(1))
+    await store.aclose()
+    assert store.path.is_file()
+    assert stat.S_IMODE(os.stat(tmp_path / "sub").st_mode) & 0o077 == 0
+
+
+async def test_read_your_writes_before_flush(db_path: Path) -> None:
+    """Buffered puts are read back before any write reaches the file, and stay pending."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "a", rec(1))
+    store.put(NS, "a", rec(2))  # the last put of a key wins
+    assert store.pending
+    assert await store.get_many(NS, ["a"]) == {"a": rec(2)}
+    assert store.stats.write_transactions == 0
+    assert store.stats.read_batches == 0  # answered from the buffer alone
+    await store.flush()
+    assert not store.pending
+    assert stored_keys(db_path) == {"a"}
+    await store.aclose()
+
+
+async def test_reads_see_deletions_and_puts_being_written(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a batch is being committed, reads see its deletions and puts (read-your-writes)."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "old", rec("old"))
+    store.put("other", "x", rec("x"))
+    await store.flush()
+
+    entered, gate = threading.Event(), threading.Event()
+    real = store._write_sync
+
+    def gated(db: sqlite3.Connection, job: Any) -> None:
+        entered.set()
+        assert gate.wait(GATE_TIMEOUT)
+        real(db, job)
+
+    monkeypatch.setattr(store, "_write_sync", gated)
+    store.put(NS, "new", rec("new"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.delete, NS, ["old"])
+        tg.start_soon(store.clear, "other")
+        await anyio.to_thread.run_sync(entered.wait, GATE_TIMEOUT)
+        await wait_all_tasks_blocked()
+        assert store.pending
+        reads = store.stats.read_batches
+        # Both answered from the batch being written: no database read is needed.
+        assert await store.get_many(NS, ["old", "new"]) == {"new": rec("new")}
+        assert await store.get_many("other", ["x"]) == {}
+        assert store.stats.read_batches == reads
+        gate.set()
+    assert not store.pending
+    assert stored_keys(db_path) == {"new"}
+    assert stored_keys(db_path, "other") == set()
+    await store.aclose()
+
+
+async def test_batched_write_is_one_transaction(db_path: Path) -> None:
+    """A flush writes the whole buffer in one transaction; concurrent flushes do not repeat it."""
+    store = SQLiteStore(db_path)
+    for i in range(300):
+        store.put(NS, f"k{i}", rec(i))
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(store.flush)
+    assert store.stats.write_transactions == 1
+    assert store.stats.rows_written == 300
+    assert len(stored_keys(db_path)) == 300
+    await store.aclose()
+
+
+async def test_cancelled_flush_still_completes_its_transaction(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling a flush mid-transaction neither loses nor repeats the batch it started."""
+    store = SQLiteStore(db_path)
+    entered, gate = threading.Event(), threading.Event()
+    real = store._write_sync
+
+    def gated(db: sqlite3.Connection, job: Any) -> None:
+        entered.set()
+        assert gate.wait(GATE_TIMEOUT)
+        real(db, job)
+
+    monkeypatch.setattr(store, "_write_sync", gated)
+    store.put(NS, "k", rec(1))
+    scope = anyio.CancelScope()
+
+    async def flush() -> None:
+        with scope:
+            await store.flush()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(flush)
+        assert await anyio.to_thread.run_sync(entered.wait, GATE_TIMEOUT)
+        scope.cancel()
+        await wait_all_tasks_blocked()
+        gate.set()
+    assert scope.cancelled_caught
+    assert not store.pending
+    assert store.stats.write_transactions == 1
+    assert stored_keys(db_path) == {"k"}
+    await store.flush()  # nothing left to write
+    assert store.stats.write_transactions == 1
+    await store.aclose()
+
+
+async def test_large_buffer_is_written_in_bounded_batches(db_path: Path) -> None:
+    """A buffer above the batch size is written in a few batches, one transaction each."""
+    store = SQLiteStore(db_path)
+    for i in range(4_500):
+        store.put(NS, f"k{i}", rec(i))
+    await store.flush()
+    assert store.stats.write_transactions == 3  # 2000 + 2000 + 500
+    assert store.stats.rows_written == 4_500
+    assert not store.pending
+    await store.aclose()
+
+
+async def test_namespaces_are_kept_apart(db_path: Path) -> None:
+    """The same key in two namespaces is two entries; clearing one namespace leaves the other."""
+    store = SQLiteStore(db_path)
+    store.put("f1", "k", rec("one"))
+    store.put("f2", "k", rec("two"))
+    await store.flush()
+    assert await store.get_many("f1", ["k"]) == {"k": rec("one")}
+    assert await store.get_many("f2", ["k"]) == {"k": rec("two")}
+    await store.clear("f1")
+    assert await store.get_many("f1", ["k"]) == {}
+    assert await store.get_many("f2", ["k"]) == {"k": rec("two")}
+    await store.delete("f2", ["other"])
+    assert await store.get_many("f2", ["k"]) == {"k": rec("two")}
+    await store.aclose()
+
+
+async def test_deletions_are_ordered_after_buffered_puts(db_path: Path) -> None:
+    """delete/clear/delete_tags remove earlier buffered puts, never later ones, and reach disk."""
+    store = SQLiteStore(db_path)
+    store.put("n1", "a", rec(1, tags=("t1",)))
+    store.put("n1", "b", rec(2, tags=("t2",)))
+    store.put("n2", "c", rec(3, tags=("t1", "t3")))
+    await store.delete_tags(["t1"])  # nothing was flushed before
+    assert await store.get_many("n1", ["a", "b"]) == {"b": rec(2, tags=("t2",))}
+    assert await store.get_many("n2", ["c"]) == {}
+
+    store.put("n1", "a", rec(10, tags=("t1",)))  # newer than the tag deletion
+    await store.delete("n1", ["b"])
+    await store.clear("n2")
+    store.put("n2", "c", rec(30))  # newer than the clear
+    assert not await store.get_many("n1", ["b"])
+    await store.flush()
+    await store.delete_tags(["t3"])  # c no longer carries t3
+    await store.aclose()
+
+    again = SQLiteStore(db_path)
+    assert await again.get_many("n1", ["a", "b"]) == {"a": rec(10, tags=("t1",))}
+    assert await again.get_many("n2", ["c"]) == {"c": rec(30)}
+    await again.delete_tags(["t1"])
+    assert await again.get_many("n1", ["a"]) == {}
+    await again.aclose()
+    with raw(db_path) as db:
+        assert db.execute("SELECT count(*) FROM swr_tags").fetchone() == (0,)
+
+
+# ------------------------------------------------------------------ reads
+
+
+async def test_concurrent_reads_are_coalesced(db_path: Path) -> None:
+    """1,000 concurrent get_many calls for distinct keys share one round trip of few queries."""
+    store = SQLiteStore(db_path)
+    for i in range(1_000):
+        store.put(NS, f"k{i}", rec(i))
+    await store.flush()
+    before = (store.stats.read_batches, store.stats.read_queries)
+    results: dict[int, dict[str, Record]] = {}
+
+    async def read(i: int) -> None:
+        results[i] = await store.get_many(NS, [f"k{i}"])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(1_000):
+            tg.start_soon(read, i)
+    assert all(results[i] == {f"k{i}": rec(i)} for i in range(1_000))
+    assert store.stats.read_batches - before[0] == 1
+    assert store.stats.read_queries - before[1] <= 3
+    await store.aclose()
+
+
+async def test_cancelled_reader_does_not_strand_others(db_path: Path) -> None:
+    """A reader cancelled while its coalesced query runs does not strand those who joined it."""
+    serializer = GateSerializer()
+    store = SQLiteStore(db_path, serializer=serializer)
+    store.put(NS, "a", rec("A"))
+    store.put(NS, "b", rec("B"))
+    await store.flush()
+    serializer.hold = True
+    results: dict[str, dict[str, Record]] = {}
+    leader_scope = anyio.CancelScope()
+
+    async def leader() -> None:
+        with leader_scope:
+            results["a"] = await store.get_many(NS, ["a"])
+
+    async def follower() -> None:
+        results["b"] = await store.get_many(NS, ["b"])
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leader)
+        tg.start_soon(follower)
+        assert await anyio.to_thread.run_sync(serializer.entered.wait, GATE_TIMEOUT)
+        leader_scope.cancel()  # while the database thread is inside the shared query
+        await wait_all_tasks_blocked()
+        serializer.release.set()
+    assert leader_scope.cancelled_caught
+    assert results == {"b": {"b": rec("B")}}
+    assert store.stats.read_batches == 1
+    serializer.hold = False
+    await store.aclose()
+
+
+async def test_reader_cancelled_before_its_query_still_serves_joiners(db_path: Path) -> None:
+    """A batch leader cancelled before submitting still runs the batch for those who joined."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "a", rec("A"))
+    store.put(NS, "b", rec("B"))
+    await store.flush()
+    results: dict[str, dict[str, Record]] = {}
+    leader_scope = anyio.CancelScope()
+
+    async def leader() -> None:
+        with leader_scope:
+            results["a"] = await store.get_many(NS, ["a"])
+
+    async def follower() -> None:
+        results["b"] = await store.get_many(NS, ["b"])
+
+    async def canceller() -> None:
+        leader_scope.cancel()  # runs while the leader waits for joiners
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leader)
+        tg.start_soon(follower)
+        tg.start_soon(canceller)
+    assert leader_scope.cancelled_caught
+    assert results == {"b": {"b": rec("B")}}
+    await store.aclose()
+
+
+# ----------------------------------------------------------------- bounds
+
+
+async def test_max_entries_evicts_least_recently_written(db_path: Path) -> None:
+    """The file keeps at most max_entries rows, evicting the least recently written."""
+    store = SQLiteStore(db_path, max_entries=10)
+    for batch in range(3):
+        for i in range(10):
+            store.put(NS, f"{batch}-{i}", rec(i))
+        await store.flush()
+    store.put(NS, "2-0", rec("rewritten"))  # rewriting makes it the most recent
+    store.put(NS, "3-0", rec("new"))
+    await store.flush()
+    expected = {f"2-{i}" for i in range(10)} - {"2-1"} | {"3-0"}
+    assert stored_keys(db_path) == expected
+    assert store.stats.evicted == 21
+    with raw(db_path) as db:
+        assert db.execute("SELECT value FROM swr_meta WHERE name = 'entries'").fetchone() == (10,)
+    await store.aclose()
+
+
+async def test_expired_rows_are_purged(db_path: Path) -> None:
+    """Rows whose expires is before the store clock are purged when the next batch is written."""
+    now = [1_000.0]
+    store = SQLiteStore(db_path, clock=lambda: now[0])
+    store.put(NS, "soon", rec(1, created=900.0, expires=1_100.0))
+    store.put(NS, "never", rec(2, created=900.0))
+    store.put(NS, "later", rec(3, created=900.0, expires=1_200.0))
+    await store.flush()
+    assert stored_keys(db_path) == {"soon", "never", "later"}
+    now[0] = 1_150.0
+    store.put(NS, "fresh", rec(4, created=1_150.0, expires=2_000.0))
+    await store.flush()
+    assert stored_keys(db_path) == {"never", "later", "fresh"}
+    assert store.stats.purged == 1
+    await store.aclose()
+
+
+async def test_maintenance_queries_use_indexes(db_path: Path) -> None:
+    """Reads, purge, eviction and tag deletion search indexes; none scans the whole table."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec(1, tags=("t",), expires=5.0))
+    await store.aclose()
+    queries: list[tuple[str, tuple[Any, ...]]] = [
+        (_PURGE_SQL, (1.0, 10)),
+        (_EVICT_SQL, (5,)),
+        (_MAX_WRITTEN_SQL, ()),
+        (_CLEAR_SQL, (NS,)),
+        (_delete_tags_sql(2), ("a", "b")),
+        (_select_sql(3), (NS, "a", "b", "c")),
+    ]
+    with raw(db_path) as db:
+        for sql, params in queries:
+            plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+            for step in plan:
+                assert not step.startswith("SCAN") or "INDEX" in step, (sql, plan)
+
+
+# ------------------------------------------------------------ files, modes
+
+
+async def test_file_is_created_owner_only(db_path: Path) -> None:
+    """The database and its -wal/-shm files are created readable by their owner only."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec(1))
+    await store.flush()
+    made = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
+    assert {p.name for p in made} >= {"cache.db", "cache.db-wal", "cache.db-shm"}
+    for p in made:
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o600, p
+    with raw(db_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    await store.aclose()
+
+
+async def test_corrupt_file_is_moved_aside(db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A file that is not a database is renamed <name>.corrupt-<stamp>, logged, and replaced."""
+    garbage = b"this is not a sqlite database\n" * 200
+    with open(db_path, "wb") as f:  # noqa: ASYNC230 - test setup
+        f.write(garbage)
+    store = SQLiteStore(db_path)
+    with caplog.at_level(logging.ERROR, logger="aiocache_swr"):
+        store.put(NS, "k", rec(1))
+        await store.flush()
+        assert await store.get_many(NS, ["k"]) == {"k": rec(1)}
+    moved = list(db_path.parent.glob("cache.db.corrupt-*"))
+    assert len(moved) == 1
+    assert moved[0].read_bytes() == garbage
+    assert store.stats.moved_aside == 1
+    assert any(r.levelno == logging.ERROR and "moved it aside" in r.message for r in caplog.records)
+    await store.aclose()
+
+
+async def test_future_schema_version_is_a_clear_error(db_path: Path) -> None:
+    """A file with a newer schema raises SchemaVersionError from operations; it is left alone."""
+    with raw(db_path) as db:
+        db.execute("PRAGMA user_version = 99")
+    store = SQLiteStore(db_path)
+    with pytest.raises(SchemaVersionError, match="schema version 99"):
+        await store.get_many(NS, ["k"])
+    with pytest.raises(SchemaVersionError, match="upgrade aiocache-swr"):
+        await store.get_many(NS, ["k"])  # remembered, not reopened
+    store.put(NS, "k", rec(1))
+    with pytest.raises(StoreOpenError):
+        await store.flush()
+    assert not store.pending  # the put was dropped (memory only), not kept forever
+    assert store.stats.dropped_writes == 1
+    await store.aclose()
+    with raw(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (99,)
+
+
+async def test_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
+    """A path that cannot be created raises StoreOpenError naming the file."""
+    (tmp_path / "plain-file").write_text("x")
+    store = SQLiteStore(tmp_path / "plain-file" / "cache.db")
+    with pytest.raises(StoreOpenError, match="cannot open"):
+        await store.get_many(NS, ["k"])
+    await store.aclose()
+
+
+# ------------------------------------------------------- signing, decoding
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "UPDATE swr_entries SET blob = :evil WHERE key = 'bad'",
+        "UPDATE swr_entries SET mac = NULL, blob = :evil WHERE key = 'bad'",
+        "UPDATE swr_entries SET expires = 9e99 WHERE key = 'bad'",
+    ],
+    ids=["blob", "unsigned", "expires"],
+)
+async def test_tampered_row_is_rejected_before_unpickling(
+    db_path: Path, caplog: pytest.LogCaptureFixture, tamper: str
+) -> None:
+    """A row whose signature fails is absent, removed and logged, and is never unpickled."""
+    store = SQLiteStore(db_path, secret="s3cret")
+    store.put(NS, "good", rec(Tracked("good")))
+    store.put(NS, "bad", rec(Tracked("bad")))
+    await store.flush()
+    with raw(db_path) as db:
+        db.execute(tamper, {"evil": pickle.dumps((Tracked("evil"), 1))})
+    UNPICKLED.clear()
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        got = await store.get_many(NS, ["good", "bad"])
+    assert got == {"good": rec(Tracked("good"))}
+    assert UNPICKLED == ["good"]  # the detector works, and nothing else was unpickled
+    assert stored_keys(db_path) == {"good"}
+    assert store.stats.rejected_rows == 1
+    assert any("signature" in r.message for r in caplog.records if r.levelno == logging.WARNING)
+    await store.aclose()
+
+
+async def test_wrong_secret_reads_as_absent(db_path: Path) -> None:
+    """Rows signed with another secret are absent; without a secret signatures are not checked."""
+    writer = SQLiteStore(db_path, secret=b"one")
+    writer.put(NS, "k", rec(1))
+    await writer.aclose()
+    unsigned = SQLiteStore(db_path)
+    assert await unsigned.get_many(NS, ["k"]) == {"k": rec(1)}
+    await unsigned.aclose()
+    other = SQLiteStore(db_path, secret=b"two")
+    assert await other.get_many(NS, ["k"]) == {}
+    assert other.stats.rejected_rows == 1
+    await other.aclose()
+
+
+async def test_undecodable_row_is_a_miss_and_removed(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row that cannot be deserialized is absent, deleted and logged."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec(1))
+    store.put(NS, "ok", rec(2))
+    await store.flush()
+    with raw(db_path) as db:
+        db.execute("UPDATE swr_entries SET blob = x'80ff00' WHERE key = 'k'")
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        assert await store.get_many(NS, ["k", "ok"]) == {"ok": rec(2)}
+    assert stored_keys(db_path) == {"ok"}
+    assert any("cannot be deserialized" in r.message for r in caplog.records)
+    await store.aclose()
+
+
+async def test_json_serializer(db_path: Path) -> None:
+    """JSONSerializer round-trips JSON values and refuses others at put time."""
+    store = SQLiteStore(db_path, serializer=JSONSerializer())
+    value = {"name": "é", "items": [1, 2.5, None, True]}
+    store.put(NS, "k", rec(value, version="v1"))
+    with pytest.raises(SerializationError, match="not JSON serializable"):
+        store.put(NS, "bad", rec({1, 2}))
+    await store.aclose()
+    with raw(db_path) as db:
+        (blob,) = db.execute("SELECT blob FROM swr_entries").fetchone()
+    assert blob.startswith(b'[{"name":"\xc3\xa9"')
+    again = SQLiteStore(db_path, serializer=JSONSerializer())
+    assert await again.get_many(NS, ["k", "bad"]) == {"k": rec(value, version="v1")}
+    await again.aclose()
+
+
+async def test_unserializable_value_raises_at_put(db_path: Path) -> None:
+    """put raises SerializationError for a value pickle refuses, and buffers nothing."""
+    store = SQLiteStore(db_path)
+    with pytest.raises(SerializationError, match=r"'k' of 'tests\.fn'") as info:
+        store.put(NS, "k", rec(threading.Lock()))
+    assert isinstance(info.value, StoreError)
+    assert info.value.__cause__ is not None
+    assert not store.pending
+    assert await store.get_many(NS, ["k"]) == {}
+    await store.aclose()
+
+
+# ----------------------------------------------------------- write failures
+
+
+async def test_busy_batch_is_retried(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that meets "database is locked" is retried and committed once."""
+    store = SQLiteStore(db_path)
+    real = store._write_sync
+    attempts: list[int] = []
+
+    def flaky(db: sqlite3.Connection, job: Any) -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        real(db, job)
+
+    monkeypatch.setattr(store, "_write_sync", flaky)
+    store.put(NS, "k", rec(1))
+    await store.flush()
+    assert len(attempts) == 3
+    assert store.stats.write_transactions == 1
+    assert stored_keys(db_path) == {"k"}
+    await store.aclose()
+
+
+async def test_failed_batch_drops_puts_and_keeps_deletions(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch that fails for good drops its puts (logged) but keeps its deletions for a retry."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "old", rec("old"))
+    await store.flush()
+    real = store._write_sync
+
+    def broken(db: sqlite3.Connection, job: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "_write_sync", broken)
+    store.put(NS, "new", rec("new"))
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"), pytest.raises(StoreError):
+        await store.delete(NS, ["old"])
+    assert any("memory only" in r.message for r in caplog.records)
+    assert store.stats.write_failures == 1
+    assert store.stats.dropped_writes == 1
+    assert not store.pending  # nothing new: do not spin on a broken file
+    assert await store.get_many(NS, ["old", "new"]) == {}  # the deletion is still seen
+
+    monkeypatch.setattr(store, "_write_sync", real)
+    await store.flush()
+    assert stored_keys(db_path) == set()
+    await store.aclose()
+
+
+# ------------------------------------------------------------------ loops
+
+
+def test_two_asyncio_runs_share_one_store(db_path: Path) -> None:
+    """One store used by two successive asyncio.run calls keeps its data; warns, leaks nothing."""
+    threads = set(threading.enumerate())
+    store = SQLiteStore(db_path)
+
+    async def first() -> None:
+        store.put(NS, "a", rec("A"))
+        await store.flush()
+        store.put(NS, "b", rec("B"))  # left buffered when this loop ends
+        assert await store.get_many(NS, ["a", "b"]) == {"a": rec("A"), "b": rec("B")}
+
+    async def second() -> dict[str, Record]:
+        got = await store.get_many(NS, ["a", "b"])
+        await store.aclose()
+        return got
+
+    asyncio.run(first())
+    assert asyncio.run(second()) == {"a": rec("A"), "b": rec("B")}
+    assert store.stats.opens == 2
+    assert stored_keys(db_path) == {"a", "b"}
+    gc.collect()
+    assert join_store_threads(threads) == []
+
+
+async def test_aclose_stops_the_worker_thread(db_path: Path) -> None:
+    """aclose flushes, closes the connection and lets its thread end; the store reopens on use."""
+    threads = set(threading.enumerate())
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec(1))
+    await store.aclose()
+    assert stored_keys(db_path) == {"k"}
+    assert await anyio.to_thread.run_sync(join_store_threads, threads) == []
+    assert await store.get_many(NS, ["k"]) == {"k": rec(1)}
+    assert store.stats.opens == 2
+    await store.aclose()
+    await store.aclose()  # idempotent
+
+
+# -------------------------------------------------------------- processes
+
+CHILD_PRELUDE = """
+import asyncio, sys, time
+from aiocache_swr._sqlite import SQLiteStore
+from aiocache_swr._store import Record
+"""
+
+WORKER = (
+    CHILD_PRELUDE
+    + """
+async def main(path, ident, n):
+    store = SQLiteStore(path)
+    try:
+        for i in range(n):
+            store.put("shared", f"{ident}:{i}", Record(value=i, version=ident, created=time.time()))
+            if i % 4 == 3:
+                await store.flush()
+                got = await store.get_many("shared", [f"{ident}:{i}", f"{ident}:{i - 1}"])
+                assert got[f"{ident}:{i}"].value == i, got
+                assert got[f"{ident}:{i - 1}"].value == i - 1, got
+        await store.flush()
+    finally:
+        await store.aclose()
+
+sys.stdin.readline()  # start together
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+print("done")
+"""
+)
+
+WRITER = (
+    CHILD_PRELUDE
+    + """
+async def main(path):
+    store = SQLiteStore(path)
+    store.put("ns", "k", Record(value={"from": "writer"}, version=7, created=time.time()))
+    await store.flush()  # and exit without aclose()
+
+asyncio.run(main(sys.argv[1]))
+print("written")
+"""
+)
+
+READER = (
+    CHILD_PRELUDE
+    + """
+async def main(path):
+    store = SQLiteStore(path)
+    try:
+        print((await store.get_many("ns", ["k"]))["k"])
+    finally:
+        await store.aclose()
+
+asyncio.run(main(sys.argv[1]))
+"""
+)
+
+
+def child(script: str, *args: str, warnings_as_errors: bool = True) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    flags = ["-W", "error"] if warnings_as_errors else []
+    return subprocess.Popen(
+        [sys.executable, *flags, "-c", script, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def test_processes_share_a_new_file_without_locked_errors(db_path: Path) -> None:
+    """Four processes racing to create, switch to WAL and write one file never see "locked"."""
+    procs = [child(WORKER, str(db_path), f"p{n}", "200") for n in range(4)]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert "locked" not in (out + err).lower(), err
+        assert proc.returncode == 0, err
+        assert out.strip() == "done", (out, err)
+    with raw(db_path) as db:
+        assert db.execute("SELECT count(*) FROM swr_entries").fetchone() == (800,)
+
+
+def test_written_then_exited_child_is_read_by_another(db_path: Path) -> None:
+    """A process that flushes and exits (without aclose, without hanging) is read by the next."""
+    writer = child(WRITER, str(db_path), warnings_as_errors=False)
+    out, err = writer.communicate("", timeout=60)
+    assert writer.returncode == 0, err
+    assert out.strip() == "written"
+    reader = child(READER, str(db_path))
+    out, err = reader.communicate("", timeout=60)
+    assert reader.returncode == 0, err
+    assert "{'from': 'writer'}" in out, out
+    assert "version=7" in out, out
+
+
+# -------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"path": 123}, TypeError, "path"),
+        ({"path": b"cache.db"}, TypeError, "path"),
+        ({"path": ""}, ValueError, "path"),
+        ({"path": ":memory:"}, ValueError, "store=None"),
+        ({"max_entries": 0}, ValueError, "max_entries"),
+        ({"max_entries": 1.5}, TypeError, "max_entries"),
+        ({"max_entries": True}, TypeError, "max_entries"),
+        ({"serializer": object()}, TypeError, "dumps"),
+        ({"serializer": JSONSerializer}, TypeError, r"JSONSerializer\(\)"),
+        ({"secret": b""}, ValueError, "secret"),
+        ({"secret": 42}, TypeError, "secret"),
+        ({"busy_timeout": -1}, ValueError, "busy_timeout"),
+        ({"busy_timeout": float("nan")}, ValueError, "busy_timeout"),
+        ({"busy_timeout": "5"}, TypeError, "busy_timeout"),
+        ({"clock": 3}, TypeError, "clock"),
+    ],
+)
+def test_bad_arguments_fail_early(
+    tmp_path: Path, kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    """Invalid constructor arguments raise at once, naming the parameter and the fix."""
+    kwargs = {"path": tmp_path / "c.db", **kwargs}
+    with pytest.raises(error, match=match):
+        SQLiteStore(**kwargs)
+
+
+def test_directory_path_is_refused(tmp_path: Path) -> None:
+    """A directory is not a database file: ValueError suggesting a file inside it."""
+    with pytest.raises(ValueError, match="directory"):
+        SQLiteStore(tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,176 @@
+"""Bad input fails early, with a message naming the function (or parameter) and the fix."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from aiocache_swr import SWRCache, swr_cached
+from aiocache_swr._keys import UnstableKeyError, make_key, stable_key
+from aiocache_swr.testing import FakeClock
+
+
+def test_decorating_a_sync_function_is_a_type_error() -> None:
+    """A plain def is refused at decoration, naming the function and asking for async def."""
+
+    def not_async(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match=r"not_async is not a coroutine function.*async def"):
+        swr_cached(ttl=1)(not_async)  # type: ignore[arg-type]
+
+
+def test_an_object_with_async_call_is_accepted() -> None:
+    """An instance whose class defines async __call__ can be decorated."""
+
+    class Fetcher:
+        async def __call__(self, x: int) -> int:
+            return x
+
+    swr_cached(ttl=1, cache=SWRCache())(Fetcher())
+
+
+def test_bare_decorator_use_explains_the_parentheses() -> None:
+    """@swr_cached without parentheses gets a clear message."""
+
+    async def f() -> None:
+        return None
+
+    with pytest.raises(TypeError, match="parentheses"):
+        swr_cached(f)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("param", ["ttl", "stale_ttl"])
+@pytest.mark.parametrize("value", [-1, -0.001, math.nan])
+def test_negative_or_nan_durations_are_value_errors(param: str, value: float) -> None:
+    """ttl/stale_ttl below zero (or NaN) are refused at decoration, naming the parameter."""
+    with pytest.raises(ValueError, match=rf"{param}= must be >= 0"):
+        swr_cached(**{param: value})
+
+
+@pytest.mark.parametrize("param", ["ttl", "stale_ttl"])
+@pytest.mark.parametrize("value", ["10", True, [1]])
+def test_non_numeric_durations_are_type_errors(param: str, value: Any) -> None:
+    """ttl/stale_ttl must be numbers (bool is refused)."""
+    with pytest.raises(TypeError, match=rf"{param}= must be a number"):
+        swr_cached(**{param: value})
+
+
+def test_infinite_ttl_means_none() -> None:
+    """ttl=math.inf is accepted as 'no age limit'."""
+    swr_cached(ttl=math.inf, cache=SWRCache())
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_maxsize_below_one_is_a_value_error(value: int) -> None:
+    """maxsize < 1 is refused at decoration."""
+    with pytest.raises(ValueError, match=r"maxsize= must be >= 1"):
+        swr_cached(maxsize=value)
+
+
+@pytest.mark.parametrize("value", [1.5, "10", None])
+def test_non_int_maxsize_is_a_type_error(value: Any) -> None:
+    """maxsize must be an int."""
+    with pytest.raises(TypeError, match=r"maxsize= must be an int"):
+        swr_cached(maxsize=value)
+
+
+@pytest.mark.parametrize("param", ["key", "tags"])
+def test_non_callable_key_or_tags_are_type_errors(param: str) -> None:
+    """key= and tags= must be callables."""
+    with pytest.raises(TypeError, match=rf"{param}= must be a callable"):
+        swr_cached(**{param: "user_id"})
+
+
+@pytest.mark.parametrize("value", ["", 5])
+def test_bad_namespace_is_a_type_error(value: Any) -> None:
+    """namespace= must be a non-empty str."""
+    with pytest.raises(TypeError, match=r"namespace= must be a non-empty str"):
+        swr_cached(namespace=value)
+
+
+def test_bad_store_is_a_type_error() -> None:
+    """store= takes a path, a store, or None."""
+    with pytest.raises(TypeError, match=r"store= must be a path"):
+        swr_cached(store=42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_bad_max_concurrent_refreshes(value: Any) -> None:
+    """SWRCache(max_concurrent_refreshes=) must be an int >= 1."""
+    with pytest.raises(ValueError, match="max_concurrent_refreshes"):
+        SWRCache(max_concurrent_refreshes=value)
+
+
+def test_bad_clock() -> None:
+    """SWRCache(clock=) must be callable."""
+    with pytest.raises(TypeError, match="clock="):
+        SWRCache(clock=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_tags_returning_a_non_str_is_a_type_error() -> None:
+    """tags= returning something other than str values fails the call, naming tags=."""
+    cache = SWRCache(clock=FakeClock())
+
+    @cache.cached(tags=lambda x: [x])
+    async def f(x: int) -> int:
+        return x
+
+    async with cache:
+        with pytest.raises(TypeError, match=r"f: tags= must return an iterable of str"):
+            await f(1)
+
+
+@pytest.mark.anyio
+async def test_invalidate_tags_takes_str() -> None:
+    """invalidate_tags refuses non-str tags."""
+    with pytest.raises(TypeError, match="tags must be str"):
+        await SWRCache().invalidate_tags(1)  # type: ignore[arg-type]
+
+
+def test_fake_clock_moves_only_forward() -> None:
+    """FakeClock starts where told, advances by hand, and refuses to go back."""
+    clock = FakeClock(start=5.0)
+    clock.advance(2.5)
+    assert clock() == 7.5
+    with pytest.raises(ValueError, match="advance"):
+        clock.advance(-1)
+    with pytest.raises(ValueError, match="start"):
+        FakeClock(start=math.inf)
+
+
+# -- keys ------------------------------------------------------------------------
+
+
+def test_default_key_ignores_keyword_order() -> None:
+    """Keyword order never changes the in-memory key."""
+    assert make_key((1,), {"a": 1, "b": 2}) == make_key((1,), {"b": 2, "a": 1})
+
+
+def test_default_key_keeps_positional_and_keyword_apart() -> None:
+    """f(1) and f(x=1) are different keys (as in functools.lru_cache)."""
+    assert make_key((1,), {}) != make_key((), {"x": 1})
+
+
+def test_stable_key_spells_values_not_hashes() -> None:
+    """A stable key is the same text for equal values and tells types apart."""
+    assert stable_key((1, "a", None)) == stable_key((1, "a", None))
+    assert stable_key((1,)) != stable_key(("1",))
+    assert stable_key((frozenset({"b", "a"}),)) == stable_key((frozenset({"a", "b"}),))
+    assert stable_key(make_key((), {"b": 2, "a": 1})) == stable_key(make_key((), {"a": 1, "b": 2}))
+
+
+def test_long_stable_keys_are_digested() -> None:
+    """Very long keys are stored as a sha256 digest of their spelling."""
+    long_a, long_b = stable_key(("x" * 1000,)), stable_key(("x" * 999 + "y",))
+    assert long_a.startswith("sha256:")
+    assert long_a != long_b
+
+
+def test_objects_without_a_stable_spelling_are_refused() -> None:
+    """An object whose only spelling is its identity has no stable key."""
+    with pytest.raises(UnstableKeyError):
+        stable_key((object(),))
