@@ -191,7 +191,7 @@ class SWRCache:
         loop = current_loop()
         runner = self._runner
         if runner is None or runner.loop is not loop:
-            runner = self._runner = Runner(loop, self.max_concurrent_refreshes, self._flush_all)
+            runner = self._runner = Runner(loop, self.max_concurrent_refreshes, self._close_stores)
         return runner
 
     def _schedule_flush(self, store: Store) -> None:
@@ -212,12 +212,14 @@ class SWRCache:
 
         runner.spawn(flush)
 
-    async def _flush_all(self) -> None:
-        for store in self._stores:
-            try:
-                await store.flush()
-            except Exception as exc:
-                logger.warning("aiocache_swr: writing to the store failed: %r", exc, exc_info=exc)
+    async def _close_stores(self) -> None:
+        """Flush and close what the stores hold for this event loop (they reopen on use)."""
+        with anyio.CancelScope(shield=True):
+            for store in self._stores:
+                try:
+                    await store.aclose()
+                except Exception as exc:
+                    logger.warning("aiocache_swr: closing the store failed: %r", exc, exc_info=exc)
 
     @asynccontextmanager
     async def _holding_store_reads(self) -> AsyncIterator[None]:
@@ -300,14 +302,7 @@ class SWRCache:
                 await runner.stop()
         finally:
             self._runner = None
-            with anyio.CancelScope(shield=True):
-                for store in self._stores:
-                    try:
-                        await store.aclose()
-                    except Exception as err:
-                        logger.warning(
-                            "aiocache_swr: closing the store failed: %r", err, exc_info=err
-                        )
+            await self._close_stores()
 
 
 def _is_async_callable(fn: object) -> bool:

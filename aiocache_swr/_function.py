@@ -28,6 +28,7 @@ import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, final
 
 import anyio
@@ -65,6 +66,7 @@ class _Flight:
         "done",
         "doomed",
         "error",
+        "error_tb",
         "func",
         "key",
         "kind",
@@ -76,6 +78,7 @@ class _Flight:
         "tags",
         "value",
         "version",
+        "waiters",
     )
 
     def __init__(
@@ -101,6 +104,8 @@ class _Flight:
         self.done = anyio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
+        self.error_tb: TracebackType | None = None
+        self.waiters = 0  # callers waiting for the result right now
         self.ok = False
         self.doomed = False
         self.queued = False
@@ -112,15 +117,25 @@ class _Flight:
     def abandon(self) -> None:
         # Only queued refreshes are abandoned, and nobody waits for those
         # (a caller that starts waiting promotes it out of the queue).
-        self.error = RuntimeError("the cache was closed before this refresh ran")
+        self.fail(RuntimeError("the cache was closed before this refresh ran"))
         if self.registry.get(self.key) is self:
             del self.registry[self.key]
         self.done.set()
 
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.error_tb = exc.__traceback__
+
     async def result(self) -> Any:
-        await self.done.wait()
+        self.waiters += 1
+        try:
+            await self.done.wait()
+        finally:
+            self.waiters -= 1
         if self.error is not None:
-            raise self.error
+            # Every waiter raises the one exception: restore its traceback each
+            # time, as asyncio.Future does, so it does not grow with the waiters.
+            raise self.error.with_traceback(self.error_tb)
         return self.value
 
 
@@ -373,8 +388,8 @@ class SWRFunction(Generic[P, T]):
 
     async def _execute(self, flight: _Flight) -> None:
         try:
-            if flight.doomed and flight.kind == _REFRESH:
-                return  # superseded while queued: nobody waits for it
+            if flight.doomed and flight.kind == _REFRESH and not flight.waiters:
+                return  # superseded before it started, and nobody waits for it
             if flight.kind == _MISS and self._store is not None:
                 entry = await self._load(flight)
                 if entry is not None:
@@ -384,17 +399,27 @@ class SWRFunction(Generic[P, T]):
             try:
                 value = await self._fn(*flight.args, **flight.kwargs)
             except Exception as exc:
-                flight.error = exc
+                flight.fail(exc)
                 if flight.kind == _REFRESH:
                     self._refresh_failed(flight, exc)
+                elif not flight.waiters:
+                    # Every caller stopped waiting: nobody else will see this.
+                    logger.warning(
+                        "%s: computing %r failed after its callers stopped waiting",
+                        self._name,
+                        flight.key,
+                        exc_info=exc,
+                    )
                 return
             flight.value = value
             flight.ok = True
             self._commit(flight, value)
         finally:
             if not flight.ok and flight.error is None:
-                flight.error = RuntimeError(
-                    f"{self._name}: the cache was closed before this call's value was computed"
+                flight.fail(
+                    RuntimeError(
+                        f"{self._name}: the cache was closed before this call's value was computed"
+                    )
                 )
             if flight.registry.get(flight.key) is flight:
                 del flight.registry[flight.key]

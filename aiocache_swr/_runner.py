@@ -9,7 +9,7 @@ anyio task group owned by the cache:
   runner starts a *host* task on first need (``loop.create_task`` on asyncio, a
   system task on trio) that owns the task group until the loop shuts it down.
   When ``asyncio.run`` cancels it, the task group cancels its children and the
-  host, shielded, flushes the stores before it ends: no hang, no warning, no
+  host, shielded, flushes and closes the stores before it ends: no hang, no warning, no
   lost write.
 
 Background refreshes go through a FIFO queue: at most ``max_refreshes`` run at

@@ -574,3 +574,26 @@ async def test_unstable_keys_stay_in_memory(
         await f(Thing())
     assert store.rows == {}
     assert "key=" in caplog.text
+
+
+async def test_a_failure_nobody_waits_for_is_logged(
+    cache: SWRCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When every caller of a miss was cancelled, its exception is logged, not lost."""
+    src = Source()
+    src.gate = anyio.Event()
+    src.error = LookupError("gone")
+
+    @cache.cached(ttl=10)
+    async def f() -> Any:
+        return await src()
+
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(f)
+            await wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        src.gate.set()
+        await cache.wait_idle()
+    assert "failed after its callers stopped waiting" in caplog.text
+    assert src.calls == 1

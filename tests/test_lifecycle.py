@@ -1,0 +1,521 @@
+"""Lifecycle: zero-ceremony use under asyncio.run, ``async with cache``, aclose, wait_idle,
+cancellation of the application, and decorated methods (SPEC sections 1 and 2, rules 5, 9, 10).
+
+Time only moves through FakeClock; tasks are ordered with anyio Events and
+``wait_all_tasks_blocked``.  A fetch's result is ``"<key>:<n>"``, ``n`` counting
+the calls made for that key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import warnings
+import weakref
+from collections import Counter
+from typing import Any
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+from aiocache_swr import SWRCache, swr_cached
+from aiocache_swr.testing import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+RUNNER_TASK = "aiocache_swr runner"  # the zero-ceremony host task's name
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Fetcher:
+    """A controllable data source: records calls, blocks on a gate while held, can raise."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+        self.per_key: Counter[Any] = Counter()
+        self.gate: anyio.Event | None = None
+        self.error: Exception | None = None
+        self.cancelled = 0
+
+    def hold(self) -> anyio.Event:
+        """Calls starting from now block until the returned gate is set."""
+        self.gate = anyio.Event()
+        return self.gate
+
+    def release(self) -> None:
+        """Let every call blocked on the current gate go on; later calls do not block."""
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.set()
+
+    async def __call__(self, key: Any) -> Any:
+        self.calls.append(key)
+        self.per_key[key] += 1
+        n = self.per_key[key]
+        gate, error = self.gate, self.error
+        try:
+            await anyio.lowlevel.checkpoint()
+            if gate is not None:
+                await gate.wait()
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+        if error is not None:
+            raise error
+        return f"{key}:{n}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def fetcher() -> Fetcher:
+    return Fetcher()
+
+
+def runner_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name() == RUNNER_TASK]
+
+
+def run_checked(main: Any) -> list[dict[str, Any]]:
+    """asyncio.run(main()) recording what reaches the loop's exception handler, and warnings."""
+    problems: list[dict[str, Any]] = []
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def wrapper() -> None:
+        loop = asyncio.get_running_loop()
+        loops.append(loop)
+        loop.set_exception_handler(lambda _loop, context: problems.append(context))
+        await main()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(wrapper())
+        gc.collect()  # a pending task destroyed here would report "Task was destroyed"
+    assert [str(w.message) for w in caught] == []
+    assert asyncio.all_tasks(loops[0]) == set()
+    return problems
+
+
+# -- zero ceremony under asyncio.run (SPEC section 1, rule 10) -----------------------
+
+
+def test_asyncio_run_ends_cleanly_with_a_refresh_in_flight(caplog):
+    """asyncio.run returns while a background refresh is blocked: no hang, warning or task left."""
+    clock, fetcher = FakeClock(), Fetcher()
+
+    @swr_cached(ttl=10, cache=SWRCache(clock=clock))
+    async def f(key):
+        return await fetcher(key)
+
+    async def main() -> None:
+        assert await f(1) == "1:1"
+        clock.advance(11)
+        fetcher.hold()
+        assert await f(1) == "1:1"  # the refresh starts in the library's own task group
+        await wait_all_tasks_blocked()
+        assert fetcher.calls == [1, 1]
+        assert len(runner_tasks()) == 1
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        problems = run_checked(main)
+    assert problems == []
+    assert fetcher.cancelled == 1
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_two_asyncio_runs_share_values_and_single_flight_works_in_the_second():
+    """Values of a first asyncio.run are hits in a second; loop-bound state does not leak."""
+    clock, fetcher = FakeClock(), Fetcher()
+
+    @swr_cached(ttl=10, cache=SWRCache(clock=clock))
+    async def f(key):
+        return await fetcher(key)
+
+    async def first() -> None:
+        assert await f(1) == "1:1"
+        assert await f(2) == "2:1"
+        clock.advance(5)
+        assert await f(3) == "3:1"
+        clock.advance(6)  # 1 and 2 stale, 3 fresh
+        fetcher.hold()
+        assert await f(2) == "2:1"  # its refresh is still blocked when the loop ends
+        await wait_all_tasks_blocked()
+
+    async def second() -> None:
+        assert await f(3) == "3:1"
+        assert f.cache_info().hits == 1
+        # the refresh of 2 left behind by the first loop does not block a new one
+        assert await f(2) == "2:1"
+        await f.cache.wait_idle()
+        assert await f(2) == "2:3"
+        # single flight on a cold key, in this loop
+        fetcher.hold()
+        results: list[Any] = []
+
+        async def call() -> None:
+            results.append(await f(4))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(call)
+            await wait_all_tasks_blocked()
+            fetcher.release()
+        assert results == ["4:1"] * 50
+
+    assert run_checked(first) == []
+    fetcher.gate = None
+    assert run_checked(second) == []
+    assert fetcher.per_key == {1: 1, 2: 3, 3: 1, 4: 1}
+
+
+async def test_zero_ceremony_in_a_running_loop_and_aclose_is_idempotent(clock, fetcher):
+    """Without `async with`, work runs in a host task; aclose() stops it and may be repeated."""
+    cache = SWRCache(clock=clock)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    assert await f(1) == "1:1"
+    assert len(runner_tasks()) == 1
+    await cache.aclose()
+    assert runner_tasks() == []
+    await cache.aclose()
+    await cache.aclose()
+    assert await f(1) == "1:1"  # still a hit after closing
+    assert runner_tasks() == []
+
+
+async def test_aclose_is_idempotent_after_async_with(clock, fetcher):
+    """aclose() after leaving `async with`, twice, is harmless; the cache can be entered again."""
+    cache = SWRCache(clock=clock)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    async with cache:
+        assert await f(1) == "1:1"
+    await cache.aclose()
+    await cache.aclose()
+    async with cache:
+        assert await f(2) == "2:1"
+    await cache.aclose()
+    assert runner_tasks() == []
+
+
+async def test_aclose_on_an_unused_cache_is_a_no_op(clock):
+    """aclose() on a cache that never ran anything returns at once, repeatedly."""
+    cache = SWRCache(clock=clock)
+    await cache.aclose()
+    await cache.aclose()
+    assert runner_tasks() == []
+
+
+# -- async with cache: exit (graceful, then cancelling) ---------------------------------
+
+
+async def test_exit_waits_for_an_in_flight_refresh(clock, fetcher):
+    """Leaving `async with` waits for a refresh that finishes within close_timeout; it commits."""
+    cache = SWRCache(clock=clock, close_timeout=60)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    exited = anyio.Event()
+
+    async def app() -> None:
+        async with cache:
+            assert await f(1) == "1:1"
+            clock.advance(11)
+            fetcher.hold()
+            assert await f(1) == "1:1"
+        exited.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app)
+        await wait_all_tasks_blocked()
+        assert fetcher.calls == [1, 1]
+        assert not exited.is_set()  # exit is waiting for the refresh
+        fetcher.release()
+        with anyio.fail_after(5):
+            await exited.wait()
+    assert fetcher.cancelled == 0
+    assert await f(1) == "1:2"  # committed: a fresh hit
+    assert f.cache_info().hits == 1
+
+
+async def test_exit_with_zero_close_timeout_cancels_the_refresh(clock, fetcher, caplog):
+    """With close_timeout=0, exit cancels a running refresh at once; nothing is committed."""
+    cache = SWRCache(clock=clock, close_timeout=0)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    with caplog.at_level(logging.DEBUG):
+        async with cache:
+            assert await f(1) == "1:1"
+            clock.advance(11)
+            fetcher.hold()
+            assert await f(1) == "1:1"
+            await wait_all_tasks_blocked()
+    assert fetcher.cancelled == 1
+    assert runner_tasks() == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    fetcher.release()
+    async with cache:  # the stale value is still the one served: nothing was committed
+        assert await f(1) == "1:1"
+        await cache.wait_idle()
+    assert await f(1) == "1:3"
+
+
+async def test_exit_with_zero_close_timeout_does_not_start_queued_refreshes(clock, fetcher):
+    """Closing drops queued refreshes: none is started (or committed) after the grace period."""
+    cache = SWRCache(clock=clock, close_timeout=0, max_concurrent_refreshes=1)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    async with cache:
+        assert await f(1) == "1:1"
+        assert await f(2) == "2:1"
+        clock.advance(11)
+        gate = fetcher.hold()
+        assert await f(1) == "1:1"  # refresh of 1 runs and blocks
+        await wait_all_tasks_blocked()
+        fetcher.gate = None  # a refresh of 2, if started, would finish at once
+        assert await f(2) == "2:1"  # refresh of 2 is queued
+    gate.set()
+    assert fetcher.calls == [1, 2, 1]  # the queued refresh never called the backend
+    async with cache:
+        assert await f(2) == "2:1"  # still the stale value: nothing committed
+
+
+async def test_wait_idle_returns_after_queued_and_running_refreshes(clock, fetcher):
+    """wait_idle() returns only once both the running and the queued refresh are done."""
+    async with SWRCache(clock=clock, max_concurrent_refreshes=1) as cache:
+
+        @cache.cached(ttl=10)
+        async def f(key):
+            return await fetcher(key)
+
+        assert await f(1) == "1:1"
+        assert await f(2) == "2:1"
+        clock.advance(11)
+        first = fetcher.hold()
+        assert await f(1) == "1:1"
+        assert await f(2) == "2:1"  # queued behind the limit
+        await wait_all_tasks_blocked()
+        second = fetcher.hold()  # the refresh of 2 will block on this one
+        idle = anyio.Event()
+
+        async def wait() -> None:
+            await cache.wait_idle()
+            idle.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await wait_all_tasks_blocked()
+            assert not idle.is_set()
+            first.set()  # 1 finishes; 2 starts and blocks
+            await wait_all_tasks_blocked()
+            assert fetcher.calls == [1, 2, 1, 2]
+            assert not idle.is_set()
+            second.set()
+            await idle.wait()
+        assert await f(1) == "1:2"
+        assert await f(2) == "2:2"
+
+
+async def test_wait_idle_with_nothing_to_do_returns_at_once(clock):
+    """wait_idle() on an idle (or never used) cache returns immediately."""
+    cache = SWRCache(clock=clock)
+    with anyio.fail_after(5):
+        await cache.wait_idle()
+        async with cache:
+            await cache.wait_idle()
+
+
+# -- closing while callers wait ---------------------------------------------------------
+
+
+async def test_miss_waiter_gets_an_error_when_the_cache_is_closed(clock, fetcher):
+    """A caller waiting on a miss when `async with` closes (cancelling) gets an error, no hang."""
+    cache = SWRCache(clock=clock, close_timeout=0)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    outcome: list[BaseException] = []
+
+    async def caller() -> None:
+        try:
+            await f(1)
+        except Exception as exc:
+            outcome.append(exc)
+
+    fetcher.hold()
+    async with anyio.create_task_group() as tg, cache:
+        tg.start_soon(caller)
+        await wait_all_tasks_blocked()
+    [error] = outcome
+    assert isinstance(error, RuntimeError)
+    assert "closed" in str(error)
+    assert fetcher.cancelled == 1
+    assert f.cache_info().currsize == 0
+
+
+async def test_miss_waiter_gets_an_error_when_a_zero_ceremony_cache_is_aclosed(clock, fetcher):
+    """A caller waiting on a miss in zero-ceremony mode gets an error when aclose() cancels."""
+    cache = SWRCache(clock=clock, close_timeout=0)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    outcome: list[BaseException] = []
+
+    async def caller() -> None:
+        try:
+            await f(1)
+        except Exception as exc:
+            outcome.append(exc)
+
+    fetcher.hold()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller)
+        await wait_all_tasks_blocked()
+        await cache.aclose()
+    [error] = outcome
+    assert isinstance(error, RuntimeError)
+    assert runner_tasks() == []
+
+
+# -- cancellation of the application ----------------------------------------------------
+
+
+async def test_cancelling_the_application_mid_refresh_exits_cleanly(clock, fetcher, caplog):
+    """Cancelling the task group that holds `async with cache` cancels the refresh; no commit."""
+    cache = SWRCache(clock=clock)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    async def app() -> None:
+        async with cache:
+            assert await f(1) == "1:1"
+            clock.advance(11)
+            fetcher.hold()
+            assert await f(1) == "1:1"
+            await anyio.sleep_forever()
+
+    with caplog.at_level(logging.DEBUG), anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app)
+            await wait_all_tasks_blocked()
+            assert fetcher.calls == [1, 1]
+            tg.cancel_scope.cancel()
+    assert fetcher.cancelled == 1
+    assert runner_tasks() == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    fetcher.release()
+    async with cache:  # usable again; the stale value was kept
+        assert await f(1) == "1:1"
+    assert await f(1) == "1:3"
+
+
+async def test_cancelling_the_application_does_not_cancel_zero_ceremony_work(clock, fetcher):
+    """In zero-ceremony mode, cancelling the callers' task group leaves the fetch to commit."""
+    cache = SWRCache(clock=clock)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    fetcher.hold()
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(f, 1)
+        await wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    fetcher.release()
+    await cache.wait_idle()
+    assert await f(1) == "1:1"
+    assert (fetcher.cancelled, fetcher.calls) == (0, [1])
+    await cache.aclose()
+
+
+# -- methods ----------------------------------------------------------------------------
+
+
+def make_repo_class(cache: SWRCache, fetcher: Fetcher, maxsize: int = 16) -> type:
+    class Repo:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @cache.cached(ttl=10, maxsize=maxsize)
+        async def get(self, x: int) -> str:
+            return await fetcher(f"{self.name}/{x}")
+
+    return Repo
+
+
+async def test_method_instance_is_part_of_the_key(clock, fetcher):
+    """A decorated method caches per instance: two instances, two entries."""
+    async with SWRCache(clock=clock) as cache:
+        Repo = make_repo_class(cache, fetcher)
+        a, b = Repo("a"), Repo("b")
+        assert await a.get(1) == "a/1:1"
+        assert await b.get(1) == "b/1:1"
+        assert await a.get(1) == "a/1:1"
+        assert await b.get(1) == "b/1:1"
+        info = Repo.get.cache_info()
+        assert (info.currsize, info.misses, info.hits) == (2, 2, 2)
+        assert a.get.cache_info() == info
+
+
+async def test_method_invalidate_and_refresh(clock, fetcher):
+    """obj.method.invalidate(x) and obj.method.refresh(x) act on that instance's entry only."""
+    async with SWRCache(clock=clock) as cache:
+        Repo = make_repo_class(cache, fetcher)
+        a, b = Repo("a"), Repo("b")
+        assert await a.get(1) == "a/1:1"
+        assert await b.get(1) == "b/1:1"
+        assert await a.get.refresh(1) == "a/1:2"
+        assert await a.get(1) == "a/1:2"
+        await a.get.invalidate(1)
+        assert await b.get(1) == "b/1:1"  # untouched
+        assert await a.get(1) == "a/1:3"  # recomputed
+        assert fetcher.per_key == {"a/1": 3, "b/1": 1}
+
+
+async def test_instances_are_not_kept_alive_after_their_entries_are_evicted(clock, fetcher):
+    """The cache holds an instance only while one of its entries is among the maxsize newest."""
+    async with SWRCache(clock=clock) as cache:
+        Repo = make_repo_class(cache, fetcher, maxsize=2)
+        a = Repo("a")
+        assert await a.get(1) == "a/1:1"
+        ref = weakref.ref(a)
+        del a
+        gc.collect()
+        assert ref() is not None  # its entry keeps it alive
+        b = Repo("b")
+        assert await b.get(1) == "b/1:1"
+        assert await b.get(2) == "b/2:1"  # evicts a's entry
+        gc.collect()
+        assert ref() is None
+        assert Repo.get.cache_info().evictions == 1
