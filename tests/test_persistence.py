@@ -1,0 +1,177 @@
+"""Level 2 through the engine with a real SQLite file (SPEC section 3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from aiocache_swr import SQLiteStore, SWRCache
+from aiocache_swr.testing import FakeClock
+
+CHILD = Path(__file__).with_name("_persist_child.py")
+
+
+def child(path: Path, mode: str, n: int, hashseed: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONHASHSEED": hashseed}
+    done = subprocess.run(
+        [sys.executable, "-W", "error", str(CHILD), str(path), mode, str(n)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def test_a_restarted_process_recomputes_nothing(tmp_path: Path) -> None:
+    """Written by one process, read by another with another hash seed: zero recomputations.
+
+    The writer exits without closing anything: asyncio.run's end flushes its writes.
+    """
+    db = tmp_path / "cache.db"
+    child(db, "write", 200, hashseed="1")
+    result = json.loads(child(db, "read", 200, hashseed="2").stdout)
+    assert result == {"calls": 0, "ok": True, "store_hits": 200}
+
+
+def test_four_processes_share_one_file(tmp_path: Path) -> None:
+    """Four processes hammering one new file never see a store error."""
+    db = tmp_path / "shared.db"
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-W", "error", str(CHILD), str(db), "hammer", "30"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        assert "locked" not in err
+        assert json.loads(out) == {"store_errors": 0}
+
+
+pytestmark_anyio = pytest.mark.anyio
+
+
+@pytestmark_anyio
+async def test_stale_persisted_entries_are_served_then_refreshed(tmp_path: Path) -> None:
+    """After a 'restart', a stale row is answered at once and refreshed in the background."""
+    clock = FakeClock()
+    db = tmp_path / "c.db"
+    versions = iter(["first", "second"])
+
+    async def compute(x: int) -> str:
+        return next(versions)
+
+    async with SWRCache(clock=clock, store=SQLiteStore(db, clock=clock)) as first:
+        f = first.cached(ttl=10, namespace="f")(compute)
+        assert await f(1) == "first"
+    clock.advance(60)
+    async with SWRCache(clock=clock, store=SQLiteStore(db, clock=clock)) as second:
+        g = second.cached(ttl=10, namespace="f")(compute)
+        assert await g(1) == "first"  # stale, from the file
+        await second.wait_idle()
+        assert await g(1) == "second"
+        info = g.cache_info()
+        assert (info.store_hits, info.refreshes) == (1, 1)
+
+
+@pytestmark_anyio
+async def test_invalidate_during_a_refresh_writes_nothing_back(tmp_path: Path) -> None:
+    """A refresh started before invalidate() writes neither level; a new process misses."""
+    clock = FakeClock()
+    db = tmp_path / "c.db"
+    release = anyio.Event()
+    calls = 0
+
+    async def compute(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            await release.wait()
+        return calls
+
+    async with SWRCache(clock=clock, store=SQLiteStore(db, clock=clock)) as cache:
+        f = cache.cached(ttl=10, namespace="f")(compute)
+        await f(1)
+        clock.advance(10)
+        assert await f(1) == 1  # stale; refresh now blocked
+        await anyio.wait_all_tasks_blocked()
+        await f.invalidate(1)
+        release.set()
+        await cache.wait_idle()
+        assert f.cache_info().currsize == 0
+    async with SWRCache(clock=clock, store=SQLiteStore(db, clock=clock)) as again:
+        g = again.cached(ttl=10, namespace="f")(compute)
+        assert await g(1) == 3
+        assert g.cache_info().store_hits == 0
+
+
+@pytestmark_anyio
+async def test_path_stores_are_shared_per_file(tmp_path: Path) -> None:
+    """Every function naming one path shares one SQLiteStore, kept apart by namespace."""
+    cache = SWRCache(clock=FakeClock())
+    db = str(tmp_path / "shared.db")
+
+    @cache.cached(store=db)
+    async def a(x: int) -> str:
+        return f"a{x}"
+
+    @cache.cached(store=tmp_path / "shared.db")
+    async def b(x: int) -> str:
+        return f"b{x}"
+
+    async with cache:
+        assert (await a(1), await b(1)) == ("a1", "b1")
+    assert a._store is b._store
+
+
+@pytestmark_anyio
+async def test_a_corrupt_file_never_fails_the_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file that is not a database is reported and set aside; calls still work."""
+    db = tmp_path / "c.db"
+    db.write_bytes(b"this is not a sqlite database" * 100)
+    clock = FakeClock()
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        async with SWRCache(clock=clock, store=SQLiteStore(db, clock=clock)) as cache:
+            f = cache.cached(ttl=10)(_double)
+            assert await f(2) == 4
+    assert any(r.levelno >= logging.ERROR for r in caplog.records)
+
+
+@pytestmark_anyio
+async def test_an_unopenable_file_never_fails_the_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that cannot open (a file where its directory should be) is logged, not raised."""
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where a directory should be")
+    clock = FakeClock()
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        async with SWRCache(clock=clock, store=SQLiteStore(blocked / "c.db", clock=clock)) as c:
+            f = c.cached(ttl=10)(_double)
+            assert await f(3) == 6
+            assert await f(3) == 6
+            assert f.cache_info().store_errors >= 1
+
+
+async def _double(x: int) -> Any:
+    return x * 2
