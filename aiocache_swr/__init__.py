@@ -9,11 +9,13 @@ disk.  See ``swr_cached``.
 from ._cache import SWRCache, swr_cached
 from ._function import BoundSWRFunction, SWRFunction
 from ._info import CacheInfo
-from ._sqlite import SQLiteStore
+from ._sqlite import JSONSerializer, PickleSerializer, SQLiteStore
 
 __all__ = [
     "BoundSWRFunction",
     "CacheInfo",
+    "JSONSerializer",
+    "PickleSerializer",
     "SQLiteStore",
     "SWRCache",
     "SWRFunction",
