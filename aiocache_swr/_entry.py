@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
-
-import cachetools
 
 __all__ = ["LRU", "Entry"]
 
@@ -54,12 +53,25 @@ class Entry:
         )
 
 
-class LRU(cachetools.LRUCache[Hashable, Entry]):
-    """cachetools' LRU, counting the entries it evicts to make room."""
+class LRU(OrderedDict[Hashable, Entry]):
+    """The in-memory level: an insertion-ordered dict kept in least-recently-used order.
 
-    evictions = 0
+    A hit is ``lru[key]`` plus ``lru.move_to_end(key)``, both in C; ``put``
+    evicts the least recently used entries beyond ``maxsize`` and counts them.
+    (cachetools' ``LRUCache`` does the same bookkeeping in three Python-level
+    calls per lookup, which measured at about 40% of a whole fresh hit.)
+    """
 
-    def popitem(self) -> tuple[Hashable, Entry]:
-        item = super().popitem()
-        self.evictions += 1
-        return item
+    __slots__ = ("evictions", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+        self.evictions = 0
+
+    def put(self, key: Hashable, entry: Entry) -> None:
+        self[key] = entry
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+            self.evictions += 1

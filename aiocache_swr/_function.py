@@ -35,7 +35,7 @@ import anyio
 
 from ._backoff import backoff_delay
 from ._entry import LRU, Entry
-from ._freshness import EXPIRED, FRESH, STALE, deadlines, judge
+from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
 from ._keys import UnstableKeyError, make_key, stable_key
 from ._store import Record, Store
@@ -217,23 +217,25 @@ class SWRFunction(Generic[P, T]):
             version = self._version
         else:
             version = await self._current_version(args, kwargs)
+        lru = self._lru
         try:
-            entry = self._lru[key]
+            entry = lru[key]
         except KeyError:
             pass
         except TypeError as exc:
             raise self._key_error(exc) from exc
         else:
+            lru.move_to_end(key)
             now = self._clock()
-            state = judge(entry, now, version)
-            if state is FRESH:
+            # judge(entry, now, version) is FRESH, spelled out: the hot path.
+            if now < entry.fresh_until and entry.version == version:
                 self._hits += 1
                 return entry.value  # type: ignore[no-any-return]
-            if state is STALE:
+            if judge(entry, now, version) is STALE:
                 self._stale_hits += 1
                 self._start_refresh(key, entry, now, version, args, kwargs)
                 return entry.value  # type: ignore[no-any-return]
-            del self._lru[key]  # expired: lazy expiry
+            del lru[key]  # expired: lazy expiry
         self._misses += 1
         return await self._miss(key, version, args, kwargs)  # type: ignore[no-any-return]
 
@@ -439,7 +441,7 @@ class SWRFunction(Generic[P, T]):
         now = self._clock()
         fresh_until, serve_until = deadlines(now, self._ttl, self._stale_ttl)
         entry = Entry(value, flight.version, now, fresh_until, serve_until, flight.tags)
-        self._lru[flight.key] = entry
+        self._lru.put(flight.key, entry)
         if self._store is not None:
             self._persist(flight.key, entry)
 
@@ -505,7 +507,7 @@ class SWRFunction(Generic[P, T]):
         state = judge(entry, self._clock(), flight.version)
         if state is EXPIRED:
             return None
-        self._lru[flight.key] = entry
+        self._lru.put(flight.key, entry)
         self._store_hits += 1
         if state is STALE:
             flight.stale_loaded = entry
