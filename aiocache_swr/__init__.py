@@ -7,12 +7,14 @@ disk.  See ``swr_cached``.
 """
 
 from ._cache import SWRCache, swr_cached
+from ._events import CacheEvent
 from ._function import BoundSWRFunction, SWRFunction
 from ._info import CacheInfo
 from ._sqlite import JSONSerializer, PickleSerializer, SQLiteStore
 
 __all__ = [
     "BoundSWRFunction",
+    "CacheEvent",
     "CacheInfo",
     "JSONSerializer",
     "PickleSerializer",

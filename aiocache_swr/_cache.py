@@ -17,6 +17,7 @@ from weakref import WeakSet
 import anyio
 import anyio.abc
 
+from ._events import CacheEvent, EventListener, emit
 from ._function import SWRFunction
 from ._runner import Runner, current_loop
 from ._sqlite import SQLiteStore
@@ -76,7 +77,12 @@ class SWRCache:
     ``clock``: a zero-argument callable returning wall-clock seconds (default
     ``time.time``); tests pass :class:`aiocache_swr.testing.FakeClock`.
     ``close_timeout``: seconds ``aclose`` waits for refreshes in flight before
-    cancelling them.
+    cancelling them (real time, not ``clock``: it bounds a real wait).
+    ``on_event``: called with a :class:`~aiocache_swr.CacheEvent` for every hit,
+    stale hit, miss, store hit, refresh outcome, eviction and store error, to feed
+    metrics; fixed when a function is decorated.  Without it, nothing is built
+    or called.  It runs inline, so keep it cheap; if it raises, the error is
+    logged and the cache carries on.
 
     ``async with cache:`` runs background work in a task group of the caller's
     task; without it, a task group is started on first need and lives until the
@@ -90,6 +96,7 @@ class SWRCache:
         max_concurrent_refreshes: int = 32,
         clock: Callable[[], float] | None = None,
         close_timeout: float = 5.0,
+        on_event: EventListener | None = None,
     ) -> None:
         if (
             isinstance(max_concurrent_refreshes, bool)
@@ -100,12 +107,17 @@ class SWRCache:
                 "SWRCache: max_concurrent_refreshes= must be an int >= 1, "
                 f"got {max_concurrent_refreshes!r}"
             )
+        if on_event is not None and not callable(on_event):
+            raise TypeError(
+                f"SWRCache: on_event= must be a callable taking a CacheEvent, got {on_event!r}"
+            )
         if clock is not None and not callable(clock):
             raise TypeError(f"SWRCache: clock= must be a zero-argument callable, got {clock!r}")
         timeout = _check_duration(close_timeout, "close_timeout", "SWRCache")
         self.clock: Callable[[], float] = clock if clock is not None else time.time
         self.store = _resolve_store(store, "SWRCache", self.clock)
         self.max_concurrent_refreshes = max_concurrent_refreshes
+        self.on_event = on_event
         self.close_timeout = math.inf if timeout is None else timeout
         self._functions: WeakSet[SWRFunction[Any, Any]] = WeakSet()
         self._stores: list[Store] = [self.store] if self.store is not None else []
@@ -205,6 +217,8 @@ class SWRCache:
                 await store.flush()
             except Exception as exc:
                 logger.warning("aiocache_swr: writing to the store failed: %r", exc, exc_info=exc)
+                if self.on_event is not None:
+                    emit(self.on_event, CacheEvent("store_error", repr(store), None, exc))
             finally:
                 runner.flushing.discard(store)
             if store.pending:

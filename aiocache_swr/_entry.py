@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 __all__ = ["LRU", "Entry"]
@@ -69,9 +69,11 @@ class LRU(OrderedDict[Hashable, Entry]):
         self.maxsize = maxsize
         self.evictions = 0
 
-    def put(self, key: Hashable, entry: Entry) -> None:
+    def put(self, key: Hashable, entry: Entry, on_evict: Callable[[Hashable], None]) -> None:
+        """Store ``entry`` as the most recently used; evict beyond ``maxsize``."""
         self[key] = entry
         self.move_to_end(key)
         while len(self) > self.maxsize:
-            self.popitem(last=False)
+            evicted, _ = self.popitem(last=False)
             self.evictions += 1
+            on_evict(evicted)

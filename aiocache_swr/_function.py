@@ -35,6 +35,7 @@ import anyio
 
 from ._backoff import backoff_delay
 from ._entry import LRU, Entry
+from ._events import CacheEvent, EventKind, emit
 from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
 from ._keys import UnstableKeyError, make_key, stable_key
@@ -183,6 +184,7 @@ class SWRFunction(Generic[P, T]):
         self._tags = tags
         self._store = store
         self._clock = cache.clock
+        self._listener = cache.on_event
         if callable(version):
             self._version: Any = None
             self._version_fn: Callable[..., Any] | None = version
@@ -230,13 +232,19 @@ class SWRFunction(Generic[P, T]):
             # judge(entry, now, version) is FRESH, spelled out: the hot path.
             if now < entry.fresh_until and entry.version == version:
                 self._hits += 1
+                if self._listener is not None:
+                    self._emit("hit", key)
                 return entry.value  # type: ignore[no-any-return]
             if judge(entry, now, version) is STALE:
                 self._stale_hits += 1
+                if self._listener is not None:
+                    self._emit("stale_hit", key)
                 self._start_refresh(key, entry, now, version, args, kwargs)
                 return entry.value  # type: ignore[no-any-return]
             del lru[key]  # expired: lazy expiry
         self._misses += 1
+        if self._listener is not None:
+            self._emit("miss", key)
         return await self._miss(key, version, args, kwargs)  # type: ignore[no-any-return]
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -307,6 +315,16 @@ class SWRFunction(Generic[P, T]):
         return BoundSWRFunction(self, instance)
 
     # -- pieces of the call --------------------------------------------------
+
+    def _emit(
+        self, kind: EventKind, key: Hashable | None, error: BaseException | None = None
+    ) -> None:
+        assert self._listener is not None
+        emit(self._listener, CacheEvent(kind, self.namespace, key, error))
+
+    def _evicted(self, key: Hashable) -> None:
+        if self._listener is not None:
+            self._emit("eviction", key)
 
     def _key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
         if self._key is None:
@@ -441,12 +459,16 @@ class SWRFunction(Generic[P, T]):
         now = self._clock()
         fresh_until, serve_until = deadlines(now, self._ttl, self._stale_ttl)
         entry = Entry(value, flight.version, now, fresh_until, serve_until, flight.tags)
-        self._lru.put(flight.key, entry)
+        self._lru.put(flight.key, entry, self._evicted)
+        if self._listener is not None and flight.kind != _MISS:
+            self._emit("refresh_ok", flight.key)
         if self._store is not None:
             self._persist(flight.key, entry)
 
     def _refresh_failed(self, flight: _Flight, exc: Exception) -> None:
         self._refresh_errors += 1
+        if self._listener is not None:
+            self._emit("refresh_error", flight.key, exc)
         base = flight.base
         delay = 0.0
         if base is not None:
@@ -484,9 +506,11 @@ class SWRFunction(Generic[P, T]):
             self._store_failed(what, exc)
             return None
 
-    def _store_failed(self, what: str, exc: BaseException) -> None:
+    def _store_failed(self, what: str, exc: BaseException, key: Hashable | None = None) -> None:
         self._store_errors += 1
         logger.warning("%s: store %s failed: %r", self._name, what, exc, exc_info=exc)
+        if self._listener is not None:
+            self._emit("store_error", key, exc)
 
     async def _load(self, flight: _Flight) -> Entry | None:
         """Read the store for a miss; promote a servable record into memory."""
@@ -507,8 +531,10 @@ class SWRFunction(Generic[P, T]):
         state = judge(entry, self._clock(), flight.version)
         if state is EXPIRED:
             return None
-        self._lru.put(flight.key, entry)
+        self._lru.put(flight.key, entry, self._evicted)
         self._store_hits += 1
+        if self._listener is not None:
+            self._emit("store_hit", flight.key)
         if state is STALE:
             flight.stale_loaded = entry
         return entry
@@ -533,6 +559,8 @@ class SWRFunction(Generic[P, T]):
                     exc,
                 )
             self._store_errors += 1
+            if self._listener is not None:
+                self._emit("store_error", key, exc)
             return
         self.cache._schedule_flush(store)
 
