@@ -43,10 +43,15 @@ Event loops
 
     Every database call is a single job on the worker thread (one transaction,
     or one group of ``SELECT`` statements), so cancelling the awaiting task never
-    leaves a transaction open.  A cancelled task still waits (shielded) until the
-    worker has finished the job it queued, so a loop is never closed while the
-    worker still has to report to it (``asyncio.run`` cancels leftover tasks and
-    waits for them before closing the loop).
+    leaves a transaction open.  The worker reports every job to a future of the
+    loop that queued it, and dies with ``RuntimeError: Event loop is closed`` if
+    that loop has closed meanwhile.  So every path that queues a job waits until
+    it has been reported, whatever cancellation arrives (asyncio's own
+    ``Task.cancel`` goes through anyio's shielded scopes; ``asyncio.run`` cancels
+    leftover tasks once and waits for them before closing the loop): a cancelled
+    call waits for a no-op queued behind its job; a failed (or interrupted) open
+    -- aiosqlite then queues a stop reporting to this loop -- and :meth:`aclose`
+    wait until the worker thread has exited.
 
 Files
     The database file is created by this module with ``os.open(..., 0o600)``
@@ -492,11 +497,10 @@ class _WriteJob:
 class _Opened:
     """Hand-over of the sqlite connection made by the connector on the worker thread."""
 
-    __slots__ = ("db", "done")
+    __slots__ = ("db",)
 
     def __init__(self) -> None:
         self.db: sqlite3.Connection | None = None
-        self.done = threading.Event()
 
 
 _Execute = Callable[..., Awaitable[Any]]
@@ -531,6 +535,51 @@ def _noop() -> None:
     return None
 
 
+def _worker_thread(conn: aiosqlite.Connection) -> threading.Thread | None:
+    thread: object = conn if isinstance(conn, threading.Thread) else getattr(conn, "_thread", None)
+    return thread if isinstance(thread, threading.Thread) else None
+
+
+async def _settle(conn: aiosqlite.Connection, *, until_exit: bool = False) -> None:
+    """Wait, through any cancellation, until ``conn``'s worker owes this loop nothing.
+
+    aiosqlite's worker thread reports every job it runs to the future of the loop
+    that queued it (``call_soon_threadsafe``), and raises ``RuntimeError: Event loop
+    is closed`` in its thread if that loop has gone.  So whoever queued a job must
+    keep its loop alive until the job is reported, even when cancelled: this waits
+    for a no-op queued behind everything else (or, with ``until_exit`` or once the
+    connection is stopping, for the thread to exit), polling with short sleeps.
+    Shielded from anyio cancel scopes; asyncio's own ``Task.cancel`` goes through
+    such a shield, so it is caught here and the first one re-raised afterwards.
+    """
+    thread = _worker_thread(conn)
+    if thread is None or thread.ident is None:
+        return  # never started: it will run nothing
+    marker: asyncio.Future[Any] | None = None
+    if not until_exit and getattr(conn, "_running", False):
+        tx = getattr(conn, "_tx", None)
+        if tx is not None:
+            marker = asyncio.get_running_loop().create_future()
+            tx.put_nowait((marker, _noop))
+    elif getattr(conn, "_running", False):
+        _stop_quietly(conn.stop)  # nothing stopped it (no sqlite connection to close)
+    cancelled: BaseException | None = None
+    delay = 0.0005
+    with anyio.CancelScope(shield=True):
+        while thread.is_alive() and (marker is None or not marker.done()):
+            try:
+                if marker is None:
+                    await asyncio.sleep(delay)
+                else:
+                    await asyncio.wait((marker,), timeout=delay)
+            except asyncio.CancelledError as exc:  # asyncio's own: not stopped by the shield
+                if cancelled is None:
+                    cancelled = exc
+            delay = min(delay * 2, 0.02)
+    if cancelled is not None:
+        raise cancelled
+
+
 def _stop_quietly(stop: Callable[[], object]) -> None:
     with contextlib.suppress(Exception):
         stop()
@@ -552,8 +601,8 @@ def _stop_in_background(conn: aiosqlite.Connection) -> None:
 
 def _daemonize(conn: aiosqlite.Connection, name: str) -> None:
     """Make the (not yet started) worker thread a daemon: an unclosed store must not hang exit."""
-    thread: object = conn if isinstance(conn, threading.Thread) else getattr(conn, "_thread", None)
-    if isinstance(thread, threading.Thread) and thread.ident is None:
+    thread = _worker_thread(conn)
+    if thread is not None and thread.ident is None:
         thread.daemon = True
         thread.name = name
 
@@ -851,6 +900,8 @@ class SQLiteStore:
                                 await conn.close()
                             except Exception as exc:
                                 raise StoreError(f"{self!r}: closing failed: {exc}") from exc
+                            finally:  # the thread has reported the stop and exited
+                                await _settle(conn, until_exit=True)
 
     # ------------------------------------------------------------------ reads
 
@@ -1042,11 +1093,16 @@ class SQLiteStore:
         try:
             await conn
         except BaseException as exc:
-            if opened.db is not None or not opened.done.is_set():
-                # Interrupted while the worker was connecting: close what it makes.
-                threading.Thread(
-                    target=self._close_when_opened, args=(opened,), daemon=True
-                ).start()
+            # aiosqlite has queued a stop whose result goes to a future of this loop:
+            # wait until the worker has delivered it and exited, or it may deliver to
+            # a closed loop.  Then close what the connector made if the wait for it
+            # was interrupted (the stop does not know about that connection).
+            try:
+                await _settle(conn, until_exit=True)
+            finally:
+                if opened.db is not None:
+                    with contextlib.suppress(Exception):
+                        opened.db.close()
             if isinstance(exc, StoreError):
                 raise
             if isinstance(exc, (sqlite3.Error, OSError, ValueError)):
@@ -1057,13 +1113,6 @@ class SQLiteStore:
         st.execute = conn._execute
         self.stats.opens += 1
 
-    @staticmethod
-    def _close_when_opened(opened: _Opened) -> None:
-        opened.done.wait()
-        if opened.db is not None:
-            with contextlib.suppress(Exception):
-                opened.db.close()
-
     async def _call(self, st: _LoopState, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(db, *args)`` as one job on the connection's worker thread."""
         execute = st.execute
@@ -1071,24 +1120,22 @@ class SQLiteStore:
             await self._ready(st)
             execute = st.execute
             assert execute is not None
+        conn = st.conn
         try:
             return await execute(fn, st.db, *args)
         except anyio.get_cancelled_exc_class():
-            # The worker still runs ``fn``.  Wait until it has (a no-op queued behind
-            # it), so the loop cannot close while the worker still reports to it.
-            with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
-                await execute(_noop)
+            # The worker still runs ``fn``.  Wait until it has reported it, so the
+            # loop cannot close while the worker still has to report to it.
+            if conn is not None:
+                await _settle(conn)
             raise
 
     # ----------------------------------------------------- worker-thread side
 
     def _connect_sync(self, opened: _Opened) -> sqlite3.Connection:
-        try:
-            db = self._open_sync()
-            opened.db = db
-            return db
-        finally:
-            opened.done.set()
+        db = self._open_sync()
+        opened.db = db
+        return db
 
     def _open_sync(self) -> sqlite3.Connection:
         """The whole open sequence, retried with backoff while SQLite reports busy."""

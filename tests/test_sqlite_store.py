@@ -851,3 +851,64 @@ def test_directory_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="directory"):
         SQLiteStore(tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_no_worker_thread_outlives_its_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker thread is left to report to a loop that asyncio.run has closed.
+
+    A failed open (aiosqlite queues a stop with a future of the running loop),
+    a corrupt file set aside, ``aclose`` and readers cancelled when the loop
+    ends: by the time ``asyncio.run`` returns, every job has been reported and,
+    after a failed open or ``aclose``, the worker thread has exited.  Repeated
+    in separate ``asyncio.run`` calls: the race this guards against is narrow.
+    """
+    before = set(threading.enumerate())
+    errors: list[str] = []
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread is not None else "?"
+        errors.append(f"{name}: {args.exc_type.__name__}: {args.exc_value!r}")
+
+    monkeypatch.setattr(threading, "excepthook", hook)
+    (tmp_path / "plain-file").write_text("a file where a directory should be")
+
+    def alive(file_name: str) -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.endswith(f" {file_name}")]
+
+    async def unopenable(n: int) -> None:
+        store = SQLiteStore(tmp_path / "plain-file" / f"c{n}.db")
+        with pytest.raises(StoreOpenError):
+            await store.get_many(NS, ["k"])
+        store.put(NS, "k", rec(n))
+        with pytest.raises(StoreOpenError):
+            await store.flush()
+        await store.aclose()  # the engine closes every store, opened or not
+
+    async def corrupt(n: int) -> None:
+        path = tmp_path / f"bad{n}.db"
+        path.write_bytes(b"this is not a sqlite database" * 100)
+        store = SQLiteStore(path)
+        assert await store.get_many(NS, ["k"]) == {}
+        await store.aclose()
+
+    async def readers_cancelled_at_loop_end(store: SQLiteStore) -> None:
+        store.put(NS, "k", rec(1))
+        await store.flush()
+        for _ in range(3):  # left running: asyncio.run cancels them before closing the loop
+            asyncio.get_running_loop().create_task(store.get_many(NS, ["k", "x"]))
+        await asyncio.sleep(0)
+
+    left: list[str] = []
+    for n in range(10):
+        asyncio.run(unopenable(n))
+        left += alive(f"c{n}.db")
+        asyncio.run(corrupt(n))
+        left += alive(f"bad{n}.db")
+        store = SQLiteStore(tmp_path / f"ok{n}.db")
+        asyncio.run(readers_cancelled_at_loop_end(store))
+        asyncio.run(store.aclose())  # stops the previous loop's connection, closes nothing new
+    assert join_store_threads(before) == []
+    assert left == []
+    assert errors == []
