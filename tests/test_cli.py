@@ -1,0 +1,628 @@
+"""The command line: ``python -m aiocache_swr demo|stats|ls|purge|vacuum``.
+
+Every cache file is written by the library itself (SWRCache + SQLiteStore, under
+asyncio.run) and then read by the CLI, in process (``main([...])``) and as a
+child process.  One row's value unpickles by calling ``os.mkdir(marker)``, so a
+test sees whether anything unpickled it, in this process or a child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiocache_swr import JSONSerializer, SQLiteStore, SWRCache
+from aiocache_swr._cli import main
+from aiocache_swr._sqlite import SCHEMA_VERSION
+from aiocache_swr.testing import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "correct horse battery staple"
+USERS = "app.users"  # 3 rows, no expiry, tagged
+RATES = "app.rates"  # 2 rows, expired
+TRIP = "app.tripwire"  # 1 row, unexpired, unpickling it creates the marker directory
+TIMEOUT = 120.0  # safety net for child processes only
+
+
+class Tripwire:
+    """A value whose unpickling runs ``os.mkdir(marker)``: proof that something unpickled it."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (self.marker,))
+
+
+@dataclass
+class CacheFile:
+    path: Path
+    marker: Path
+
+    @property
+    def unpickled(self) -> bool:
+        return self.marker.exists()
+
+
+async def _write(path: Path, marker: Path) -> None:
+    store = SQLiteStore(path, secret=SECRET)
+    cache = SWRCache(store=store)
+
+    @cache.cached(
+        ttl=60,
+        stale_ttl=None,
+        namespace=USERS,
+        tags=lambda user_id: [f"user:{user_id}", "team:a" if user_id < 3 else "team:b"],
+    )
+    async def user(user_id: int) -> dict[str, object]:
+        return {"id": user_id}
+
+    @cache.cached(ttl=3600, stale_ttl=3600, namespace=TRIP)
+    async def trip(name: str) -> Tripwire:
+        return Tripwire(str(marker))
+
+    async with cache:
+        for i in (1, 2, 3):
+            await user(i)
+        await trip("x")
+
+    # Rows stamped a day ago, through a store whose clock agrees (or it would purge them).
+    past = FakeClock(start=time.time() - 86_400)
+    old_store = SQLiteStore(path, secret=SECRET, clock=past)
+    old = SWRCache(store=old_store, clock=past)
+
+    @old.cached(ttl=60, stale_ttl=60, namespace=RATES, tags=lambda cur: ["rates"])
+    async def rate(currency: str) -> float:
+        return 1.5
+
+    async with old:
+        await rate("EUR")
+        await rate("USD")
+
+
+@pytest.fixture
+def cache_file(tmp_path: Path) -> CacheFile:
+    path = tmp_path / "cache.db"
+    marker = tmp_path / "UNPICKLED"
+    asyncio.run(_write(path, marker))
+    assert not marker.exists()
+    return CacheFile(path, marker)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``main(args)`` in process: (status, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def child(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m aiocache_swr args`` in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "aiocache_swr", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def rows(path: Path) -> set[tuple[str, str]]:
+    with closing(sqlite3.connect(path)) as db:
+        return set(db.execute("SELECT namespace, key FROM swr_entries"))
+
+
+def assert_bookkeeping(path: Path) -> None:
+    """The triggers' work is intact: row counter exact, no tag row without its entry."""
+    with closing(sqlite3.connect(path)) as db:
+        (count,) = db.execute("SELECT count(*) FROM swr_entries").fetchone()
+        (counter,) = db.execute("SELECT value FROM swr_meta WHERE name = 'entries'").fetchone()
+        (orphans,) = db.execute(
+            "SELECT count(*) FROM swr_tags AS t WHERE NOT EXISTS (SELECT 1 FROM swr_entries AS e"
+            " WHERE e.namespace = t.namespace AND e.key = t.key)"
+        ).fetchone()
+    assert counter == count
+    assert orphans == 0
+
+
+# ---------------------------------------------------------------------- demo
+
+
+def test_demo_runs_as_a_module_and_prints_every_step() -> None:
+    """`python -m aiocache_swr demo` exits 0 and prints each step with a timing."""
+    done = child("demo")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for step in (
+        "1. miss",
+        "2. fresh hit",
+        "3. stale hit",
+        "the background refresh finishes",
+        "4. failing backend: the stale value is served",
+        "refresh_errors=1",
+        "5. 100 concurrent callers, cold key: 1 API call",
+        "6. restart: answered from disk (store_hits=1)",
+        "demo finished",
+    ):
+        assert step in out, step
+    assert " ms " in out
+    assert "UNEXPECTED" not in out
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_in_process_returns_0(capsys: pytest.CaptureFixture[str]) -> None:
+    """main(['demo']) returns 0 with every expectation met and leaves logging as it was."""
+    import logging
+
+    log = logging.getLogger("aiocache_swr")
+    handlers, propagate = list(log.handlers), log.propagate
+    code, out, _ = cli(capsys, "demo")
+    assert code == 0, out
+    assert "UNEXPECTED" not in out
+    assert (log.handlers, log.propagate) == (handlers, propagate)
+
+
+def test_demo_path_keeps_a_cache_file_the_other_commands_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """demo --path writes a real cache file; stats reads its two entries; a second run refuses."""
+    path = tmp_path / "demo.db"
+    assert cli(capsys, "demo", "--path", str(path))[0] == 0
+    code, out, _ = cli(capsys, "stats", "--json", str(path))
+    assert code == 0
+    assert json.loads(out)["entries"] == 2
+    code, _, err = cli(capsys, "demo", "--path", str(path))
+    assert code == 1
+    assert "already exists" in err
+
+
+# ------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("command", ["demo", "stats", "ls", "purge", "vacuum"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`COMMAND --help` prints its usage and exits 0."""
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0
+    assert out.startswith(f"usage: aiocache-swr {command}")
+
+
+def test_top_level_help_lists_the_commands() -> None:
+    """`python -m aiocache_swr --help` lists every command."""
+    done = child("--help")
+    assert done.returncode == 0
+    for command in ("demo", "stats", "ls", "purge", "vacuum"):
+        assert command in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["stats"],
+        ["ls", "x.db", "--limit", "-1"],
+        ["ls", "x.db", "--secret", "s"],
+        ["ls", "x.db", "--values", "--secret", "s", "--secret-env", "S"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """No command, an unknown one, a missing PATH, a bad option: status 2, no traceback."""
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    assert "error" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("selectors", [[], ["--all", "--expired"], ["--tag", "a", "--all"]])
+def test_purge_needs_exactly_one_selector(
+    selectors: list[str], cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """purge without a selector, or with two, is a usage error (2) and deletes nothing."""
+    before = rows(cache_file.path)
+    code, _, err = cli(capsys, "purge", str(cache_file.path), *selectors)
+    assert code == 2
+    assert "--expired" in err
+    assert rows(cache_file.path) == before
+
+
+# --------------------------------------------------------------------- stats
+
+
+def test_stats_json_counts_what_the_file_holds(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stats --json: entries per namespace, expired/unexpired/no-expiry, tags, ages, sizes."""
+    code, out, _ = cli(capsys, "stats", "--json", str(cache_file.path))
+    assert code == 0
+    report = json.loads(out)
+    assert report["entries"] == report["entries_counter"] == 6
+    assert (report["expired"], report["unexpired"], report["no_expiry"]) == (2, 1, 3)
+    assert report["signed"] == 6
+    assert report["distinct_tags"] == 6  # user:1..3, team:a, team:b, rates
+    assert report["tagged_entries"] == 5
+    assert report["schema_version"] == SCHEMA_VERSION
+    assert report["file_bytes"] == cache_file.path.stat().st_size
+    assert report["oldest_created"] < time.time() - 80_000 < report["newest_created"]
+    by_ns = {ns["namespace"]: ns for ns in report["namespaces"]}
+    assert set(by_ns) == {USERS, RATES, TRIP}
+    assert (by_ns[USERS]["entries"], by_ns[USERS]["no_expiry"]) == (3, 3)
+    assert (by_ns[RATES]["entries"], by_ns[RATES]["expired"]) == (2, 2)
+    assert (by_ns[TRIP]["entries"], by_ns[TRIP]["unexpired"]) == (1, 1)
+    assert not cache_file.unpickled
+
+
+def test_stats_text_is_a_readable_summary(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stats prints labelled lines, says fresh/stale is unknowable, and a namespace table."""
+    code, out, _ = cli(capsys, "stats", str(cache_file.path))
+    assert code == 0
+    assert "entries:      6" in out
+    assert "expired:      2" in out
+    assert "does not store ttl" in out
+    table = out[out.index("namespace") :].splitlines()
+    assert table[0].split()[:4] == ["namespace", "entries", "expired", "unexpired"]
+    assert any(line.split()[:5] == [RATES, "2", "2", "0", "0"] for line in table)
+
+
+def test_stats_and_ls_leave_the_file_untouched(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stats and ls open the file read-only: its bytes do not change, nothing goes to the WAL.
+
+    (SQLite may create an empty -wal and a -shm next to a WAL file even for a read-only
+    connection; they get the database file's permission bits.)
+    """
+    before = cache_file.path.read_bytes()
+    for argv in (["stats"], ["ls"], ["ls", "--json"], ["stats", "--json"]):
+        assert cli(capsys, *argv, str(cache_file.path))[0] == 0
+    assert cache_file.path.read_bytes() == before
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{cache_file.path}{suffix}")
+        if side.exists():
+            assert stat.S_IMODE(side.stat().st_mode) == 0o600
+    wal = Path(f"{cache_file.path}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+# ------------------------------------------------------------------------ ls
+
+
+def test_ls_lists_keys_ages_expiry_and_sizes(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls prints one aligned row per entry, newest written first, and a count."""
+    code, out, err = cli(capsys, "ls", str(cache_file.path))
+    assert code == 0
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0].split() == ["namespace", "key", "age", "expires", "size", "tags", "signed"]
+    body = lines[2:-1]
+    assert len(body) == 6
+    assert body[0].startswith(RATES)  # written last
+    assert any("(int:3,)" in line and "never" in line and "team:b" in line for line in body)
+    assert any(RATES in line and " ago" in line for line in body)  # expired: "... ago"
+    assert lines[-1] == "6 of 6 entries"
+
+
+def test_ls_json_filters_by_namespace_and_limits(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls --json --namespace NS --limit N: N rows of NS, the total, sizes and tags; no values."""
+    code, out, _ = cli(
+        capsys, "ls", "--json", "--namespace", USERS, "--limit", "2", str(cache_file.path)
+    )
+    assert code == 0
+    listing = json.loads(out)
+    assert (listing["total"], listing["shown"]) == (3, 2)
+    entries = listing["entries"]
+    assert {e["namespace"] for e in entries} == {USERS}
+    assert [e["key"] for e in entries] == ["(int:3,)", "(int:2,)"]
+    assert entries[0]["tags"] == ["user:3", "team:b"]
+    assert entries[0]["expires"] is None
+    assert entries[0]["expired"] is None
+    assert entries[0]["size"] > 0
+    assert entries[0]["signed"] is True
+    assert "value" not in entries[0]
+
+
+def test_ls_without_values_never_unpickles(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No command unpickles a row unless `ls --values` is given (in process and in a child)."""
+    path = str(cache_file.path)
+    for argv in (["ls", path], ["ls", "--json", path], ["stats", path], ["stats", "--json", path]):
+        assert cli(capsys, *argv)[0] == 0
+        done = child(*argv)
+        assert done.returncode == 0, done.stderr
+    assert cli(capsys, "purge", "--dry-run", "--all", path)[0] == 0
+    assert cli(capsys, "purge", "--expired", path)[0] == 0
+    assert cli(capsys, "vacuum", path)[0] == 0
+    assert not cache_file.unpickled
+    done = child("ls", "--values", path)  # the tripwire does work
+    assert done.returncode == 0, done.stderr
+    assert cache_file.unpickled
+
+
+def test_ls_values_warns_that_pickle_runs_code(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls --values: a warning that unpickling runs code, then values of the listed rows only."""
+    code, out, err = cli(
+        capsys, "ls", "--values", "--json", "--namespace", USERS, str(cache_file.path)
+    )
+    assert code == 0
+    assert "unpickling runs code" in err
+    assert "--secret" in err
+    values = {
+        e["key"]: (e["value"], e["version"], e["signature"]) for e in json.loads(out)["entries"]
+    }
+    assert values["(int:1,)"] == ("{'id': 1}", "None", "unchecked")
+    assert not cache_file.unpickled  # only the listed rows are deserialized
+
+
+def test_ls_values_with_the_right_secret_verifies_then_unpickles(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls --values --secret-env: every row's signature verifies ("ok") before it is unpickled."""
+    done = child(
+        "ls",
+        "--values",
+        "--json",
+        "--secret-env",
+        "CACHE_SECRET",
+        str(cache_file.path),
+        env={"CACHE_SECRET": SECRET},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "only when their signature verifies" in done.stderr
+    entries = json.loads(done.stdout)["entries"]
+    assert {e["signature"] for e in entries} == {"ok"}
+    assert cache_file.unpickled
+
+
+def test_ls_values_with_a_wrong_secret_unpickles_nothing(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls --values --secret WRONG: every row is reported "bad" and none is unpickled."""
+    code, out, _ = cli(
+        capsys, "ls", "--values", "--secret", "wrong", "--json", str(cache_file.path)
+    )
+    assert code == 0
+    entries = json.loads(out)["entries"]
+    assert {e["signature"] for e in entries} == {"bad"}
+    assert {e["value"] for e in entries} == {None}
+    assert not cache_file.unpickled
+    code, out, _ = cli(capsys, "ls", "--values", "--secret", "wrong", str(cache_file.path))
+    assert code == 0
+    assert "bad signature: not deserialized" in out
+    assert not cache_file.unpickled
+
+
+def test_ls_values_json_serializer_needs_no_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A JSONSerializer file: ls --values --serializer json shows values, with no pickle warning."""
+    path = tmp_path / "json.db"
+
+    async def write() -> None:
+        cache = SWRCache(store=SQLiteStore(path, serializer=JSONSerializer()))
+
+        @cache.cached(ttl=60, namespace="j")
+        async def f(x: int) -> list[int]:
+            return [x, x]
+
+        async with cache:
+            await f(7)
+
+    asyncio.run(write())
+    code, out, err = cli(capsys, "ls", "--values", "--serializer", "json", str(path))
+    assert code == 0
+    assert err == ""
+    assert "[7, 7]" in out
+
+
+# --------------------------------------------------------------------- purge
+
+
+@pytest.mark.parametrize(
+    ("selector", "removed", "left"),
+    [
+        (["--expired"], {RATES: 2}, {USERS: 3, TRIP: 1}),
+        (["--namespace", USERS], {USERS: 3}, {RATES: 2, TRIP: 1}),
+        (["--tag", "team:a"], {USERS: 2}, {USERS: 1, RATES: 2, TRIP: 1}),
+        (["--tag", "rates"], {RATES: 2}, {USERS: 3, TRIP: 1}),
+        (["--all"], {USERS: 3, RATES: 2, TRIP: 1}, {}),
+        (["--namespace", "no.such"], {}, {USERS: 3, RATES: 2, TRIP: 1}),
+    ],
+)
+def test_purge_selectors_remove_the_right_rows(
+    selector: list[str],
+    removed: dict[str, int],
+    left: dict[str, int],
+    cache_file: CacheFile,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each selector removes exactly its rows, reports the counts, and keeps tags/counter right."""
+    code, out, _ = cli(capsys, "purge", "--json", *selector, str(cache_file.path))
+    assert code == 0
+    report = json.loads(out)
+    assert report["by_namespace"] == removed
+    assert report["removed"] == sum(removed.values())
+    assert report["entries_left"] == sum(left.values())
+    remaining: dict[str, int] = {}
+    for ns, _key in rows(cache_file.path):
+        remaining[ns] = remaining.get(ns, 0) + 1
+    assert remaining == left
+    assert_bookkeeping(cache_file.path)
+    assert not cache_file.unpickled
+
+
+def test_purge_by_tag_drops_the_tag_rows_of_what_it_removed(cache_file: CacheFile) -> None:
+    """purge --tag team:a leaves user 3's tags and no tag row of users 1 and 2."""
+    assert child("purge", "--tag", "team:a", str(cache_file.path)).returncode == 0
+    with closing(sqlite3.connect(cache_file.path)) as db:
+        tags = set(db.execute("SELECT key, tag FROM swr_tags WHERE namespace = ?", (USERS,)))
+    assert tags == {("(int:3,)", "user:3"), ("(int:3,)", "team:b")}
+
+
+def test_purge_text_reports_the_count(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """purge prints how many entries it removed, per namespace."""
+    code, out, _ = cli(capsys, "purge", "--expired", str(cache_file.path))
+    assert code == 0
+    assert out.startswith("removed 2 entries (expired); 4 left")
+    assert f"2  {RATES}" in out
+
+
+def test_purge_dry_run_deletes_nothing(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """purge --dry-run reports what it would remove and leaves every row."""
+    before = rows(cache_file.path)
+    code, out, _ = cli(capsys, "purge", "--dry-run", "--all", str(cache_file.path))
+    assert code == 0
+    assert out.startswith("would remove 6 entries (all); 0 left")
+    assert rows(cache_file.path) == before
+
+
+async def test_the_library_reads_the_file_after_a_purge(cache_file: CacheFile) -> None:
+    """After purge --tag, the library serves what is left from disk and recomputes what went."""
+    assert child("purge", "--tag", "team:a", str(cache_file.path)).returncode == 0
+    calls: list[int] = []
+    cache = SWRCache(store=SQLiteStore(cache_file.path, secret=SECRET))
+
+    @cache.cached(ttl=60, stale_ttl=None, namespace=USERS)
+    async def user(user_id: int) -> dict[str, object]:
+        calls.append(user_id)
+        return {"id": user_id}
+
+    async with cache:
+        assert await user(3) == {"id": 3}
+        assert await user(1) == {"id": 1}
+    assert calls == [1]
+    info = user.cache_info()
+    assert (info.store_hits, info.store_errors) == (1, 0)
+    assert_bookkeeping(cache_file.path)
+
+
+# -------------------------------------------------------------------- vacuum
+
+
+def test_vacuum_shrinks_the_file_and_keeps_it_usable(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """vacuum after purge --all reports sizes, keeps the file owner-only and a valid cache."""
+    mode = stat.S_IMODE(cache_file.path.stat().st_mode)
+    assert cli(capsys, "purge", "--all", str(cache_file.path))[0] == 0
+    code, out, _ = cli(capsys, "vacuum", "--json", str(cache_file.path))
+    assert code == 0
+    report = json.loads(out)
+    assert report["bytes_after"] <= report["bytes_before"]
+    assert stat.S_IMODE(cache_file.path.stat().st_mode) == mode == 0o600
+    code, out, _ = cli(capsys, "vacuum", str(cache_file.path))
+    assert code == 0
+    assert out.startswith(f"vacuumed {cache_file.path}: ")
+    code, out, _ = cli(capsys, "stats", "--json", str(cache_file.path))
+    assert json.loads(out)["entries"] == 0
+    assert_bookkeeping(cache_file.path)
+
+
+# ------------------------------------------------------------- bad files
+
+
+def _make_bad(kind: str, tmp_path: Path, cache_file: CacheFile) -> tuple[Path, str]:
+    """A path that is not a usable cache file, and a fragment of the expected message."""
+    if kind == "missing":
+        return tmp_path / "missing.db", "no such file"
+    if kind == "directory":
+        return tmp_path, "is a directory"
+    if kind == "text":
+        path = tmp_path / "notes.txt"
+        path.write_text("not a database\n" * 10)
+        return path, "not a SQLite database"
+    if kind == "other-sqlite":
+        path = tmp_path / "other.db"
+        with closing(sqlite3.connect(path)) as db:
+            db.execute("CREATE TABLE t (x)")
+            db.commit()
+        return path, "not an aiocache-swr cache (no swr_entries"
+    if kind == "empty":
+        path = tmp_path / "empty.db"
+        path.touch()
+        return path, "not an aiocache-swr cache"
+    if kind == "newer-schema":
+        with closing(sqlite3.connect(cache_file.path)) as db:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+            db.commit()
+        return cache_file.path, "newer aiocache-swr"
+    raise AssertionError(kind)
+
+
+BAD_KINDS = ["missing", "directory", "text", "other-sqlite", "empty", "newer-schema"]
+COMMANDS = [
+    ["stats"],
+    ["stats", "--json"],
+    ["ls"],
+    ["ls", "--values"],
+    ["purge", "--all"],
+    ["vacuum"],
+]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_file_that_is_not_a_cache_fails_with_one_line(
+    kind: str,
+    command: list[str],
+    tmp_path: Path,
+    cache_file: CacheFile,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Missing, a directory, text, another SQLite db, empty, newer schema: exit 1, one line."""
+    path, expected = _make_bad(kind, tmp_path, cache_file)
+    before = path.read_bytes() if path.is_file() else None
+    code, out, err = cli(capsys, *command, str(path))
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"aiocache-swr {command[0]}: error: ")
+    assert expected in err
+    assert "Traceback" not in err
+    if before is not None:
+        assert path.read_bytes() == before  # nothing was changed, created or moved aside
+    assert not (tmp_path / "missing.db").exists()
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_a_bad_file_fails_cleanly_in_a_child_process(
+    kind: str, tmp_path: Path, cache_file: CacheFile
+) -> None:
+    """As a command: status 1, a one-line message on stderr, no traceback."""
+    path, expected = _make_bad(kind, tmp_path, cache_file)
+    done = child("stats", str(path))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
