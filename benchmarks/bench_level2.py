@@ -1,0 +1,96 @@
+"""Level 2 (SPEC section 4, rows 9-11): persisted entries, against diskcache.
+
+This library uses a ``SQLiteStore`` in ``tmp_path``; its readers are decorated
+with ``maxsize=1`` and read distinct keys in turn, so no read is served from
+memory (each is a level-1 miss answered by SQLite; asserted through
+``cache_info()``).  ``cache_clear()`` is not used: it would clear the store too.
+diskcache's synchronous ``get``/``set`` are called from the same kind of
+coroutine, so both sides pay the same harness.
+
+* sequential reads: one ``await read(k)`` at a time, over ``l2_reads`` keys;
+* batch reads: ``l2_batch`` distinct keys read at once (``asyncio.gather``),
+  alternating between two key sets so the one entry the LRU holds is never read;
+* sustained writes: misses with new keys, one at a time, until they are durable
+  (the round ends with a flush); diskcache ``set`` is durable when it returns.
+
+Peers without persistence are n/a.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from conftest import VALUE, Peer, Sizes, SWRPeer, bench_async
+
+
+def _check_reads_from_store(peer: Peer, reads: int) -> None:
+    if isinstance(peer, SWRPeer):
+        info = peer.reader_fn.cache_info()
+        assert info.hits == 0, f"{info.hits} reads were served from memory, not level 2"
+        assert info.store_hits == info.misses >= reads, info
+
+
+def test_l2_read_sequential(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
+    keys = list(range(sizes.l2_reads))
+    runner.run(peer.l2_populate(keys))
+    read = peer.l2_reader()
+    bad: list[Any] = []
+
+    async def body() -> None:
+        for k in keys:
+            if await read(k) != VALUE:
+                bad.append(k)
+
+    bench_async(
+        benchmark, runner, body, calls=len(keys), rounds=sizes.l2_read_rounds, warmup=sizes.warmup
+    )
+    assert not bad, f"{len(bad)} level-2 reads returned a wrong value"
+    _check_reads_from_store(peer, len(keys))
+
+
+def test_l2_read_batch(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
+    n = sizes.l2_batch
+    key_sets = [list(range(n)), list(range(n, 2 * n))]
+    runner.run(peer.l2_populate(key_sets[0] + key_sets[1]))
+    read = peer.l2_reader()
+    turn = itertools.cycle(key_sets)
+    bad: list[Any] = []
+
+    async def body() -> None:
+        keys = next(turn)
+        values = await asyncio.gather(*(read(k) for k in keys))
+        bad.extend(k for k, v in zip(keys, values, strict=True) if v != VALUE)
+
+    if isinstance(peer, SWRPeer):
+        batches_before = peer.store.stats.read_batches
+    bench_async(benchmark, runner, body, calls=n, rounds=sizes.l2_batch_rounds, warmup=sizes.warmup)
+    assert not bad, f"{len(bad)} level-2 reads returned a wrong value"
+    _check_reads_from_store(peer, n)
+    if isinstance(peer, SWRPeer):
+        rounds = sizes.l2_batch_rounds + sizes.warmup if benchmark.enabled else 1
+        benchmark.extra_info["store_round_trips_per_round"] = round(
+            (peer.store.stats.read_batches - batches_before) / rounds, 2
+        )
+
+
+def test_l2_write_sustained(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
+    write = peer.l2_writer()
+    n = sizes.l2_writes
+    starts = itertools.count(0, n)
+
+    async def body() -> None:
+        start = next(starts)
+        for k in range(start, start + n):
+            await write(k)
+        await peer.l2_flush()  # the round ends when every write is durable
+
+    if isinstance(peer, SWRPeer):
+        written_before = peer.store.stats.rows_written
+    bench_async(benchmark, runner, body, calls=n, rounds=sizes.l2_write_rounds, warmup=sizes.warmup)
+    if isinstance(peer, SWRPeer):
+        total = next(starts)  # every key written so far
+        written = peer.store.stats.rows_written - written_before
+        assert written == total, f"{written} rows written for {total} misses"
+        benchmark.extra_info["write_transactions"] = peer.store.stats.write_transactions

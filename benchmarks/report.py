@@ -1,0 +1,492 @@
+"""Run the benchmark suite and print the SPEC section 4 table.
+
+    python benchmarks/report.py            # full run (about 2-3 minutes on 2 cores)
+    python benchmarks/report.py --quick    # smoke: fewer rounds and calls
+
+It runs every ``benchmarks/bench_*.py`` scenario with pytest-benchmark in this
+process, then prints, per SPEC row: this library's figure, each peer's (``n/a``
+when the peer cannot do the scenario), our ratio to the row's reference, the
+target and PASS/FAIL.  It writes the raw numbers to ``docs/benchmarks.json`` and
+a chart to ``docs/benchmarks.png``.  Targets are reported, never asserted: the
+exit status is non-zero only when a benchmark itself failed (e.g. a correctness
+check such as the stampede count).
+
+Time figures are per call: the fastest round divided by the calls per round
+(the minimum is the figure least disturbed by other processes on a shared
+machine; ``docs/benchmarks.json`` keeps min, median, mean, max and stddev).
+Latency in the stale-crowd row is the median over every caller, as the SPEC asks.
+"""
+
+# ruff: noqa: RUF001  (the multiplication sign in ratios and targets is meant)
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OURS = "aiocache-swr"
+NA = "n/a: "
+STAT = "min"  # the round statistic behind time figures (see the module docstring)
+
+
+# ------------------------------------------------------------------------------ rows
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    scenario: str
+    test: str
+    kind: str  # "time" (s per call), "count", "bytes", "latency" (stale crowd median, ns)
+    reference: str | None  # a peer, "fresh" (the same crowd on a fresh entry), or None
+    target: str
+    passes: Callable[[float | None, dict[str, Any]], bool]
+
+
+def _le(limit: float) -> Callable[[float | None, dict[str, Any]], bool]:
+    return lambda ratio, extra: ratio is not None and ratio <= limit
+
+
+ROWS = [
+    Row("hit_int", "fresh hit, 1 int arg", "test_hit_one_int", "time", "async-lru",
+        "≤ 0.5× async-lru", _le(0.5)),
+    Row("hit_int_floor", "fresh hit, 1 int arg", "test_hit_one_int", "time", "floor",
+        "≤ 2× the floor", _le(2.0)),
+    Row("hit_args", "fresh hit, 2 pos + 1 kw", "test_hit_args_kwargs", "time", "async-lru",
+        "≤ 0.5× async-lru", _le(0.5)),
+    Row("miss", "miss overhead (distinct keys)", "test_miss_overhead", "time", "async-lru",
+        "≤ 0.5× async-lru", _le(0.5)),
+    Row("churn", "LRU churn (1000 / 10k keys)", "test_lru_churn", "time", "async-lru",
+        "≤ 0.5× async-lru", _le(0.5)),
+    Row("stampede", "10k callers, 1 cold key: calls", "test_stampede_cold_key", "count", None,
+        "exactly 1 call", lambda ratio, extra: extra.get("source_calls") == 1),
+    Row("first_stale", "first caller on a stale entry", "test_first_stale_caller", "time",
+        "cashews-early", "≤ 0.25× cashews early", _le(0.25)),
+    Row("stale_crowd", "1k callers on stale: median", "test_stale_crowd", "latency", "fresh",
+        "all stale, 1 refresh, ≤ 2× fresh",
+        lambda ratio, extra: ratio is not None and ratio <= 2.0
+        and extra.get("all_stale") is True and extra.get("refreshes_per_round") == 1),
+    Row("memory", "memory per entry", "test_memory_per_entry", "bytes", "async-lru",
+        "≤ 0.5× async-lru", _le(0.5)),
+    Row("l2_read", "L2 read, one at a time", "test_l2_read_sequential", "time", "diskcache",
+        "≤ 5× diskcache get", _le(5.0)),
+    Row("l2_batch", "L2 reads, 1000 keys at once", "test_l2_read_batch", "time", "diskcache",
+        "≤ 1× diskcache get", _le(1.0)),
+    Row("l2_write", "L2 sustained writes", "test_l2_write_sustained", "time", "diskcache",
+        "≥ 10× diskcache set thrpt", lambda ratio, extra: ratio is not None and ratio >= 10.0),
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------- running the suite
+
+
+class Collector:
+    """A pytest plugin recording each (test, peer)'s outcome and skip reason."""
+
+    NODE = re.compile(r"::(?P<test>\w+)\[(?P<peer>[^\]]+)\]$")
+
+    def __init__(self) -> None:
+        self.peers: list[str] = []
+        self.outcomes: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            callspec = getattr(item, "callspec", None)
+            peer = callspec.params.get("peer") if callspec is not None else None
+            if peer is not None and peer not in self.peers:
+                self.peers.append(peer)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        match = self.NODE.search(report.nodeid)
+        if match is None:
+            return
+        key = (match["test"], match["peer"])
+        if report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else "skipped"
+            self.outcomes[key] = ("skipped", reason.removeprefix("Skipped: "))
+        elif report.failed:
+            self.outcomes[key] = ("failed", report.when)
+        elif report.when == "call":
+            self.outcomes.setdefault(key, ("passed", ""))
+
+
+def run_suite(quick: bool, json_path: Path, extra_args: list[str]) -> tuple[int, Collector]:
+    collector = Collector()
+    args = [
+        str(HERE),
+        "-q",
+        f"--benchmark-json={json_path}",
+        "--benchmark-quiet",
+        "--benchmark-sort=name",
+        *(["--bench-quick"] if quick else []),
+        *extra_args,
+    ]
+    code = pytest.main(args, plugins=[collector])
+    return int(code), collector
+
+
+# ---------------------------------------------------------------------- the figures
+
+
+def figures(bench_json: dict[str, Any], collector: Collector) -> list[dict[str, Any]]:
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    for bench in bench_json.get("benchmarks", []):
+        peer = bench.get("params", {}).get("peer")
+        by_key[(bench["name"].split("[")[0], peer)] = bench
+
+    peers = collector.peers
+    rows = []
+    for row in ROWS:
+        values: dict[str, float | None] = {}
+        extras: dict[str, dict[str, Any]] = {}
+        status: dict[str, str] = {}
+        for peer in peers:
+            bench = by_key.get((row.test, peer))
+            outcome, reason = collector.outcomes.get((row.test, peer), ("missing", ""))
+            if outcome == "skipped":
+                status[peer] = reason if reason.startswith(NA) else f"skipped: {reason}"
+                values[peer] = None
+                continue
+            if outcome != "passed" or bench is None:
+                status[peer] = "error" if outcome == "failed" else "missing"
+                values[peer] = None
+                continue
+            extra = bench.get("extra_info", {})
+            extras[peer] = extra
+            status[peer] = "ok"
+            values[peer] = _value(row, bench, extra)
+        ours = values.get(OURS)
+        ratio = _ratio(row, ours, values, extras.get(OURS, {}))
+        ours_state = status.get(OURS, "missing")
+        if ours_state == "ok":
+            result = "PASS" if row.passes(ratio, extras.get(OURS, {})) else "FAIL"
+        else:
+            result = "not run" if ours_state == "missing" else "ERROR"
+        rows.append(
+            {
+                "key": row.key,
+                "scenario": row.scenario,
+                "test": row.test,
+                "kind": row.kind,
+                "unit": {"time": "s", "count": "calls", "bytes": "B", "latency": "ns"}[row.kind],
+                "reference": row.reference,
+                "target": row.target,
+                "values": values,
+                "status": status,
+                "ratio": ratio,
+                "result": result,
+                "ours_extra": extras.get(OURS, {}),
+                "fresh_reference_ns": {
+                    p: e.get("fresh_median_ns") for p, e in extras.items() if "fresh_median_ns" in e
+                }
+                or None,
+            }
+        )
+    return rows
+
+
+def _value(row: Row, bench: dict[str, Any], extra: dict[str, Any]) -> float | None:
+    if row.kind == "time":
+        return float(bench["stats"][STAT]) / float(extra.get("calls_per_round", 1))
+    if row.kind == "count":
+        return extra.get("source_calls")
+    if row.kind == "bytes":
+        return extra.get("bytes_per_entry")
+    if row.kind == "latency":
+        return extra.get("stale_median_ns")
+    raise ValueError(row.kind)
+
+
+def _ratio(
+    row: Row, ours: float | None, values: dict[str, float | None], extra: dict[str, Any]
+) -> float | None:
+    if ours is None or row.reference is None:
+        return None
+    if row.reference == "fresh":
+        return extra.get("ratio_to_fresh")
+    ref = values.get(row.reference)
+    if not ref:
+        return None
+    if row.key == "l2_write":  # a throughput ratio: their time per write / ours
+        return ref / ours
+    return ours / ref
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def fmt_value(kind: str, value: float | None) -> str:
+    if value is None:
+        return "?"
+    if kind == "count":
+        return f"{int(value):,}"
+    if kind == "bytes":
+        return f"{value:.0f} B"
+    seconds = value * 1e-9 if kind == "latency" else value
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale or unit == "ns":
+            number = seconds / scale
+            return f"{number:.3g} {unit}" if number < 1000 else f"{number:.0f} {unit}"
+    raise AssertionError
+
+
+def fmt_cell(row: dict[str, Any], peer: str) -> str:
+    state = row["status"].get(peer, "missing")
+    if state == "ok":
+        return fmt_value(row["kind"], row["values"][peer])
+    if state.startswith(NA):
+        return "n/a"
+    return state
+
+
+def fmt_ratio(row: dict[str, Any]) -> str:
+    ratio = row["ratio"]
+    if row["key"] == "stampede":
+        calls = row["values"].get(OURS)
+        return "?" if calls is None else f"{int(calls):,} call" + ("" if calls == 1 else "s")
+    if ratio is None:
+        return "?"
+    ref = row["reference"]
+    if ref == "fresh":
+        fresh = (row["fresh_reference_ns"] or {}).get(OURS)
+        ref = "fresh hit" + ("" if fresh is None else f" ({fmt_value('latency', fresh)})")
+    if row["key"] == "l2_write":
+        return f"{ratio:.3g}× {ref} thrpt"
+    return f"{ratio:.3g}× {ref}"
+
+
+def table(rows: list[dict[str, Any]], peers: list[str]) -> str:
+    header = ["scenario", *peers, "ratio", "target", "result"]
+    body = [
+        [r["scenario"], *(fmt_cell(r, p) for p in peers), fmt_ratio(r), r["target"], r["result"]]
+        for r in rows
+    ]
+    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(cells) for cells in body]
+    return "\n".join(out)
+
+
+def na_legend(rows: list[dict[str, Any]]) -> str:
+    reasons: dict[str, list[str]] = {}
+    for row in rows:
+        for peer, state in row["status"].items():
+            if state.startswith(NA):
+                peers = reasons.setdefault(state.removeprefix(NA), [])
+                if peer not in peers:
+                    peers.append(peer)
+    return "\n".join(f"  n/a = {reason}: {', '.join(peers)}" for reason, peers in reasons.items())
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+    }
+
+
+def write_json(
+    path: Path,
+    rows: list[dict[str, Any]],
+    bench_json: dict[str, Any],
+    collector: Collector,
+    info: dict[str, Any],
+) -> None:
+    raw = []
+    for bench in bench_json.get("benchmarks", []):
+        stats = bench["stats"]
+        raw.append(
+            {
+                "name": bench["name"],
+                "test": bench["name"].split("[")[0],
+                "peer": bench.get("params", {}).get("peer"),
+                "stats": {
+                    k: stats[k] for k in ("min", "max", "mean", "median", "stddev", "rounds")
+                },
+                "extra_info": bench.get("extra_info", {}),
+            }
+        )
+    doc = {
+        **info,
+        "peers": collector.peers,
+        "rows": rows,
+        "skipped": {
+            f"{test}[{peer}]": reason
+            for (test, peer), (outcome, reason) in collector.outcomes.items()
+            if outcome == "skipped"
+        },
+        "failed": sorted(
+            f"{test}[{peer}]"
+            for (test, peer), (outcome, _) in collector.outcomes.items()
+            if outcome == "failed"
+        ),
+        "benchmarks": raw,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def chart(path: Path, rows: list[dict[str, Any]], peers: list[str], info: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [r for r in rows if r["key"] != "hit_int_floor"]  # same data as hit_int
+    ncols = 3
+    nrows = math.ceil((len(panels) + 1) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(18, 4.1 * nrows))
+    flat = list(axes.flat)
+    colors = {"ours": "#d62728", "ref": "#1f77b4", "other": "#9a9a9a"}
+
+    for ax, row in zip(flat, panels, strict=False):
+        labels, values, tints, absent = [], [], [], []
+        for peer in peers:
+            state = row["status"].get(peer, "missing")
+            if state != "ok" or row["values"][peer] is None:
+                absent.append(peer if state.startswith(NA) else f"{peer} ({state})")
+                continue
+            value = float(row["values"][peer])
+            if row["kind"] == "time":
+                value *= 1e6  # µs
+            elif row["kind"] == "latency":
+                value /= 1e3  # µs
+            labels.append(f"{peer} (stale)" if row["kind"] == "latency" else peer)
+            values.append(value)
+            tints.append(
+                colors["ours"]
+                if peer == OURS
+                else colors["ref"]
+                if peer == row["reference"]
+                else colors["other"]
+            )
+        if row["key"] == "stale_crowd" and row["fresh_reference_ns"]:
+            for peer, fresh in row["fresh_reference_ns"].items():
+                labels.append(f"{peer} (fresh)")
+                values.append(fresh / 1e3)
+                tints.append(colors["ref"])
+        finite = [v for v in values if v > 0]
+        y = range(len(labels))
+        ax.barh(list(y), values, color=tints, height=0.6)
+        ax.set_yticks(list(y), labels, fontsize=8)
+        ax.invert_yaxis()
+        if finite and max(finite) / min(finite) > 20:
+            ax.set_xscale("log")
+        for yi, v in zip(y, values, strict=True):
+            text = f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+            ax.text(v, yi, " " + text, va="center", fontsize=7)
+        unit = {
+            "time": "µs per call (fastest round)",
+            "count": "source calls",
+            "bytes": "bytes per entry",
+            "latency": "median µs per caller",
+        }[row["kind"]]
+        ratio = fmt_ratio(row)
+        ax.set_title(
+            f"{row['scenario']}\n{row['result']}: {ratio} (target {row['target']})",
+            fontsize=9,
+            color="#2ca02c" if row["result"] == "PASS" else "#d62728",
+        )
+        xlabel = unit + ("  (log scale)" if ax.get_xscale() == "log" else "")
+        if absent:
+            xlabel += "\n" + textwrap.fill("n/a: " + ", ".join(absent), width=72)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.margins(x=0.15)
+
+    legend_ax = flat[len(panels)]
+    legend_ax.axis("off")
+    lines = [f"{r['result']}  {r['scenario']}: {fmt_ratio(r)}  [{r['target']}]" for r in rows]
+    legend_ax.text(
+        0.0,
+        1.0,
+        "red bar: aiocache-swr   blue: the row's reference\n"
+        "lower is better everywhere (time, calls, bytes)\n\n" + "\n".join(lines),
+        va="top",
+        fontsize=7.5,
+        family="monospace",
+    )
+    for ax in flat[len(panels) + 1 :]:
+        ax.axis("off")
+    m = info["machine"]
+    fig.suptitle(
+        f"aiocache-swr benchmarks ({info['mode']} run) — {m['platform']}, "
+        f"{m['cpu_count']} CPUs, {m['implementation']} {m['python']} — {info['date']}",
+        fontsize=12,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer rounds")
+    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "benchmarks.json")
+    parser.add_argument("--png", type=Path, default=ROOT / "docs" / "benchmarks.png")
+    args, pytest_args = parser.parse_known_args(argv)  # the rest goes to pytest (e.g. -k hit)
+
+    started = dt.datetime.now(dt.timezone.utc)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_path = Path(tmp) / "pytest-benchmark.json"
+        code, collector = run_suite(args.quick, raw_path, pytest_args)
+        if not raw_path.exists():
+            print(f"report: pytest produced no benchmark results (exit status {code})")
+            return code or 1
+        bench_json = json.loads(raw_path.read_text())
+
+    rows = figures(bench_json, collector)
+    info = {
+        "command": "python benchmarks/report.py" + (" --quick" if args.quick else ""),
+        "mode": "quick" if args.quick else "full",
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "duration_s": round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 1),
+        "machine": machine(),
+        "note": f"time figures: {STAT} round time / calls per round",
+    }
+    peers = collector.peers
+    print()
+    m = info["machine"]
+    print(
+        f"aiocache-swr benchmarks, {info['mode']} run, {info['date']}: {m['platform']}, "
+        f"{m['cpu_count']} CPUs, {m['implementation']} {m['python']} ({info['duration_s']} s)"
+    )
+    print(table(rows, peers))
+    print(na_legend(rows))
+    passed = sum(r["result"] == "PASS" for r in rows)
+    print(f"{passed}/{len(rows)} targets met.")
+    write_json(args.json, rows, bench_json, collector, info)
+    chart(args.png, rows, peers, info)
+    print(f"wrote {args.json} and {args.png}")
+    return 0 if code == 0 else int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
