@@ -476,7 +476,7 @@ class SWRFunction(Generic[P, T]):
             delay = backoff_delay(base.failures)
             base.retry_at = self._clock() + delay
         logger.warning(
-            "%s: background refresh of %r failed; serving the stale value, next try in %.1fs",
+            "%s: background refresh of %r failed; keeping the old value, next try in %.1fs",
             self._name,
             flight.key,
             delay,
