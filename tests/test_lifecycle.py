@@ -13,7 +13,6 @@ import gc
 import logging
 import warnings
 import weakref
-from collections import Counter
 from typing import Any
 
 import anyio
@@ -23,6 +22,8 @@ from anyio import wait_all_tasks_blocked
 from aiocache_swr import SWRCache, swr_cached
 from aiocache_swr.testing import FakeClock
 
+from ._fetcher import Fetcher
+
 pytestmark = pytest.mark.anyio
 
 RUNNER_TASK = "aiocache_swr runner"  # the zero-ceremony host task's name
@@ -31,44 +32,6 @@ RUNNER_TASK = "aiocache_swr runner"  # the zero-ceremony host task's name
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Fetcher:
-    """A controllable data source: records calls, blocks on a gate while held, can raise."""
-
-    def __init__(self) -> None:
-        self.calls: list[Any] = []
-        self.per_key: Counter[Any] = Counter()
-        self.gate: anyio.Event | None = None
-        self.error: Exception | None = None
-        self.cancelled = 0
-
-    def hold(self) -> anyio.Event:
-        """Calls starting from now block until the returned gate is set."""
-        self.gate = anyio.Event()
-        return self.gate
-
-    def release(self) -> None:
-        """Let every call blocked on the current gate go on; later calls do not block."""
-        gate, self.gate = self.gate, None
-        if gate is not None:
-            gate.set()
-
-    async def __call__(self, key: Any) -> Any:
-        self.calls.append(key)
-        self.per_key[key] += 1
-        n = self.per_key[key]
-        gate, error = self.gate, self.error
-        try:
-            await anyio.lowlevel.checkpoint()
-            if gate is not None:
-                await gate.wait()
-        except anyio.get_cancelled_exc_class():
-            self.cancelled += 1
-            raise
-        if error is not None:
-            raise error
-        return f"{key}:{n}"
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections import Counter
 from typing import Any
 
 import anyio
@@ -21,52 +20,14 @@ from aiocache_swr import SWRCache
 from aiocache_swr._backoff import BACKOFF_CAP
 from aiocache_swr.testing import FakeClock
 
+from ._fetcher import Fetcher
+
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Fetcher:
-    """A controllable data source: records calls, blocks on a gate while held, can raise."""
-
-    def __init__(self) -> None:
-        self.calls: list[Any] = []
-        self.per_key: Counter[Any] = Counter()
-        self.gate: anyio.Event | None = None
-        self.error: Exception | None = None
-        self.running = 0
-        self.max_running = 0
-
-    def hold(self) -> anyio.Event:
-        """Calls starting from now block until the returned gate is set."""
-        self.gate = anyio.Event()
-        return self.gate
-
-    def release(self) -> None:
-        """Let every call blocked on the current gate go on; later calls do not block."""
-        gate, self.gate = self.gate, None
-        if gate is not None:
-            gate.set()
-
-    async def __call__(self, key: Any) -> Any:
-        self.calls.append(key)
-        self.per_key[key] += 1
-        n = self.per_key[key]
-        gate, error = self.gate, self.error
-        self.running += 1
-        self.max_running = max(self.max_running, self.running)
-        try:
-            await anyio.lowlevel.checkpoint()
-            if gate is not None:
-                await gate.wait()
-        finally:
-            self.running -= 1
-        if error is not None:
-            raise error
-        return f"{key}:{n}"
 
 
 @pytest.fixture
