@@ -221,13 +221,13 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         db.execute("BEGIN")  # one snapshot for every query below
         per_ns = db.execute(
             "SELECT namespace, count(*),"
-            " coalesce(sum(expires IS NOT NULL AND expires < ?1), 0),"
-            " coalesce(sum(expires IS NOT NULL AND expires >= ?1), 0),"
+            " coalesce(sum(expires IS NOT NULL AND expires < :now), 0),"
+            " coalesce(sum(expires IS NOT NULL AND expires >= :now), 0),"
             " coalesce(sum(expires IS NULL), 0),"
             " coalesce(sum(length(blob)), 0), min(created), max(created),"
             " coalesce(sum(mac IS NOT NULL), 0)"
             " FROM swr_entries GROUP BY namespace ORDER BY namespace",
-            (now,),
+            {"now": now},
         ).fetchall()
         counter_row = db.execute("SELECT value FROM swr_meta WHERE name = 'entries'").fetchone()
         distinct_tags, tagged = db.execute(
