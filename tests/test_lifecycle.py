@@ -29,21 +29,6 @@ pytestmark = pytest.mark.anyio
 RUNNER_TASK = "aiocache_swr runner"  # the zero-ceremony host task's name
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def fetcher() -> Fetcher:
-    return Fetcher()
-
-
 def runner_tasks() -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name() == RUNNER_TASK]
 

@@ -25,21 +25,6 @@ from ._fetcher import Fetcher
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def fetcher() -> Fetcher:
-    return Fetcher()
-
-
 async def make_stale(f: Any, clock: FakeClock, fetcher: Fetcher, key: Any, ttl: float) -> None:
     """Compute ``key`` once, then move the clock so its entry is stale."""
     assert await f(key) == f"{key}:1"
