@@ -9,9 +9,9 @@ carries it out (SPEC section 2):
 * miss (absent, or expired): wait for one shared computation of the key.
 
 Single flight.  Misses, background refreshes and ``refresh()`` share one
-registry of :class:`_Flight` per key, per event loop.  A flight runs in the
-cache's task group, never in a caller's task, so a caller that is cancelled
-only stops waiting; the flight finishes, commits, and its other waiters get its
+registry of :class:`_Flight` per key, per event loop.  A flight runs as a
+task the cache owns (see :mod:`aiocache_swr._runner`), never in a caller's
+task, so a caller that is cancelled only stops waiting; the flight finishes, commits, and its other waiters get its
 result.  A flight is removed from the registry only by itself, when it ends.
 
 Checked commits.  ``invalidate``, ``cache_clear``, ``invalidate_tags`` and a
@@ -31,8 +31,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, final
 
-import anyio
-
 from ._backoff import backoff_delay
 from ._entry import LRU, Entry
 from ._events import CacheEvent, EventKind, emit
@@ -43,7 +41,7 @@ from ._store import Record, Store
 
 if TYPE_CHECKING:
     from ._cache import SWRCache
-    from ._runner import Runner
+    from ._runner import Event, Runner
 
 __all__ = ["BoundSWRFunction", "SWRFunction"]
 
@@ -91,6 +89,7 @@ class _Flight:
         kwargs: dict[str, Any],
         version: Any,
         registry: dict[Hashable, _Flight],
+        done: Event,
         base: Entry | None = None,
     ) -> None:
         self.func = func
@@ -102,7 +101,7 @@ class _Flight:
         self.registry = registry
         self.base = base
         self.tags = func._tags_of(args, kwargs)
-        self.done = anyio.Event()
+        self.done = done
         self.value: Any = None
         self.error: BaseException | None = None
         self.error_tb: TracebackType | None = None
@@ -112,8 +111,8 @@ class _Flight:
         self.queued = False
         self.stale_loaded: Entry | None = None
 
-    async def run(self) -> None:
-        await self.func._execute(self)
+    def run(self) -> Coroutine[Any, Any, None]:
+        return self.func._execute(self)
 
     def abandon(self) -> None:
         # Only queued refreshes are abandoned, and nobody waits for those
@@ -257,14 +256,15 @@ class SWRFunction(Generic[P, T]):
         """
         key = self._key_of(args, kwargs)
         version = await self._current_version(args, kwargs)
-        registry = self._registry_here()
+        runner = self.cache._runner_here()
+        registry = self._registry_here(runner)
         old = registry.get(key)
         if old is not None:
             old.doomed = True
-        flight = _Flight(self, _FORCE, key, args, kwargs, version, registry)
+        flight = _Flight(self, _FORCE, key, args, kwargs, version, registry, runner.new_event())
         registry[key] = flight
         self._refreshes += 1
-        self.cache._runner_here().spawn(flight.run)
+        runner.start_fetch(flight.run)
         return await flight.result()  # type: ignore[no-any-return]
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -360,9 +360,8 @@ class SWRFunction(Generic[P, T]):
             raise TypeError(f"{self._name}: tags= must return an iterable of str, got {tags!r}")
         return result
 
-    def _registry_here(self) -> dict[Hashable, _Flight]:
-        """This function's in-flight registry for the running event loop."""
-        runner = self.cache._runner_here()
+    def _registry_here(self, runner: Runner) -> dict[Hashable, _Flight]:
+        """This function's in-flight registry for ``runner``'s event loop, the running one."""
         if self._registry_runner is not runner:
             # A new event loop: flights of the old one can never finish here.
             self._registry = {}
@@ -381,30 +380,33 @@ class SWRFunction(Generic[P, T]):
         """Make sure one background refresh of ``key`` runs or is queued."""
         if now < entry.retry_at:
             return  # backing off after failed refreshes
-        registry = self._registry_here()
+        runner = self.cache._runner_here()
+        registry = self._registry_here(runner)
         current = registry.get(key)
         if current is not None and not current.doomed:
             return
-        flight = _Flight(self, _REFRESH, key, args, kwargs, version, registry, base=entry)
+        flight = _Flight(
+            self, _REFRESH, key, args, kwargs, version, registry, runner.new_event(), base=entry
+        )
         registry[key] = flight
         self._refreshes += 1
-        self.cache._runner_here().enqueue_refresh(flight)
+        runner.enqueue_refresh(flight)
 
     async def _miss(
         self, key: Hashable, version: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        registry = self._registry_here()
-        flight = registry.get(key)
         runner = self.cache._runner_here()
+        registry = self._registry_here(runner)
+        flight = registry.get(key)
         if flight is None or flight.doomed:
-            flight = _Flight(self, _MISS, key, args, kwargs, version, registry)
+            flight = _Flight(self, _MISS, key, args, kwargs, version, registry, runner.new_event())
             registry[key] = flight
-            runner.spawn(flight.run)
+            runner.start_fetch(flight.run)
         elif flight.queued:
             runner.promote(flight)
         return await flight.result()
 
-    # -- a flight, in the cache's task group ---------------------------------
+    # -- a flight, in a task the cache owns -----------------------------------
 
     async def _execute(self, flight: _Flight) -> None:
         try:

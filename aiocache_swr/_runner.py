@@ -12,6 +12,13 @@ anyio task group owned by the cache:
   host, shielded, flushes and closes the stores before it ends: no hang, no warning, no
   lost write.
 
+Fetches that callers wait for (misses and ``refresh()`` calls) are the
+exception on asyncio: each is a plain ``loop.create_task`` task that the runner
+tracks, waits for and cancels exactly like the task group's children.  Starting
+a child of an anyio task group costs about 13 µs on CPython 3.11, most of a
+whole miss; a plain task costs about 2.  Background refreshes and store
+flushes, which nobody waits for, stay in the task group.
+
 Background refreshes go through a FIFO queue: at most ``max_refreshes`` run at
 once and the rest wait as queue entries, not as tasks, so a burst of stale keys
 never grows the number of tasks.  A queued refresh that a caller starts waiting
@@ -23,14 +30,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 
-__all__ = ["Job", "Runner", "current_loop"]
+__all__ = ["Event", "Job", "Runner", "current_loop"]
 
 logger = logging.getLogger("aiocache_swr")
 
@@ -43,6 +50,16 @@ def current_loop() -> object:
         import trio  # only reachable when running under trio
 
         return trio.lowlevel.current_trio_token()
+
+
+class Event(Protocol):
+    """What a flight needs of an event: ``asyncio.Event`` or ``anyio.Event``."""
+
+    def set(self) -> object: ...
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> object: ...
 
 
 class Job(Protocol):
@@ -78,6 +95,11 @@ class Runner:
         self._idle: anyio.Event | None = None
         self.flushing: set[object] = set()  # stores with a flush scheduled or running
         self._closing = False
+        # On asyncio: fetches run as plain tasks (see the module docstring), and an
+        # asyncio.Event costs a tenth of an anyio.Event to make.
+        self._asyncio = loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+        self.new_event: Callable[[], Event] = asyncio.Event if self._asyncio else anyio.Event
+        self._fetches: set[asyncio.Task[None]] = set()
 
     # -- starting work -------------------------------------------------------
 
@@ -85,6 +107,25 @@ class Runner:
         """Run ``fn()`` in the cache's task group, now (or as soon as the host runs)."""
         self._busy += 1
         self._start(fn)
+
+    def start_fetch(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``fn()``, a fetch that callers wait for, now (see the module docstring)."""
+        loop = self._asyncio
+        if loop is None:
+            self.spawn(fn)
+        else:  # even while closing: its caller waits for it
+            self._busy += 1
+            task = loop.create_task(fn())
+            self._fetches.add(task)
+            task.add_done_callback(self._fetch_done)
+
+    def _fetch_done(self, task: asyncio.Task[None]) -> None:
+        self._fetches.discard(task)
+        if not task.cancelled():
+            exc = task.exception()  # retrieved, so asyncio never reports it
+            if isinstance(exc, Exception):  # a bug in the engine
+                logger.error("aiocache_swr: internal error in a fetch", exc_info=exc)
+        self._done_one()
 
     def enqueue_refresh(self, job: Job) -> None:
         """Run ``job`` when fewer than ``max_refreshes`` refreshes are running."""
@@ -215,11 +256,17 @@ class Runner:
             self._host_done.set()
 
     async def stop(self) -> None:
-        """Cancel what still runs in the host task group and wait for the host to end.
+        """Cancel the fetches and what runs in the host task group; wait for them to end.
 
         The explicit task group (``async with cache``) is cancelled and exited
         by its owner, the cache's ``__aexit__``.
         """
+        if self._fetches:
+            fetches = list(self._fetches)
+            for task in fetches:
+                task.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait(fetches)
         if self._host_scope is not None and self._host_done is not None:
             self._host_scope.cancel()
             await self._host_done.wait()

@@ -126,7 +126,10 @@ def test_two_asyncio_runs_share_values_and_single_flight_works_in_the_second():
 
 
 async def test_zero_ceremony_in_a_running_loop_and_aclose_is_idempotent(clock, fetcher):
-    """Without `async with`, work runs in a host task; aclose() stops it and may be repeated."""
+    """Without `async with`, refreshes run in a host task; aclose() stops it, repeatably.
+
+    A miss alone starts no host: on asyncio a fetch is a plain task.
+    """
     cache = SWRCache(clock=clock)
 
     @cache.cached(ttl=10)
@@ -134,12 +137,16 @@ async def test_zero_ceremony_in_a_running_loop_and_aclose_is_idempotent(clock, f
         return await fetcher(key)
 
     assert await f(1) == "1:1"
+    assert runner_tasks() == []
+    clock.advance(11)
+    assert await f(1) == "1:1"  # stale: served, and a background refresh starts the host
     assert len(runner_tasks()) == 1
+    await cache.wait_idle()
     await cache.aclose()
     assert runner_tasks() == []
     await cache.aclose()
     await cache.aclose()
-    assert await f(1) == "1:1"  # still a hit after closing
+    assert await f(1) == "1:2"  # still a hit after closing
     assert runner_tasks() == []
 
 
