@@ -307,6 +307,10 @@ class SWRCache:
             runner.close()
         entered, self._entered = self._entered, None
         try:
+            if runner is not None:
+                # Fetches are plain tasks, outside the task group: cancel them first,
+                # while this task may still await (shielded) even when it is cancelled.
+                await runner.stop_fetches()
             if entered is not None:
                 _, tg, cm = entered
                 tg.cancel_scope.cancel()

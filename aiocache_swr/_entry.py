@@ -1,12 +1,10 @@
-"""A cached value and what the engine knows about it; the in-memory LRU."""
+"""A cached value and what the engine knows about it."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["LRU", "Entry"]
+__all__ = ["Entry"]
 
 
 class Entry:
@@ -51,29 +49,3 @@ class Entry:
             f"Entry(value={self.value!r}, version={self.version!r}, created={self.created!r}, "
             f"failures={self.failures})"
         )
-
-
-class LRU(OrderedDict[Hashable, Entry]):
-    """The in-memory level: an insertion-ordered dict kept in least-recently-used order.
-
-    A hit is ``lru[key]`` plus ``lru.move_to_end(key)``, both in C; ``put``
-    evicts the least recently used entries beyond ``maxsize`` and counts them.
-    (cachetools' ``LRUCache`` does the same bookkeeping in three Python-level
-    calls per lookup, which measured at about 40% of a whole fresh hit.)
-    """
-
-    __slots__ = ("evictions", "maxsize")
-
-    def __init__(self, maxsize: int) -> None:
-        super().__init__()
-        self.maxsize = maxsize
-        self.evictions = 0
-
-    def put(self, key: Hashable, entry: Entry, on_evict: Callable[[Hashable], None]) -> None:
-        """Store ``entry`` as the most recently used; evict beyond ``maxsize``."""
-        self[key] = entry
-        self.move_to_end(key)
-        while len(self) > self.maxsize:
-            evicted, _ = self.popitem(last=False)
-            self.evictions += 1
-            on_evict(evicted)

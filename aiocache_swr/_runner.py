@@ -261,15 +261,19 @@ class Runner:
         The explicit task group (``async with cache``) is cancelled and exited
         by its owner, the cache's ``__aexit__``.
         """
+        await self.stop_fetches()
+        if self._host_scope is not None and self._host_done is not None:
+            self._host_scope.cancel()
+            await self._host_done.wait()
+
+    async def stop_fetches(self) -> None:
+        """Cancel the fetches (plain tasks on asyncio) and wait for them, shielded."""
         if self._fetches:
             fetches = list(self._fetches)
             for task in fetches:
                 task.cancel()
             with anyio.CancelScope(shield=True):
                 await asyncio.wait(fetches)
-        if self._host_scope is not None and self._host_done is not None:
-            self._host_scope.cancel()
-            await self._host_done.wait()
 
     def detach(self) -> None:
         self._explicit_tg = None
