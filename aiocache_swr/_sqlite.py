@@ -915,7 +915,9 @@ class SQLiteStore:
                 if seen is _MISS:
                     need.append(key)
                 elif seen is not None:
-                    found[key] = self._as_record(seen)
+                    record = self._as_record(namespace, key, seen)
+                    if record is not None:
+                        found[key] = record
         else:
             need = list(keys)
         if not need:
@@ -925,7 +927,9 @@ class SQLiteStore:
             for key in need:
                 seen = self._lookup(namespace, key, rows.get(key))
                 if seen is not None and seen is not _MISS:
-                    found[key] = self._as_record(seen)
+                    record = self._as_record(namespace, key, seen)
+                    if record is not None:
+                        found[key] = record
         else:
             found.update(rows)
         return found
@@ -958,10 +962,31 @@ class SQLiteStore:
                 return None
         return result
 
-    def _as_record(self, seen: _Put | Record) -> Record:
+    def _as_record(self, namespace: str, key: str, seen: _Put | Record) -> Record | None:
+        """A row read through the buffer; a buffered put that cannot be loaded is a miss.
+
+        Such a put is replaced by a deletion, as a stored row that cannot be
+        loaded is deleted when read (and it supersedes any older row anyway).
+        """
         if isinstance(seen, Record):
             return seen
-        value, version = self._loads(seen.blob)
+        try:
+            value, version = self._loads(seen.blob)
+        except Exception as exc:
+            self.stats.rejected_rows += 1
+            logger.warning(
+                "%r: dropped the buffered entry %r of %r: it cannot be deserialized (%s: %s)",
+                self,
+                key,
+                namespace,
+                type(exc).__name__,
+                exc,
+            )
+            # Buffered: the deletion replaces it.  Being written right now (by the
+            # database thread, so left alone): the deletion follows it.
+            self._buffer.ops[namespace, key] = None
+            self._hold = False
+            return None
         return Record(
             value=value, version=version, created=seen.created, tags=seen.tags, expires=seen.expires
         )
@@ -990,14 +1015,14 @@ class SQLiteStore:
     async def _lead(self, st: _LoopState, batch: _ReadBatch) -> None:
         """Gather callers into ``batch``, run it, and wake them -- even if cancelled."""
         cancelled: BaseException | None = None
-        try:
-            previous = st.reading
-            if previous is None:
-                await anyio.lowlevel.checkpoint()  # callers of this loop tick join
-            else:
-                await previous.wait_event().wait()  # gather more while a read runs
-        except anyio.get_cancelled_exc_class() as exc:
-            cancelled = exc
+        previous = st.reading
+        if previous is not None:  # gather more callers while that read runs
+            try:
+                await previous.wait_event().wait()
+            except anyio.get_cancelled_exc_class() as exc:
+                cancelled = exc
+        # else go at once: a read alone pays no extra loop turn, and callers
+        # arriving meanwhile gather for the next batch.
         if st.read_batch is batch:
             st.read_batch = None
         try:
