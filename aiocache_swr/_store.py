@@ -35,9 +35,13 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = ["MemoryStore", "Record", "Store"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """One persisted entry.
+    """One persisted entry (treat it as immutable).
+
+    Not ``frozen``: a frozen dataclass sets each field through
+    ``object.__setattr__``, which doubled the cost of making one, and one is
+    made for every row read and every value written.
 
     ``created`` is wall-clock seconds (``time.time`` scale) so it means the
     same in the next process.  ``expires`` is when the row stops being useful
