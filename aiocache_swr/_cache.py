@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -20,8 +20,8 @@ import anyio.abc
 from ._events import CacheEvent, EventListener, emit
 from ._function import SWRFunction
 from ._runner import Runner, current_loop
-from ._sqlite import SQLiteStore
-from ._store import Store
+from ._sqlite import SQLiteStore, _check_path
+from ._store import Store, distrust
 
 __all__ = ["SWRCache", "default_cache", "swr_cached"]
 
@@ -45,11 +45,19 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
     if store is None:
         return None
     if isinstance(store, str | os.PathLike):
-        path = Path(os.fspath(store)).expanduser().resolve()
+        try:
+            path = _check_path(store)  # exactly the checks of SQLiteStore(path)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{where}: store= is not a usable file path: {exc}") from None
         found = _stores_by_path.get(path)
         if found is None:
             found = _stores_by_path[path] = SQLiteStore(path, clock=clock)
         return found
+    if isinstance(store, type):
+        raise TypeError(
+            f"{where}: store= takes a store instance, not the class {store.__name__}; "
+            f"call it, e.g. store={store.__name__}(...)"
+        )
     if isinstance(store, Store):
         return store
     raise TypeError(
@@ -58,14 +66,45 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
     )
 
 
+def _brief(value: object) -> str:
+    """``repr(value)``, except for an int too long to spell in a message."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an int of {value.bit_length()} bits"
+    return repr(value)
+
+
 def _check_duration(value: object, param: str, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{where}: {param}= must be a number of seconds or None, got {value!r}")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{where}: {param}= must be >= 0 seconds (or None), got {value!r}")
-    return None if math.isinf(value) else float(value)
+    if (isinstance(value, float) and math.isnan(value)) or value < 0:
+        raise ValueError(f"{where}: {param}= must be >= 0 seconds (or None), got {_brief(value)}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise ValueError(
+            f"{where}: {param}= is beyond float range; use None (or math.inf) for no limit"
+        ) from None
+    return None if math.isinf(seconds) else seconds
+
+
+def _check_clock(clock: object) -> None:
+    """``clock=`` is called once, here, so a wrong one fails at construction, not every call."""
+    if not callable(clock):
+        raise TypeError(f"SWRCache: clock= must be a zero-argument callable, got {clock!r}")
+    try:
+        reading = clock()
+    except Exception as exc:
+        raise TypeError(
+            f"SWRCache: clock= must be callable with no arguments, like time.time; "
+            f"clock() raised {exc!r}"
+        ) from exc
+    if isinstance(reading, bool) or not isinstance(reading, int | float):
+        raise TypeError(
+            f"SWRCache: clock= must return seconds as a number, like time.time; "
+            f"clock() returned {reading!r}"
+        )
 
 
 class SWRCache:
@@ -78,6 +117,9 @@ class SWRCache:
     ``time.time``); tests pass :class:`aiocache_swr.testing.FakeClock`.
     ``close_timeout``: seconds ``aclose`` waits for refreshes in flight before
     cancelling them (real time, not ``clock``: it bounds a real wait).
+    ``store_timeout``: real seconds a store operation (a read, an invalidation, a
+    flush) may take; one that takes longer is abandoned and counted as a store
+    failure, so a hung disk never hangs a caller (``None``: wait forever).
     ``on_event``: called with a :class:`~aiocache_swr.CacheEvent` for every hit,
     stale hit, miss, store hit, refresh outcome, eviction and store error, to feed
     metrics; fixed when a function is decorated.  Without it, nothing is built
@@ -96,29 +138,35 @@ class SWRCache:
         max_concurrent_refreshes: int = 32,
         clock: Callable[[], float] | None = None,
         close_timeout: float = 5.0,
+        store_timeout: float | None = 5.0,
         on_event: EventListener | None = None,
     ) -> None:
-        if (
-            isinstance(max_concurrent_refreshes, bool)
-            or not isinstance(max_concurrent_refreshes, int)
-            or max_concurrent_refreshes < 1
+        if isinstance(max_concurrent_refreshes, bool) or not isinstance(
+            max_concurrent_refreshes, int
         ):
-            raise ValueError(
+            raise TypeError(
                 "SWRCache: max_concurrent_refreshes= must be an int >= 1, "
                 f"got {max_concurrent_refreshes!r}"
+            )
+        if max_concurrent_refreshes < 1:
+            raise ValueError(
+                "SWRCache: max_concurrent_refreshes= must be an int >= 1, "
+                f"got {_brief(max_concurrent_refreshes)}"
             )
         if on_event is not None and not callable(on_event):
             raise TypeError(
                 f"SWRCache: on_event= must be a callable taking a CacheEvent, got {on_event!r}"
             )
-        if clock is not None and not callable(clock):
-            raise TypeError(f"SWRCache: clock= must be a zero-argument callable, got {clock!r}")
+        if clock is not None:
+            _check_clock(clock)
         timeout = _check_duration(close_timeout, "close_timeout", "SWRCache")
         self.clock: Callable[[], float] = clock if clock is not None else time.time
         self.store = _resolve_store(store, "SWRCache", self.clock)
         self.max_concurrent_refreshes = max_concurrent_refreshes
         self.on_event = on_event
         self.close_timeout = math.inf if timeout is None else timeout
+        # Real seconds a store operation may take before it counts as failed.
+        self.store_timeout = _check_duration(store_timeout, "store_timeout", "SWRCache")
         self._functions: WeakSet[SWRFunction[Any, Any]] = WeakSet()
         self._stores: list[Store] = [self.store] if self.store is not None else []
         self._runner: Runner | None = None
@@ -172,11 +220,15 @@ class SWRCache:
 
         def decorate(fn: Callable[P, Awaitable[T]]) -> SWRFunction[P, T]:
             name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)!s}"
-            if not _is_async_callable(fn):
+            _check_decorated(fn, name)
+            if namespace is None and resolved is not None and not _has_stable_name(fn):
                 raise TypeError(
-                    f"swr_cached: {name} is not a coroutine function; decorate an "
-                    "`async def` function (wrap a sync one in an async def first)"
+                    f"swr_cached: {fn!r} has no __qualname__ to name its entries in the store; "
+                    "pass namespace= a name unique to this function"
                 )
+            for param, callable_ in (("key", key), ("version", version), ("tags", tags)):
+                if callable(callable_):
+                    _check_signature(fn, name, param, callable_)
             func = SWRFunction(
                 fn,
                 self,
@@ -214,26 +266,56 @@ class SWRCache:
 
         async def flush() -> None:
             try:
-                await store.flush()
-            except Exception as exc:
-                logger.warning("aiocache_swr: writing to the store failed: %r", exc, exc_info=exc)
-                if self.on_event is not None:
-                    emit(self.on_event, CacheEvent("store_error", repr(store), None, exc))
+                ok = await self._store_call(store, "write", store.flush())
             finally:
                 runner.flushing.discard(store)
-            if store.pending:
+            if ok and store.pending:  # after a failure, the next put schedules a flush
                 self._schedule_flush(store)
 
         runner.spawn(flush)
+
+    async def _store_call(
+        self,
+        store: Store,
+        what: str,
+        op: Coroutine[Any, Any, Any],
+        *,
+        invalidates: bool = False,
+    ) -> bool:
+        """Await a store operation of no one function within ``store_timeout``.
+
+        A failure is logged, counted in ``store_errors`` of every function using
+        that store, and reported as an event; a failed invalidation distrusts
+        the store's records of every namespace (see ``Distrust``).
+        Returns whether it succeeded.
+        """
+        try:
+            if self.store_timeout is None:
+                await op
+            else:
+                with anyio.fail_after(self.store_timeout):
+                    await op
+            return True
+        except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                what = f"{what} (store_timeout={self.store_timeout}s)"
+            logger.warning("aiocache_swr: store %s failed: %r", what, exc, exc_info=exc)
+            if invalidates:
+                distrust(store).mark(None, self.clock())
+            for func in list(self._functions):
+                if func._store is store:
+                    func._store_errors += 1
+            if self.on_event is not None:
+                emit(self.on_event, CacheEvent("store_error", repr(store), None, exc))
+            return False
+        finally:
+            op.close()
 
     async def _close_stores(self) -> None:
         """Flush and close what the stores hold for this event loop (they reopen on use)."""
         with anyio.CancelScope(shield=True):
             for store in self._stores:
-                try:
-                    await store.aclose()
-                except Exception as exc:
-                    logger.warning("aiocache_swr: closing the store failed: %r", exc, exc_info=exc)
+                await self._store_call(store, "close", store.aclose())
 
     @asynccontextmanager
     async def _holding_store_reads(self) -> AsyncIterator[None]:
@@ -254,7 +336,10 @@ class SWRCache:
         """Drop every entry, of any function of this cache, carrying any of ``tags``."""
         for tag in tags:
             if not isinstance(tag, str):
-                raise TypeError(f"SWRCache.invalidate_tags: tags must be str, got {tag!r}")
+                hint = ""
+                if isinstance(tag, list | tuple | set | frozenset):
+                    hint = "; to pass a collection, unpack it: invalidate_tags(*tags)"
+                raise TypeError(f"SWRCache.invalidate_tags: tags must be str, got {tag!r}{hint}")
         wanted = frozenset(tags)
         if not wanted:
             return
@@ -262,10 +347,12 @@ class SWRCache:
             func._drop_tagged(wanted)
         async with self._holding_store_reads():
             for store in self._stores:
-                try:
-                    await store.delete_tags(wanted)
-                except Exception as exc:
-                    logger.warning("aiocache_swr: store delete_tags failed: %r", exc, exc_info=exc)
+                await self._store_call(
+                    store,
+                    "delete_tags",
+                    store.delete_tags(wanted),
+                    invalidates=True,
+                )
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -323,6 +410,111 @@ class SWRCache:
             await self._close_stores()
 
 
+def _check_decorated(fn: object, name: str) -> None:
+    """``fn`` is an async def function or an async-callable object, else a TypeError."""
+    if _is_async_callable(fn):
+        return
+    if inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"swr_cached: {name} is an async generator function, which cannot be cached; "
+            "decorate an `async def` that returns the items (e.g. as a list)"
+        )
+    if isinstance(fn, staticmethod | classmethod):
+        kind = type(fn).__name__
+        inner = fn.__func__
+        inner_name = (
+            f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__qualname__', inner)!s}"
+        )
+        raise TypeError(
+            f"swr_cached: {inner_name} is wrapped in a {kind} object; put @swr_cached "
+            f"below @{kind} (closer to the def)"
+        )
+    if inspect.iscoroutine(fn):
+        coro_name = getattr(fn, "__qualname__", fn)
+        raise TypeError(
+            f"swr_cached: got a coroutine object ({coro_name}() was called); pass the "
+            "function itself, without calling it"
+        )
+    raise TypeError(
+        f"swr_cached: {name} is not a coroutine function; decorate an "
+        "`async def` function (wrap a sync one in an async def first)"
+    )
+
+
+def _has_stable_name(fn: object) -> bool:
+    """``fn`` names itself the same in every process (no repr() with a memory address)."""
+    return isinstance(getattr(fn, "__qualname__", None), str)
+
+
+def _signature(obj: Any) -> inspect.Signature | None:
+    """The signature of what is really called (a wrapper's own, not its ``__wrapped__``'s)."""
+    try:
+        return inspect.signature(obj, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return None
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_BY_NAME = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _never_binds(giver: inspect.Signature, taker: inspect.Signature) -> str | None:
+    """Why no call valid for ``giver`` can bind to ``taker``, or None if one might.
+
+    Conservative: a reason is given only for a required parameter of one side that
+    the other side can neither pass (or take) by position nor by name.
+    """
+
+    def shape(sig: inspect.Signature) -> tuple[int, bool, set[str], bool]:
+        params = sig.parameters.values()
+        positional = sum(p.kind in _POSITIONAL for p in params)
+        var_pos = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+        names = {p.name for p in params if p.kind in _BY_NAME}
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        return positional, var_pos, names, var_kw
+
+    def required(sig: inspect.Signature) -> list[tuple[int, inspect.Parameter]]:
+        out = []
+        for index, p in enumerate(sig.parameters.values()):
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.append((index, p))
+        return out
+
+    def reachable(p: inspect.Parameter, index: int, other: inspect.Signature) -> bool:
+        positional, var_pos, names, var_kw = shape(other)
+        by_position = p.kind in _POSITIONAL and (var_pos or index < positional)
+        by_name = p.kind in _BY_NAME and (var_kw or p.name in names)
+        return by_position or by_name
+
+    for index, p in required(giver):  # always passed: the taker must take it
+        if not reachable(p, index, taker):
+            return f"it cannot take the argument {p.name!r}"
+    for index, p in required(taker):  # always needed: the giver must be able to pass it
+        if not reachable(p, index, giver):
+            return f"it needs an argument {p.name!r} that is never passed"
+    return None
+
+
+def _check_signature(fn: object, name: str, param: str, callable_: Any) -> None:
+    """``key=``/``version=``/``tags=`` can take the function's arguments (when sure it cannot)."""
+    fn_sig, sig = _signature(fn), _signature(callable_)
+    if fn_sig is None or sig is None:
+        return
+    reason = _never_binds(fn_sig, sig)
+    if reason is not None:
+        shown = f"{getattr(callable_, '__qualname__', type(callable_).__name__)}{_bare(sig)}"
+        raise TypeError(
+            f"swr_cached: {param}={shown} cannot be called with the arguments of "
+            f"{name}{_bare(fn_sig)} ({reason}); give {param}= the same parameters as the function"
+        )
+
+
+def _bare(sig: inspect.Signature) -> inspect.Signature:
+    """``sig`` without annotations, for a message."""
+    params = [p.replace(annotation=p.empty) for p in sig.parameters.values()]
+    return sig.replace(parameters=params, return_annotation=sig.empty)
+
+
 def _is_async_callable(fn: object) -> bool:
     """An ``async def`` function, or an object whose class has ``async def __call__``."""
     if inspect.iscoroutinefunction(fn):
@@ -368,6 +560,12 @@ def swr_cached(
     * ``store``: a path or a ``SQLiteStore`` to persist entries; default the cache's.
     * ``cache``: the :class:`SWRCache` owning background work; default the process's.
     """
+    if cache is not None and not isinstance(cache, SWRCache):
+        given = f"the class {cache.__name__}" if isinstance(cache, type) else repr(cache)
+        raise TypeError(
+            f"swr_cached: cache= must be an SWRCache instance (or None for the default), "
+            f"got {given}; pass e.g. cache=SWRCache()"
+        )
     return (cache if cache is not None else _default).cached(
         ttl=ttl,
         stale_ttl=stale_ttl,

@@ -39,7 +39,7 @@ from ._events import CacheEvent, EventKind, emit
 from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
 from ._keys import UnstableKeyError, make_key, stable_key
-from ._store import Record, Store
+from ._store import Distrust, Record, Store, distrust
 
 if TYPE_CHECKING:
     from ._cache import SWRCache
@@ -161,6 +161,7 @@ class SWRFunction(Generic[P, T]):
         "__dict__",
         "__weakref__",
         "_clock",
+        "_distrust",
         "_evictions",
         "_fn",
         "_hits",
@@ -175,6 +176,8 @@ class SWRFunction(Generic[P, T]):
         "_refreshes",
         "_registry",
         "_registry_runner",
+        "_signature",
+        "_signature_known",
         "_stale_hits",
         "_stale_ttl",
         "_store",
@@ -243,8 +246,13 @@ class SWRFunction(Generic[P, T]):
         self._evictions = 0
         self._store_hits = 0
         self._store_errors = 0
+        # When the store failed to apply invalidations (see Distrust).
+        self._distrust: Distrust = distrust(store) if store is not None else Distrust()
         self._warned_unstable = False
         self._warned_serialize = False
+        # The wrapped function's signature, computed on first need (see _check_args).
+        self._signature: inspect.Signature | None = None
+        self._signature_known = False
 
     def __repr__(self) -> str:
         return f"<swr_cached {self._name} ttl={self._ttl} stale_ttl={self._stale_ttl}>"
@@ -298,13 +306,15 @@ class SWRFunction(Generic[P, T]):
         for this one.  Its exception reaches the caller; the old entry is kept.
         """
         key = self._key_of(args, kwargs)
+        self._check_hashable(key)
         version = await self._current_version(args, kwargs)
         runner = self.cache._runner_here()
         registry = self._registry_here(runner)
+        # Built first (it evaluates tags=): a refresh that fails here supersedes nothing.
+        flight = _Flight(self, _FORCE, key, args, kwargs, version, registry, runner.new_event())
         old = registry.get(key)
         if old is not None:
             old.doomed = True
-        flight = _Flight(self, _FORCE, key, args, kwargs, version, registry, runner.new_event())
         registry[key] = flight
         self._refreshes += 1
         runner.start_fetch(flight.run)
@@ -316,6 +326,7 @@ class SWRFunction(Generic[P, T]):
         A computation of it already in flight still answers its waiters but
         will not write its result back.
         """
+        self._check_args("invalidate", args, kwargs)
         key = self._key_of(args, kwargs)
         try:
             self._lru.pop(key, None)
@@ -328,14 +339,16 @@ class SWRFunction(Generic[P, T]):
             skey = self._stable_key(key)
             if skey is not None:
                 async with self.cache._holding_store_reads():
-                    await self._store_op("delete", self._store.delete(self.namespace, (skey,)))
+                    await self._store_op(
+                        "delete", self._store.delete(self.namespace, (skey,)), invalidates=True
+                    )
 
     async def cache_clear(self) -> None:
         """Drop every entry of this function, from memory and the store."""
         self._drop_memory()
         if self._store is not None:
             async with self.cache._holding_store_reads():
-                await self._store_op("clear", self._store.clear(self.namespace))
+                await self._store_op("clear", self._store.clear(self.namespace), invalidates=True)
 
     def cache_info(self) -> CacheInfo:
         """A snapshot of this function's counters (see :class:`CacheInfo`)."""
@@ -382,11 +395,41 @@ class SWRFunction(Generic[P, T]):
         return self._key(*args, **kwargs)
 
     def _key_error(self, exc: TypeError) -> TypeError:
+        if self._key is not None:
+            return TypeError(
+                f"{self._name}: key= returned a value that cannot be a cache key ({exc}); "
+                "make key= return a hashable value, e.g. a tuple instead of a list"
+            )
         return TypeError(
             f"{self._name}: these arguments cannot form a cache key ({exc}); "
             "pass key= a function of the same arguments that returns a hashable key, "
             "e.g. key=lambda items: tuple(items)"
         )
+
+    def _check_hashable(self, key: Hashable) -> None:
+        try:
+            hash(key)
+        except TypeError as exc:
+            raise self._key_error(exc) from exc
+
+    def _check_args(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The wrapped function could take ``args``/``kwargs``, else a TypeError naming it."""
+        if not self._signature_known:
+            try:
+                # The wrapper's own signature (not its __wrapped__'s): it is what is called.
+                self._signature = inspect.signature(self._fn, follow_wrapped=False)
+            except (TypeError, ValueError):
+                self._signature = None
+            self._signature_known = True
+        if self._signature is None:
+            return
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"{self._name}.{method}: the function cannot take these arguments ({exc}); "
+                "pass the arguments of a call to it"
+            ) from None
 
     async def _current_version(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._version_fn is None:
@@ -435,12 +478,35 @@ class SWRFunction(Generic[P, T]):
         current = registry.get(key)
         if current is not None and not current.doomed:
             return
-        flight = _Flight(
-            self, _REFRESH, key, args, kwargs, version, registry, runner.new_event(), base=entry
-        )
+        try:
+            flight = _Flight(
+                self, _REFRESH, key, args, kwargs, version, registry, runner.new_event(), base=entry
+            )
+        except Exception as exc:  # tags= raised: the refresh failed, the stale value is served
+            self._refresh_not_started(key, entry, exc)
+            return
         registry[key] = flight
         self._refreshes += 1
         runner.enqueue_refresh(flight)
+
+    def _refresh_not_started(self, key: Hashable, entry: Entry, exc: Exception) -> None:
+        """A background refresh failed before it could start: counted, backed off and logged."""
+        self._refreshes += 1
+        self._refresh_errors += 1
+        if self._listener is not None:
+            self._emit("refresh_error", key, exc)
+        entry.failures += 1
+        delay = backoff_delay(entry.failures)
+        entry.retry_at = self._clock() + delay
+        logger.warning(
+            "%s: background refresh of %r could not start (%r); keeping the old value, "
+            "next try in %.1fs",
+            self._name,
+            key,
+            exc,
+            delay,
+            exc_info=exc,
+        )
 
     async def _miss(
         self, key: Hashable, version: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -551,12 +617,31 @@ class SWRFunction(Generic[P, T]):
                 )
             return None
 
-    async def _store_op(self, what: str, op: Coroutine[Any, Any, Any]) -> Any:
+    async def _store_op(
+        self,
+        what: str,
+        op: Coroutine[Any, Any, Any],
+        *,
+        invalidates: bool = False,
+    ) -> Any:
+        """Await a store operation within ``store_timeout``; a failure is logged, counted
+        and returns None.  After a failed invalidation the store's records of this
+        namespace are distrusted (see ``Distrust``)."""
+        timeout = self.cache.store_timeout
         try:
-            return await op
+            if timeout is None:
+                return await op
+            async with self.cache._runner_here().time_limit(timeout):
+                return await op
         except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                what = f"{what} (store_timeout={timeout}s)"
             self._store_failed(what, exc)
+            if invalidates:
+                self._distrust.mark(self.namespace, self._clock())
             return None
+        finally:
+            op.close()  # never started when the time limit could not be entered
 
     def _store_failed(self, what: str, exc: BaseException, key: Hashable | None = None) -> None:
         self._store_errors += 1
@@ -573,14 +658,25 @@ class SWRFunction(Generic[P, T]):
         if skey is None:
             return None
         found = await self._store_op("read", self._store.get_many(self.namespace, (skey,)))
-        record: Record | None = found.get(skey) if found else None
-        if record is None or flight.doomed:
+        try:
+            record: Record | None = found.get(skey) if found else None
+            if record is None or flight.doomed:
+                return None
+            if self._distrust.at and not self._distrust.trusts(
+                self.namespace, skey, record.created
+            ):
+                return None  # from before an invalidation the store failed to apply
+            fresh_until, serve_until = deadlines(record.created, self._ttl, self._stale_ttl)
+            tags = tuple(record.tags)
+            if not all(type(tag) is str for tag in tags):
+                raise TypeError(f"tags must be str, got {tags!r}")
+            entry = Entry(
+                record.value, record.version, record.created, fresh_until, serve_until, tags
+            )
+            state = judge(entry, self._clock(), flight.version)
+        except Exception as exc:  # a store that answers garbage: a miss, counted
+            self._store_failed("read", TypeError(f"malformed record: {exc!r}"), flight.key)
             return None
-        fresh_until, serve_until = deadlines(record.created, self._ttl, self._stale_ttl)
-        entry = Entry(
-            record.value, record.version, record.created, fresh_until, serve_until, record.tags
-        )
-        state = judge(entry, self._clock(), flight.version)
         if state is EXPIRED:
             return None
         self._put(flight.key, entry)
@@ -614,6 +710,8 @@ class SWRFunction(Generic[P, T]):
             if self._listener is not None:
                 self._emit("store_error", key, exc)
             return
+        if self._distrust.at:
+            self._distrust.written(self.namespace, skey, entry.created)
         self.cache._schedule_flush(store)
 
     # -- invalidation, from the cache ----------------------------------------

@@ -99,12 +99,15 @@ def stable_key(key: object) -> str:
     """Spell ``key`` the same way in every process; digest it when long.
 
     Supports None, bool, numbers, str, bytes, dates, UUIDs, enums and tuples,
-    lists, sets and frozensets of those.  Anything else raises
-    :class:`UnstableKeyError`: give the function a ``key=`` that returns such
-    values.
+    lists, sets and frozensets of those.  Anything else (or a key nested too
+    deeply to spell) raises :class:`UnstableKeyError`: give the function a
+    ``key=`` that returns such values.
     """
     out: list[str] = []
-    _spell(key, out)
+    try:
+        _spell(key, out)
+    except RecursionError:
+        raise UnstableKeyError("the key is nested too deeply to spell") from None
     spelled = "".join(out)
     if len(spelled) <= MAX_STABLE_KEY:
         return spelled

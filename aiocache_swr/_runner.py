@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, Protocol
 
@@ -73,6 +75,12 @@ class Job(Protocol):
         """Never going to run: release whatever waits for it."""
 
 
+@asynccontextmanager
+async def _fail_after(seconds: float) -> AsyncIterator[None]:
+    with anyio.fail_after(seconds):
+        yield
+
+
 class Runner:
     """Background work of one cache on one event loop (see the module docstring)."""
 
@@ -107,6 +115,16 @@ class Runner:
         """Run ``fn()`` in the cache's task group, now (or as soon as the host runs)."""
         self._busy += 1
         self._start(fn)
+
+    def time_limit(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        """Raise ``TimeoutError`` in the body after ``seconds``.
+
+        ``asyncio.timeout`` where it exists (3.11+): a third of the cost of
+        ``anyio.fail_after``, and it guards every level-2 read.
+        """
+        if self._asyncio is not None and sys.version_info >= (3, 11):
+            return asyncio.timeout(seconds)
+        return _fail_after(seconds)
 
     def start_fetch(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``fn()``, a fetch that callers wait for, now (see the module docstring)."""

@@ -396,13 +396,22 @@ class _NotWal(sqlite3.OperationalError):
     """``PRAGMA journal_mode=WAL`` did not take (another connection held the file)."""
 
 
+class _FileGone(Exception):
+    """The database file was deleted or replaced since the connection opened it."""
+
+
 # ------------------------------------------------------------- internal records
 
 
 class _Put:
-    """A buffered write: the serialized row, ready for the database."""
+    """A buffered write: the serialized row, ready for the database.
 
-    __slots__ = ("blob", "created", "expires", "tags", "tags_json")
+    ``after_delete``: it replaced a deletion of its key that was not written
+    yet, so if it is dropped unwritten it must become that deletion again (or
+    an invalidated row could come back).
+    """
+
+    __slots__ = ("after_delete", "blob", "created", "expires", "tags", "tags_json")
 
     def __init__(
         self,
@@ -417,6 +426,14 @@ class _Put:
         self.expires = expires
         self.tags = tags
         self.tags_json = tags_json
+        self.after_delete = False
+
+
+def _dropped(op: _Put | None) -> Literal[_Miss.MISS] | None:
+    """What an unwritten operation leaves when its puts are dropped (_MISS: nothing)."""
+    if op is None or op.after_delete:
+        return None
+    return _MISS
 
 
 class _Layer:
@@ -465,7 +482,7 @@ class _ReadBatch:
         self.found: dict[tuple[str, str], Record] = {}
         self.complete = False  # set by the database thread when ``found`` is final
         self.error: BaseException | None = None
-        self.event: anyio.Event | None = None  # created by the first caller that waits
+        self.event: asyncio.Event | None = None  # created by the first caller that waits
 
     def add(self, namespace: str, keys: Iterable[str]) -> None:
         wanted = self.wanted.get(namespace)
@@ -474,9 +491,11 @@ class _ReadBatch:
         else:
             wanted.update(keys)
 
-    def wait_event(self) -> anyio.Event:
+    def wait_event(self) -> asyncio.Event:
+        # asyncio's own Event: the store runs on asyncio only, and anyio's costs
+        # ten times as much to make.
         if self.event is None:
-            self.event = anyio.Event()
+            self.event = asyncio.Event()
         return self.event
 
 
@@ -690,6 +709,11 @@ def _check_busy_timeout(busy_timeout: object) -> float:
         raise TypeError(
             f"SQLiteStore(busy_timeout=...) expects seconds as a number, got {busy_timeout!r}"
         )
+    if isinstance(busy_timeout, int) and busy_timeout.bit_length() > 64:
+        raise ValueError(
+            "SQLiteStore(busy_timeout=...) is out of range; give a finite number of "
+            "seconds >= 0 (default 5.0)"
+        )
     if not math.isfinite(busy_timeout) or busy_timeout < 0:
         raise ValueError(
             f"SQLiteStore(busy_timeout={busy_timeout!r}) must be a finite number of seconds "
@@ -749,6 +773,7 @@ class SQLiteStore:
         self._inflight: _Layer | None = None
         self._state: _LoopState | None = None
         self._open_failure: tuple[float, StoreError] | None = None
+        self._file_id: tuple[int, int] | None = None  # (device, inode) of the open file
         self._hold = False  # see ``pending``
 
     # ------------------------------------------------------------ properties
@@ -814,9 +839,11 @@ class SQLiteStore:
             ) from exc
         ops = self._buffer.ops
         k = (namespace, key)
-        if k in ops:
-            del ops[k]  # keep the buffer in write order
-        ops[k] = _Put(blob, created, expires, tags, tags_json)
+        op = _Put(blob, created, expires, tags, tags_json)
+        previous = ops.pop(k, _MISS)  # popped: keep the buffer in write order
+        if previous is not _MISS and _dropped(previous) is None:
+            op.after_delete = True
+        ops[k] = op
         self._hold = False
 
     async def flush(self) -> None:
@@ -1101,6 +1128,20 @@ class SQLiteStore:
                     self._open_failure = (time.monotonic() + _OPEN_RETRY_AFTER, exc)
                     raise
 
+    async def _reopen(self, st: _LoopState) -> None:
+        """Close ``st``'s connection and open the file again (creating it)."""
+        conn = st.conn
+        st.conn = st.db = st.execute = None
+        if conn is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await conn.close()
+                except Exception as exc:
+                    logger.debug("%r: closing the old connection failed: %r", self, exc)
+                finally:
+                    await _settle(conn, until_exit=True)
+        await self._ready(st)
+
     def _check_open_failure(self) -> None:
         failure = self._open_failure
         if failure is None:
@@ -1178,6 +1219,8 @@ class SQLiteStore:
                     cached_statements=256,
                 )
                 self._prepare_sync(db, last_attempt=attempt == _OPEN_ATTEMPTS)
+                found = os.stat(self._path)
+                self._file_id = (found.st_dev, found.st_ino)
                 return db
             except SchemaVersionError:
                 if db is not None:
@@ -1417,6 +1460,14 @@ class SQLiteStore:
             logger.warning("%r: could not delete that entry: %s", self, exc)
 
     def _write_sync(self, db: sqlite3.Connection, job: _WriteJob) -> None:
+        # An open connection keeps writing to a file deleted under it (the rows
+        # would vanish with it): check first that the path is still that file.
+        try:
+            found = os.stat(self._path)
+        except FileNotFoundError:
+            raise _FileGone from None
+        if (found.st_dev, found.st_ino) != self._file_id:
+            raise _FileGone
         batch = job.batch
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -1509,15 +1560,23 @@ class SQLiteStore:
                 return
 
     def _requeue(self, batch: _Layer, *, keep_puts: bool) -> None:
-        """Put an unwritten batch back under the (newer) buffer."""
+        """Put an unwritten batch back under the (newer) buffer.
+
+        Without ``keep_puts`` its puts are dropped (see :class:`_Put`).
+        """
         buffer = self._buffer
         ops: dict[tuple[str, str], _Put | None] = {}
         for k, op in batch.ops.items():
-            if k in buffer.ops:
-                continue  # a newer operation on that key wins
-            if op is not None and (not keep_puts or buffer.hides(k[0], op.tags)):
+            newer = buffer.ops.get(k, _MISS)
+            if newer is not _MISS:  # a newer operation on that key wins
+                if newer is not None and _dropped(op) is None:
+                    newer.after_delete = True  # ...and inherits the deletion it hides
                 continue
-            ops[k] = op
+            if op is not None and buffer.hides(k[0], op.tags):
+                continue
+            kept = op if keep_puts else _dropped(op)
+            if kept is not _MISS:
+                ops[k] = kept
         ops.update(buffer.ops)
         buffer.ops = ops
         buffer.clears |= batch.clears
@@ -1528,7 +1587,9 @@ class SQLiteStore:
         dropped = buffer.puts()
         if not dropped:
             return
-        buffer.ops = {k: op for k, op in buffer.ops.items() if op is None}
+        buffer.ops = {
+            k: kept for k, op in buffer.ops.items() if (kept := _dropped(op)) is not _MISS
+        }
         self.stats.dropped_writes += dropped
         logger.warning(
             "%r: %s; %d buffered entries stay in memory only (deletions are kept)",
@@ -1549,6 +1610,17 @@ class SQLiteStore:
                 else:
                     self._requeue(batch, keep_puts=True)
                 raise
+            except _FileGone:
+                logger.warning(
+                    "%r: the database file was deleted or replaced; writing to a new one", self
+                )
+                try:
+                    await self._reopen(st)
+                except BaseException as exc:
+                    cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+                    self._requeue(batch, keep_puts=cancelled)
+                    raise
+                continue
             except (sqlite3.Error, ValueError, StoreError) as exc:
                 if _is_busy(exc) and attempt < _WRITE_ATTEMPTS:
                     logger.debug("%r: write attempt %d found the file busy: %s", self, attempt, exc)

@@ -27,12 +27,14 @@ round-trips values through pickle so tests see what a real store would).
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
+from weakref import WeakKeyDictionary
 
-__all__ = ["MemoryStore", "Record", "Store"]
+__all__ = ["Distrust", "MemoryStore", "Record", "Store", "distrust"]
 
 
 @dataclass(slots=True)
@@ -92,6 +94,51 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Flush, then release what this store holds for the running event loop."""
         ...
+
+
+class Distrust:
+    """When a store failed to apply invalidations, for every cache of this process.
+
+    When a store fails to apply an invalidation, the engine records when
+    (:meth:`mark`), and from then on no function trusts a record of that
+    namespace created at or before that time -- better recompute than serve
+    what the invalidation should have removed -- except records this process
+    wrote afterwards (:meth:`written`; they matter when the clock has not moved,
+    as with ``FakeClock``).  A new process trusts the store again
+    (``SQLiteStore`` keeps a deletion it could not write and retries it).
+    """
+
+    __slots__ = ("at", "rewritten")
+
+    def __init__(self) -> None:
+        self.at: dict[str | None, float] = {}  # namespace (None: every one) -> time
+        self.rewritten: set[tuple[str, str]] = set()  # written at a mark's time, after it
+
+    def mark(self, namespace: str | None, now: float) -> None:
+        self.at[namespace] = now
+        self.rewritten = {k for k in self.rewritten if namespace is not None and k[0] != namespace}
+
+    def _limit(self, namespace: str) -> float:
+        return max(self.at.get(namespace, -math.inf), self.at.get(None, -math.inf))
+
+    def written(self, namespace: str, key: str, created: float) -> None:
+        if created == self._limit(namespace):
+            self.rewritten.add((namespace, key))
+
+    def trusts(self, namespace: str, key: str, created: float) -> bool:
+        limit = self._limit(namespace)
+        return created > limit or (created == limit and (namespace, key) in self.rewritten)
+
+
+_distrust: WeakKeyDictionary[object, Distrust] = WeakKeyDictionary()
+
+
+def distrust(store: Store) -> Distrust:
+    """The :class:`Distrust` of ``store``, shared by every cache of this process."""
+    try:
+        return _distrust.setdefault(store, Distrust())
+    except TypeError:  # a store object that takes no weak references: this caller's own
+        return Distrust()
 
 
 class MemoryStore:

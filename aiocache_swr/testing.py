@@ -17,6 +17,19 @@ from typing import final
 __all__ = ["FakeClock"]
 
 
+def _finite_seconds(value: object, what: str) -> float:
+    """``value`` as float: TypeError unless a number (not bool), ValueError unless finite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, got {value!r}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} must be a finite number, got an int beyond float range") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return seconds
+
+
 @final
 class FakeClock:
     """A clock that only moves when told to.
@@ -28,20 +41,22 @@ class FakeClock:
     __slots__ = ("_now",)
 
     def __init__(self, start: float = 1_000_000.0) -> None:
-        if not math.isfinite(start):
-            raise ValueError(f"FakeClock(start={start!r}): start must be a finite number")
-        self._now = float(start)
+        self._now = _finite_seconds(start, "FakeClock(start=...)")
 
     def __call__(self) -> float:
         return self._now
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward by ``seconds`` (>= 0)."""
-        if not seconds >= 0 or math.isinf(seconds):
+        step = _finite_seconds(seconds, "FakeClock.advance(seconds=...)")
+        if step < 0:
             raise ValueError(
                 f"FakeClock.advance({seconds!r}): seconds must be a finite number >= 0"
             )
-        self._now += seconds
+        now = self._now + step
+        if math.isinf(now):
+            raise ValueError(f"FakeClock.advance({seconds!r}): the time would no longer be finite")
+        self._now = now
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now!r})"

@@ -97,10 +97,13 @@ def test_bad_store_is_a_type_error() -> None:
         swr_cached(store=42)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("value", [0, -1, 2.5, True])
-def test_bad_max_concurrent_refreshes(value: Any) -> None:
-    """SWRCache(max_concurrent_refreshes=) must be an int >= 1."""
-    with pytest.raises(ValueError, match="max_concurrent_refreshes"):
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError), (None, TypeError)],
+)
+def test_bad_max_concurrent_refreshes(value: Any, error: type[Exception]) -> None:
+    """SWRCache(max_concurrent_refreshes=) is an int (TypeError otherwise, bool too) >= 1."""
+    with pytest.raises(error, match="max_concurrent_refreshes= must be an int >= 1"):
         SWRCache(max_concurrent_refreshes=value)
 
 
