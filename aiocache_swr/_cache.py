@@ -6,6 +6,7 @@ import inspect
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterable
 from contextlib import asynccontextmanager
@@ -16,6 +17,9 @@ from weakref import WeakSet
 
 import anyio
 import anyio.abc
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 from ._events import CacheEvent, EventListener, emit
 from ._function import SWRFunction
@@ -402,8 +406,18 @@ class SWRCache:
                 _, tg, cm = entered
                 tg.cancel_scope.cancel()
                 entered[0].detach()
-                await cm.__aexit__(exc_type, exc, tb)
-            if runner is not None:
+                try:
+                    await cm.__aexit__(exc_type, exc, tb)
+                except BaseExceptionGroup as group:
+                    # The body's own exception, wrapped by the task group: let the
+                    # `async with` statement re-raise it as it was.
+                    if exc is None or list(group.exceptions) != [exc]:
+                        raise
+                finally:
+                    if runner is not None:  # a host started before `async with`
+                        with anyio.CancelScope(shield=True):
+                            await runner.stop()
+            elif runner is not None:
                 await runner.stop()
         finally:
             self._runner = None

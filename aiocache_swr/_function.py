@@ -628,10 +628,12 @@ class SWRFunction(Generic[P, T]):
         and returns None.  After a failed invalidation the store's records of this
         namespace are distrusted (see ``Distrust``)."""
         timeout = self.cache.store_timeout
+        runner = self.cache._runner_here()
+        runner.ensure_closer()
         try:
             if timeout is None:
                 return await op
-            async with self.cache._runner_here().time_limit(timeout):
+            async with runner.time_limit(timeout):
                 return await op
         except Exception as exc:
             if isinstance(exc, TimeoutError):

@@ -36,6 +36,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, Protocol
 
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
 import anyio
 import anyio.abc
 
@@ -257,12 +260,19 @@ class Runner:
         try:
             with anyio.CancelScope() as scope:
                 self._host_scope = scope
-                async with anyio.create_task_group() as tg:
-                    self._host_tg = tg
-                    backlog, self._backlog = self._backlog, []
-                    for fn in backlog:
-                        tg.start_soon(self._track, fn)
-                    await anyio.sleep_forever()
+                try:
+                    async with anyio.create_task_group() as tg:
+                        self._host_tg = tg
+                        backlog, self._backlog = self._backlog, []
+                        for fn in backlog:
+                            tg.start_soon(self._track, fn)
+                        await anyio.sleep_forever()
+                except BaseExceptionGroup as group:
+                    # A KeyboardInterrupt/SystemExit in background work: asyncio has
+                    # already raised it out of the loop; do not report it again.
+                    _, rest = group.split((KeyboardInterrupt, SystemExit))
+                    if rest is not None:
+                        raise rest from None
         finally:
             self._host_tg = None
             self._host_scope = None
@@ -283,6 +293,15 @@ class Runner:
         if self._host_scope is not None and self._host_done is not None:
             self._host_scope.cancel()
             await self._host_done.wait()
+
+    def ensure_closer(self) -> None:
+        """Make sure something closes the stores when this loop ends.
+
+        A store opens a connection on the loop that first uses it; without
+        ``async with cache`` that is the host task's job when the loop ends.
+        """
+        if self._explicit_tg is None and not self._host_started:
+            self._ensure_host()
 
     async def stop_fetches(self) -> None:
         """Cancel the fetches (plain tasks on asyncio) and wait for them, shielded."""

@@ -1,4 +1,4 @@
-"""A model-based test of the engine (SPEC section 2), with hypothesis' rule-based state machines.
+"""A model-based test of the engine (SPEC sections 2 and 3), with hypothesis' rule-based machines.
 
 :class:`SWRModel` drives the real ``SWRCache`` on one asyncio event loop kept for a whole
 run: random interleavings of calls, backend completions and failures, caller
@@ -8,35 +8,58 @@ fetch blocks until a rule releases it with a value or an exception.  A small
 reference model (the LRU contents, which fetches are doomed, the counters) predicts
 what every call must return, and the checks compare the cache against it after
 every step.  Time only moves through ``FakeClock``; the loop is settled by
-``asyncio.sleep(0)`` passes, never by real time.
+``asyncio.sleep(0)`` passes (and, with a SQLite store, by waiting until no store
+operation is in progress on its worker thread), never by real time.
+
+Three machines run the same rules:
+
+* :class:`TestSWRModel`: memory only;
+* :class:`TestSWRModelMemoryL2`: with a ``MemoryStore`` as level 2;
+* :class:`TestSWRModelSQLite`: with a ``SQLiteStore`` as level 2, in a file of its own
+  per example.
+
+The two with level 2 add a ``restart`` rule: the cache is closed (what runs is cancelled:
+``close_timeout=0``) and a new cache and decorated function open the same store (for
+SQLite, a new ``SQLiteStore`` on the same file: a new process).  Level 1 starts empty, so
+values come back from level 2, judged by the same freshness rules; the model also tracks
+level 2 (commits write it, invalidations delete from it, evictions from level 1 do not),
+so nothing invalidated comes back from it and a level-1 miss is served from it exactly
+when the model says its row may be served.
 
 CI runs a short search.  For a long one::
 
     AIOCACHE_SWR_LONG=1 .venv/bin/pytest tests/test_model.py -q -p no:cacheprovider
 
-(1000 examples of up to 60 steps, a few minutes).
+(1000 examples of up to 60 steps per machine, 300 with SQLite; several minutes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
+import threading
 from collections import OrderedDict
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
 )
 
-from aiocache_swr import SWRCache
+from aiocache_swr import SQLiteStore, SWRCache
 from aiocache_swr._backoff import BACKOFF_BASE
+from aiocache_swr._keys import stable_key
+from aiocache_swr._store import MemoryStore, Record
 from aiocache_swr.testing import FakeClock
 
 KEYS = st.integers(0, 3)
@@ -44,6 +67,7 @@ TTL = 10.0
 STALE_TTL = 20.0
 MAXSIZE = 3
 MAX_REFRESHES = 2
+NAMESPACE = "model"
 
 LONG = os.environ.get("AIOCACHE_SWR_LONG") == "1"
 
@@ -55,6 +79,65 @@ class BackendError(Exception):
         super().__init__(f"fetch #{serial} of key {key} failed")
         self.key = key
         self.serial = serial
+
+
+class _Tracked:
+    """Counts the store operations in progress, so the loop can be settled past them.
+
+    A SQLite operation runs on the store's worker thread: while it does, the tasks
+    awaiting it look blocked, so "every task is blocked" does not mean the loop is
+    settled.  Every async method of the store is counted here; ``wait_quiet``
+    returns once none runs.
+    """
+
+    active = 0
+    _quiet: asyncio.Event | None = None
+
+    async def _track(self, op: Any) -> Any:
+        self.active += 1
+        try:
+            return await op
+        finally:
+            self.active -= 1
+            if not self.active and self._quiet is not None:
+                self._quiet.set()
+
+    async def wait_quiet(self) -> None:
+        while self.active:
+            self._quiet = asyncio.Event()
+            # a hang guard, not a timing assertion
+            await asyncio.wait_for(self._quiet.wait(), timeout=10)
+
+    async def get_many(self, namespace: str, keys: Collection[str]) -> dict[str, Record]:
+        return await self._track(super().get_many(namespace, keys))  # type: ignore[misc]
+
+    async def flush(self) -> None:
+        await self._track(super().flush())  # type: ignore[misc]
+
+    async def delete(self, namespace: str, keys: Collection[str]) -> None:
+        await self._track(super().delete(namespace, keys))  # type: ignore[misc]
+
+    async def clear(self, namespace: str) -> None:
+        await self._track(super().clear(namespace))  # type: ignore[misc]
+
+    async def delete_tags(self, tags: Iterable[str]) -> None:
+        await self._track(super().delete_tags(tags))  # type: ignore[misc]
+
+    async def aclose(self) -> None:
+        await self._track(super().aclose())  # type: ignore[misc]
+
+
+class TrackedSQLiteStore(_Tracked, SQLiteStore):
+    """A real SQLiteStore whose operations in progress are counted."""
+
+
+class TrackedMemoryStore(_Tracked, MemoryStore):
+    """The reference MemoryStore, counted the same way."""
+
+
+def sqlite_threads() -> set[threading.Thread]:
+    """The SQLite worker threads alive (a store that was not closed leaves one)."""
+    return {t for t in threading.enumerate() if t.name.startswith("aiocache-swr-sqlite")}
 
 
 @dataclass(eq=False)
@@ -72,7 +155,8 @@ class Fetch:
     doomed: bool = False  # the model's view: a doom event of its key came after its start
     error: BackendError | None = None
     completed_at: float | None = None
-    outcome: str | None = None  # "ok" / "error" once released
+    outcome: str | None = None  # "ok" / "error" once released, "closed" if the cache closed
+    saw_cancel: bool = False  # the backend call was cancelled
 
     @property
     def value(self) -> tuple[int, int, int]:
@@ -112,16 +196,19 @@ class SWRModel(RuleBasedStateMachine):
       ``invalidate``, ``cache_clear``, ``invalidate_tags``) happens after it started; a
       fetch that succeeds commits (enters ``model``) iff it is not doomed;
     * a call that finds a fresh/servable entry returns it at once; otherwise it waits
-      for the one live (non-doomed) fetch of its key and gets exactly its outcome.
+      for the one live (non-doomed) fetch of its key and gets exactly its outcome;
+    * with a store (subclasses), ``l2``: what level 2 must hold.  A commit writes it, an
+      invalidation deletes from it, an eviction from level 1 does not.  A level-1 miss
+      with no live fetch of its key reads level 2 and is served from it when its row may
+      be served (and a stale row starts a background refresh); else it computes.
     """
+
+    store: Any = None  # the level-2 store of the current cache (subclasses set one)
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.clock = FakeClock()
-        self.cache = SWRCache(
-            clock=self.clock, max_concurrent_refreshes=MAX_REFRESHES, close_timeout=0
-        )
         self.version = 0
         self.seq = 0
         self.fetches: list[Fetch] = []
@@ -131,7 +218,24 @@ class SWRModel(RuleBasedStateMachine):
         self.inval_seq = dict.fromkeys(range(4), -1)
         self.doom_seqs: dict[int, list[int]] = {k: [] for k in range(4)}
         self.problems: list[str] = []
-        self.m_hits = self.m_stale_hits = self.m_misses = 0
+        self.l2: dict[int, ModelEntry] = {}
+        self._open()
+
+    def _new_store(self) -> Any:
+        """The level-2 store of a new cache (None: memory only)."""
+        return None
+
+    def _open(self) -> None:
+        """A new cache and decorated function (on a new store object, if any): L1 is empty."""
+        self.store = self._new_store()
+        self.cache = SWRCache(
+            store=self.store,
+            clock=self.clock,
+            max_concurrent_refreshes=MAX_REFRESHES,
+            close_timeout=0,
+        )
+        self.model = OrderedDict()
+        self.m_hits = self.m_stale_hits = self.m_misses = self.m_store_hits = 0
         self.m_refresh_calls = self.m_refresh_errors = self.m_evictions = 0
         machine = self
 
@@ -143,6 +247,7 @@ class SWRModel(RuleBasedStateMachine):
             stale_ttl=STALE_TTL,
             version=lambda k: machine.version,
             maxsize=MAXSIZE,
+            namespace=NAMESPACE,
             tags=lambda k: [f"t{k % 2}"],
         )(backend)
 
@@ -166,7 +271,11 @@ class SWRModel(RuleBasedStateMachine):
         )
         self.fetches.append(x)
         self.pending.append(x)
-        await x.gate.wait()
+        try:
+            await x.gate.wait()
+        except asyncio.CancelledError:
+            x.saw_cancel = True
+            raise
         if x.error is not None:
             raise x.error
         return x.value
@@ -177,6 +286,10 @@ class SWRModel(RuleBasedStateMachine):
         quiet = 0
         for _ in range(10_000):
             await asyncio.sleep(0)
+            if self.store is not None and self.store.active:
+                quiet = 0
+                await self.store.wait_quiet()  # an operation on the store's worker thread
+                continue
             busy = any(
                 t is not me and (t._fut_waiter is None or t._fut_waiter.done())  # type: ignore[attr-defined]
                 for t in asyncio.all_tasks()
@@ -225,6 +338,7 @@ class SWRModel(RuleBasedStateMachine):
         for k in keys:
             self.inval_seq[k] = self.seq
             self.model.pop(k, None)
+            self.l2.pop(k, None)
 
     def _collect(self) -> None:
         """Check every caller that finished since the last step."""
@@ -240,6 +354,10 @@ class SWRModel(RuleBasedStateMachine):
             exc = c.task.exception()
             src = c.source
             assert src is not None, f"{who} finished before its source was known: {exc!r}"
+            if src.outcome == "closed":
+                assert isinstance(exc, RuntimeError), f"{who}: closed cache, got {exc!r}"
+                assert "closed" in str(exc), f"{who}: closed cache, got {exc!r}"
+                continue
             if exc is not None:
                 assert isinstance(exc, BackendError), f"{who} raised a non-backend error: {exc!r}"
                 assert exc is src.error, f"{who} raised {exc!r}, expected {src.error!r}"
@@ -261,6 +379,13 @@ class SWRModel(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------------------------
 
+    @initialize(keys=st.lists(KEYS, max_size=4, unique=True))
+    def seed(self, keys: list[int]) -> None:
+        """Start with some committed entries (swarm testing may disable the calling rules)."""
+        for k in keys:
+            self.call(k)
+            self._release(self.pending.index(self._live_fetch(k)), ok=True)
+
     @precondition(lambda self: self.model)
     @rule(i=st.integers(0, 63))
     def call_cached_key(self, i: int) -> None:
@@ -268,24 +393,41 @@ class SWRModel(RuleBasedStateMachine):
         keys = list(self.model)
         self.call(keys[i % len(keys)])
 
+    def _judge(self, entry: ModelEntry, now: float) -> str:
+        """SPEC 2 for the model's entries: "fresh", "stale" (may be served) or "expired"."""
+        if now < entry.created + TTL and entry.version == self.version:
+            return "fresh"
+        if now < entry.created + TTL + STALE_TTL:
+            return "stale"
+        return "expired"
+
     @rule(k=KEYS)
     def call(self, k: int) -> None:
-        """Start f(k): a fresh/servable entry returns at once; a miss waits for the live fetch."""
+        """Start f(k): a fresh/servable entry returns at once; a miss waits for the live fetch.
+
+        With level 2, a miss with no live fetch of its key is served from level 2 when
+        the model's row may be served (a stale row starts a refresh), else it computes.
+        """
         now = self.clock()
         entry = self.model.get(k)
         state = "miss"
         if entry is not None:
             self.model.move_to_end(k)
-            if now < entry.created + TTL and entry.version == self.version:
-                state = "fresh"
-            elif now < entry.created + TTL + STALE_TTL:
-                state = "stale"
-            else:
+            state = self._judge(entry, now)
+            if state == "expired":
                 del self.model[k]  # lazy expiry
+                state = "miss"
         engine_entry = self.f._lru.get((k,))
         retry_at = engine_entry.retry_at if engine_entry is not None else None
         reg_before = self.f._registry.get((k,))
         refreshes_before = self.f.cache_info().refreshes
+        row_state = "none"
+        new_flight = reg_before is None or reg_before.doomed
+        if state == "miss" and self.store is not None and new_flight:  # it reads level 2
+            row = self.l2.get(k)
+            if row is not None and self._judge(row, now) != "expired":
+                row_state = self._judge(row, now)
+                entry, state = row, "level2"
 
         holder: list[Call] = []
 
@@ -300,6 +442,27 @@ class SWRModel(RuleBasedStateMachine):
             c.source = self._live_fetch(k)
             return
         assert entry is not None
+        if state == "level2":
+            event(f"a {row_state} level-2 row served")
+            self.m_misses += 1
+            self.m_store_hits += 1
+            assert c.task.done(), f"f({k}): a servable level-2 row was not served"
+            self._collect()  # checks the returned value against the row's fetch
+            # promoted into level 1, as the most recently used
+            self.model[k] = entry
+            while len(self.model) > MAXSIZE:
+                self.model.popitem(last=False)
+                self.m_evictions += 1
+            reg_after = self.f._registry.get((k,))
+            if row_state == "fresh":
+                assert reg_after is None, f"f({k}): a fresh level-2 row started {reg_after}"
+                assert self.f.cache_info().refreshes == refreshes_before
+            else:  # section 3: a persisted stale entry is served and refreshed
+                assert reg_after is not None, f"f({k}): a stale level-2 row started no refresh"
+                assert reg_after.kind == "refresh"
+                assert not reg_after.doomed
+                assert self.f.cache_info().refreshes == refreshes_before + 1
+            return
         assert c.task.done(), f"f({k}) waited although a {state} entry was cached"
         # Rule 8 / section 2: a served value is never older than ttl + stale_ttl.
         assert entry.fetch.completed_at is not None
@@ -349,7 +512,7 @@ class SWRModel(RuleBasedStateMachine):
         if ok:
             x.outcome = "ok"
             if not x.doomed:  # commit (SPEC 7: a doomed fetch never writes)
-                self.model[x.key] = ModelEntry(x, now, x.flight_version)
+                self.model[x.key] = self.l2[x.key] = ModelEntry(x, now, x.flight_version)
                 self.model.move_to_end(x.key)
                 while len(self.model) > MAXSIZE:
                     self.model.popitem(last=False)
@@ -461,6 +624,7 @@ class SWRModel(RuleBasedStateMachine):
         assert info.refresh_errors == self.m_refresh_errors
         assert info.evictions == self.m_evictions
         assert info.refreshes >= self.m_refresh_calls
+        assert (info.store_hits, info.store_errors) == (self.m_store_hits, 0)
 
     @invariant()
     def flights_are_single(self) -> None:
@@ -518,10 +682,131 @@ class SWRModel(RuleBasedStateMachine):
             self.loop.close()
 
 
-SWRModel.TestCase.settings = settings(
-    max_examples=1000 if LONG else 60,
-    stateful_step_count=60 if LONG else 30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+class _LevelTwoModel(SWRModel):
+    """The same machine with a level-2 store, plus restarts (SPEC section 3)."""
+
+    def _new_store(self) -> Any:
+        raise NotImplementedError
+
+    def _rows(self) -> dict[int, Record]:
+        """What the store holds for each key (through its own read path, in one read)."""
+        skeys = {stable_key((k,)): k for k in range(4)}
+
+        async def read() -> dict[str, Record]:
+            return await self.store.get_many(NAMESPACE, list(skeys))  # type: ignore[no-any-return]
+
+        return {skeys[skey]: record for skey, record in self._do(read).items()}
+
+    @precondition(lambda self: self.l2)
+    @rule(i=st.integers(0, 63))
+    def call_persisted_key(self, i: int) -> None:
+        """Start f(k) for a key level 2 holds (more level-2 reads after restarts/evictions)."""
+        keys = sorted(self.l2)
+        self.call(keys[i % len(keys)])
+
+    @rule(then=st.lists(KEYS, max_size=4))
+    def restart(self, then: list[int]) -> None:
+        """A new process: close the cache, then open a new cache and function on the same store.
+
+        close_timeout=0, so the fetches in flight are cancelled and their waiters get a
+        "closed" error; nothing is committed by them.  Level 1 starts empty and values
+        come back from level 2, judged by the same freshness rules: the new process then
+        calls ``then`` (each call checked as by the ``call`` rule).
+        """
+        now = self.clock()
+        closed, self.pending = self.pending, []
+        event(f"restart with {min(len(closed), 2)}{'+' if len(closed) > 2 else ''} in flight")
+        for x in closed:
+            x.outcome = "closed"
+            x.completed_at = now
+        old = self.cache
+
+        async def close() -> None:
+            await old.aclose()
+            me = asyncio.current_task()
+            left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+            assert not left, f"tasks left after aclose: {left}"
+
+        self._do(close)
+        for x in closed:
+            assert x.saw_cancel, f"fetch #{x.serial} was not cancelled by aclose"
+        for c in self.calls:
+            assert c.checked, f"{c.kind}({c.key}) still waits after aclose"
+        self._open()
+        for k in then:
+            self.call(k)
+
+    @invariant()
+    def store_matches_model(self) -> None:
+        """Level 2 holds the model's rows: committed values, nothing invalidated.
+
+        A row past its ``expires`` may have been purged already; any other row is there
+        exactly as committed.  While a key is in level 1, level 2 holds the same entry.
+        """
+        now = self.clock()
+        rows = self._rows()
+        for k in range(4):
+            row, m = rows.get(k), self.l2.get(k)
+            if m is None:
+                assert row is None, f"key {k}: level 2 holds {row}, invalidated or never committed"
+                continue
+            if row is None:
+                assert now > m.created + TTL + STALE_TTL, f"key {k}: level 2 lost {m.fetch.value}"
+                continue
+            assert (row.value, row.created, row.version, row.tags) == (
+                m.fetch.value,
+                m.created,
+                m.version,
+                (f"t{k % 2}",),
+            ), (k, row, m)
+            assert row.expires == m.created + TTL + STALE_TTL
+        for k, m in self.model.items():
+            assert self.l2.get(k) is m, f"key {k}: level 1 and level 2 differ"
+
+
+class SWRModelMemoryL2(_LevelTwoModel):
+    """Level 2 is one MemoryStore kept across restarts."""
+
+    def _new_store(self) -> Any:
+        store = getattr(self, "_memory_store", None)
+        if store is None:
+            store = self._memory_store = TrackedMemoryStore()
+        return store
+
+
+class SWRModelSQLite(_LevelTwoModel):
+    """Level 2 is a SQLite file of this example; each restart opens a new SQLiteStore on it."""
+
+    def __init__(self) -> None:
+        self.tmpdir = tempfile.mkdtemp(prefix="aiocache-swr-model-")
+        self.threads_before = sqlite_threads()
+        super().__init__()
+
+    def _new_store(self) -> Any:
+        return TrackedSQLiteStore(os.path.join(self.tmpdir, "cache.db"), clock=self.clock)
+
+    def teardown(self) -> None:
+        """As the base, then: every store closed (no worker thread left), the file removed."""
+        try:
+            super().teardown()
+            left = sqlite_threads() - self.threads_before
+            assert not left, f"a store was left open: {left}"
+        finally:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def _settings(examples: int, long_examples: int) -> settings:
+    return settings(
+        max_examples=long_examples if LONG else examples,
+        stateful_step_count=60 if LONG else 30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
+SWRModel.TestCase.settings = _settings(60, 1000)
 TestSWRModel = SWRModel.TestCase
+SWRModelMemoryL2.TestCase.settings = _settings(50, 1000)
+TestSWRModelMemoryL2 = SWRModelMemoryL2.TestCase
+SWRModelSQLite.TestCase.settings = _settings(50, 300)
+TestSWRModelSQLite = SWRModelSQLite.TestCase
