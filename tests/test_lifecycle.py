@@ -474,3 +474,25 @@ async def test_instances_are_not_kept_alive_after_their_entries_are_evicted(cloc
         gc.collect()
         assert ref() is None
         assert Repo.get.cache_info().evictions == 1
+
+
+async def test_an_exception_in_async_with_cache_comes_out_unwrapped(clock, fetcher):
+    """An error raised in the body of `async with cache` is raised as itself, not in a group."""
+    cache = SWRCache(clock=clock)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    class AppError(Exception):
+        pass
+
+    async def app() -> None:
+        async with cache:
+            assert await f(1) == "1:1"
+            raise AppError
+
+    with pytest.raises(AppError):
+        await app()
+    async with cache:  # and it can be entered again
+        assert await f(1) == "1:1"
