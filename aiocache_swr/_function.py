@@ -128,8 +128,12 @@ class _Flight:
         self.error = exc
         self.error_tb = exc.__traceback__
 
-    async def result(self) -> Any:
-        self.waiters += 1
+    async def result(self, *, counted: bool = False) -> Any:
+        """Wait for the value (or raise the exception); ``counted``: the caller
+        already counted itself in ``waiters`` (before starting the flight, which
+        may run eagerly up to its end)."""
+        if not counted:
+            self.waiters += 1
         try:
             await self.done.wait()
         finally:
@@ -317,8 +321,9 @@ class SWRFunction(Generic[P, T]):
             old.doomed = True
         registry[key] = flight
         self._refreshes += 1
+        flight.waiters = 1
         runner.start_fetch(flight.run)
-        return await flight.result()  # type: ignore[no-any-return]
+        return await flight.result(counted=True)  # type: ignore[no-any-return]
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
         """Drop the entry of these arguments from memory and the store.
@@ -517,8 +522,10 @@ class SWRFunction(Generic[P, T]):
         if flight is None or flight.doomed:
             flight = _Flight(self, _MISS, key, args, kwargs, version, registry, runner.new_event())
             registry[key] = flight
+            flight.waiters = 1
             runner.start_fetch(flight.run)
-        elif flight.queued:
+            return await flight.result(counted=True)
+        if flight.queued:
             runner.promote(flight)
         return await flight.result()
 

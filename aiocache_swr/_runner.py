@@ -136,7 +136,12 @@ class Runner:
             self.spawn(fn)
         else:  # even while closing: its caller waits for it
             self._busy += 1
-            task = loop.create_task(fn())
+            if sys.version_info >= (3, 12):
+                # Python 3.12+ runs it at once, up to its first await: a fetch that
+                # needs no waiting (a trivial coroutine) costs no loop turn.
+                task = asyncio.Task(fn(), loop=loop, eager_start=True)
+            else:
+                task = loop.create_task(fn())
             self._fetches.add(task)
             task.add_done_callback(self._fetch_done)
 
