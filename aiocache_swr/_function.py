@@ -39,6 +39,7 @@ from ._events import CacheEvent, EventKind, emit
 from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
 from ._keys import UnstableKeyError, make_key, stable_key
+from ._runner import current_loop
 from ._store import Distrust, Record, Store, distrust
 
 if TYPE_CHECKING:
@@ -289,11 +290,14 @@ class SWRFunction(Generic[P, T]):
                 if self._listener is not None:
                     self._emit("hit", key)
                 return entry.value  # type: ignore[no-any-return]
-            if judge(entry, now, version) is STALE:
+            if now < entry.serve_until:  # ...and is STALE, spelled out too
                 self._stale_hits += 1
                 if self._listener is not None:
                     self._emit("stale_hit", key)
-                self._start_refresh(key, entry, now, version, args, kwargs)
+                current = self._registry.get(key)
+                if current is None or current.doomed or not self._registry_is_here():
+                    self._start_refresh(key, entry, now, version, args, kwargs)
+                # else one runs or is queued already: a stale crowd's path
                 return entry.value  # type: ignore[no-any-return]
             del lru[key]  # expired: lazy expiry
         self._misses += 1
@@ -457,6 +461,11 @@ class SWRFunction(Generic[P, T]):
         if result is None or not all(isinstance(tag, str) for tag in result):
             raise TypeError(f"{self._name}: tags= must return an iterable of str, got {tags!r}")
         return result
+
+    def _registry_is_here(self) -> bool:
+        """The registry belongs to the running event loop."""
+        runner = self._registry_runner
+        return runner is not None and runner.loop is current_loop()
 
     def _registry_here(self, runner: Runner) -> dict[Hashable, _Flight]:
         """This function's in-flight registry for ``runner``'s event loop, the running one."""
