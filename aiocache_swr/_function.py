@@ -38,7 +38,7 @@ from ._entry import Entry
 from ._events import CacheEvent, EventKind, emit
 from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
-from ._keys import UnstableKeyError, make_key, stable_key
+from ._keys import KW_MARK, UnstableKeyError, make_key, stable_key
 from ._runner import current_loop
 from ._store import Distrust, Record, Store, distrust
 
@@ -269,7 +269,12 @@ class SWRFunction(Generic[P, T]):
             key: Hashable = args
             version = self._version
         else:
-            key = self._key_of(args, kwargs)
+            if self._key is not None:
+                key = self._key(*args, **kwargs)
+            elif len(kwargs) == 1:  # make_key's result, without two calls
+                key = (*args, KW_MARK, *kwargs.items())
+            else:
+                key = make_key(args, kwargs)
             if self._version_fn is None:
                 version = self._version
             else:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 from conftest import VALUE, Peer, Sizes, SWRPeer, bench_async
@@ -52,6 +53,25 @@ def test_l2_read_sequential(benchmark, runner, peer: Peer, sizes: Sizes) -> None
     )
     assert not bad, f"{len(bad)} level-2 reads returned a wrong value"
     _check_reads_from_store(peer, len(keys))
+    if isinstance(peer, SWRPeer):
+        # The floor of any read that leaves the event loop's thread: one bare
+        # aiosqlite round trip (one query, one row) on the same file, this run.
+        benchmark.extra_info["aiosqlite_round_trip_s"] = runner.run(
+            _aiosqlite_round_trip(peer.store.path, len(keys))
+        )
+
+
+async def _aiosqlite_round_trip(path: Any, n: int) -> float:
+    import aiosqlite
+
+    best = float("inf")
+    async with aiosqlite.connect(path) as db:
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(n):
+                await db.execute_fetchall("SELECT blob FROM swr_entries LIMIT 1")
+            best = min(best, (time.perf_counter() - start) / n)
+    return best
 
 
 def test_l2_read_batch(benchmark, runner, peer: Peer, sizes: Sizes) -> None:

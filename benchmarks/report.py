@@ -484,6 +484,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(rows, peers))
     print(na_legend(rows))
+    for row in rows:
+        trip = row["ours_extra"].get("aiosqlite_round_trip_s")
+        ours = row["values"].get(OURS)
+        if trip and ours:
+            print(
+                f"  {row['scenario']}: one bare aiosqlite round trip takes "
+                f"{fmt_value('time', trip)} here; ours is {ours / trip:.2f}x that"
+            )
     passed = sum(r["result"] == "PASS" for r in rows)
     print(f"{passed}/{sum(r['result'] != 'info' for r in rows)} targets met.")
     write_json(args.json, rows, bench_json, collector, info)
