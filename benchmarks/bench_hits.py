@@ -6,7 +6,8 @@ Each round awaits ``hit_calls`` calls of a warm decorated function, cycling over
 
 from __future__ import annotations
 
-from conftest import PRIME, VALUE, Counter, Peer, Sizes, bench_async
+import floors
+from conftest import PRIME, VALUE, Counter, Peer, Sizes, SWRPeer, bench_async
 
 KEYS = 64
 
@@ -37,6 +38,9 @@ def test_hit_one_int(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
         benchmark, runner, body, calls=len(keys), rounds=sizes.hit_rounds, warmup=sizes.warmup
     )
     assert source.calls == calls_before, "a fresh hit called the source"
+    if isinstance(peer, SWRPeer):
+        benchmark.extra_info["floor"] = "class_ttl_lru"
+        benchmark.extra_info["floor_s"] = runner.run(floors.class_ttl_lru(len(keys)))
 
 
 def test_hit_args_kwargs(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
@@ -61,3 +65,6 @@ def test_hit_args_kwargs(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
         benchmark, runner, body, calls=len(keys), rounds=sizes.hit_rounds, warmup=sizes.warmup
     )
     assert source.calls == calls_before, "a fresh hit called the source"
+    if isinstance(peer, SWRPeer):
+        benchmark.extra_info["floor"] = "class_ttl_lru"
+        benchmark.extra_info["floor_s"] = runner.run(floors.class_ttl_lru(len(keys), keyword=True))

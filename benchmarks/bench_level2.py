@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from typing import Any
 
+import floors
 from conftest import VALUE, Peer, Sizes, SWRPeer, bench_async
 
 
@@ -54,24 +54,10 @@ def test_l2_read_sequential(benchmark, runner, peer: Peer, sizes: Sizes) -> None
     assert not bad, f"{len(bad)} level-2 reads returned a wrong value"
     _check_reads_from_store(peer, len(keys))
     if isinstance(peer, SWRPeer):
-        # The floor of any read that leaves the event loop's thread: one bare
-        # aiosqlite round trip (one query, one row) on the same file, this run.
-        benchmark.extra_info["aiosqlite_round_trip_s"] = runner.run(
-            _aiosqlite_round_trip(peer.store.path, len(keys))
+        benchmark.extra_info["floor"] = "aiosqlite_round_trip"
+        benchmark.extra_info["floor_s"] = runner.run(
+            floors.aiosqlite_round_trip(peer.store.path, len(keys))
         )
-
-
-async def _aiosqlite_round_trip(path: Any, n: int) -> float:
-    import aiosqlite
-
-    best = float("inf")
-    async with aiosqlite.connect(path) as db:
-        for _ in range(3):
-            start = time.perf_counter()
-            for _ in range(n):
-                await db.execute_fetchall("SELECT blob FROM swr_entries LIMIT 1")
-            best = min(best, (time.perf_counter() - start) / n)
-    return best
 
 
 def test_l2_read_batch(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
@@ -100,14 +86,16 @@ def test_l2_read_batch(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
 
 
 def test_l2_write_sustained(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
-    _sustained_writes(benchmark, runner, peer, sizes, peer.l2_writer())
+    _sustained_writes(benchmark, runner, peer, sizes, peer.l2_writer(), write_path=True)
 
 
 def test_l2_miss_then_write(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
-    _sustained_writes(benchmark, runner, peer, sizes, peer.l2_miss_writer())
+    _sustained_writes(benchmark, runner, peer, sizes, peer.l2_miss_writer(), write_path=False)
 
 
-def _sustained_writes(benchmark, runner, peer: Peer, sizes: Sizes, write: Any) -> None:
+def _sustained_writes(
+    benchmark, runner, peer: Peer, sizes: Sizes, write: Any, *, write_path: bool
+) -> None:
     n = sizes.l2_writes
     starts = itertools.count(0, n)
 
@@ -120,6 +108,9 @@ def _sustained_writes(benchmark, runner, peer: Peer, sizes: Sizes, write: Any) -
     if isinstance(peer, SWRPeer):
         written_before = peer.store.stats.rows_written
     bench_async(benchmark, runner, body, calls=n, rounds=sizes.l2_write_rounds, warmup=sizes.warmup)
+    if isinstance(peer, SWRPeer) and write_path:
+        benchmark.extra_info["floor"] = "batched_insert"
+        benchmark.extra_info["floor_s"] = floors.batched_insert(peer.tmp_path / "floor.db")
     if isinstance(peer, SWRPeer):
         total = next(starts)  # every key written so far
         written = peer.store.stats.rows_written - written_before

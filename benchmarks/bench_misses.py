@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from conftest import PRIME, VALUE, Counter, Peer, Sizes, bench_async
+import floors
+from conftest import PRIME, VALUE, Counter, Peer, Sizes, SWRPeer, bench_async
 
 CHURN_MAXSIZE = 1_000
 CHURN_KEYSPACE = 10_000
@@ -45,6 +46,9 @@ def test_miss_overhead(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
     )
     assert state["source"].calls == len(keys) + 1, "every call should have been a miss"
     benchmark.extra_info["distinct_keys"] = len(keys)
+    if isinstance(peer, SWRPeer):
+        benchmark.extra_info["floor"] = "bare_task"
+        benchmark.extra_info["floor_s"] = runner.run(floors.bare_task(len(keys)))
 
 
 def test_lru_churn(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
@@ -78,3 +82,6 @@ def test_lru_churn(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
         warmup=sizes.warmup,
     )
     benchmark.extra_info["miss_ratio"] = round(misses[-1] / len(keys), 3)
+    if isinstance(peer, SWRPeer):
+        benchmark.extra_info["floor"] = "bare_task"
+        benchmark.extra_info["floor_s"] = runner.run(floors.bare_task(len(keys)))

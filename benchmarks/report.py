@@ -484,13 +484,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(rows, peers))
     print(na_legend(rows))
+    print("floors (see benchmarks/floors.py), measured in this run:")
     for row in rows:
-        trip = row["ours_extra"].get("aiosqlite_round_trip_s")
+        floor, floor_s = row["ours_extra"].get("floor"), row["ours_extra"].get("floor_s")
         ours = row["values"].get(OURS)
-        if trip and ours:
+        if floor and floor_s and ours:
+            reference = row["values"].get(row["reference"] or "")
+            vs_ref = ""
+            if reference and row["key"] in ("l2_write", "l2_miss_write"):
+                vs_ref = f" = {reference / floor_s:.3g}x {row['reference']} thrpt"
+            elif reference:
+                vs_ref = f" = {floor_s / reference:.3g}x {row['reference']}"
             print(
-                f"  {row['scenario']}: one bare aiosqlite round trip takes "
-                f"{fmt_value('time', trip)} here; ours is {ours / trip:.2f}x that"
+                f"  {row['scenario']}: {floor} {fmt_value('time', floor_s)}{vs_ref}; "
+                f"ours is {ours / floor_s:.2f}x the floor"
             )
     passed = sum(r["result"] == "PASS" for r in rows)
     print(f"{passed}/{sum(r['result'] != 'info' for r in rows)} targets met.")
