@@ -25,7 +25,7 @@ from ._events import CacheEvent, EventListener, emit
 from ._function import SWRFunction
 from ._runner import Runner, current_loop
 from ._sqlite import SQLiteStore, _check_path
-from ._store import Store, distrust
+from ._store import Store, close_unstarted, distrust
 
 __all__ = ["SWRCache", "default_cache", "swr_cached"]
 
@@ -313,7 +313,7 @@ class SWRCache:
                 emit(self.on_event, CacheEvent("store_error", repr(store), None, exc))
             return False
         finally:
-            op.close()
+            close_unstarted(op)
 
     async def _close_stores(self) -> None:
         """Flush and close what the stores hold for this event loop (they reopen on use)."""

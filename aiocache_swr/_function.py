@@ -40,7 +40,7 @@ from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
 from ._keys import KW_MARK, UnstableKeyError, make_key, stable_key
 from ._runner import current_loop
-from ._store import Distrust, Record, Store, distrust
+from ._store import Distrust, Record, Store, close_unstarted, distrust
 
 if TYPE_CHECKING:
     from ._cache import SWRCache
@@ -118,9 +118,12 @@ class _Flight:
         return self.func._execute(self)
 
     def abandon(self) -> None:
-        # Only queued refreshes are abandoned, and nobody waits for those
-        # (a caller that starts waiting promotes it out of the queue).
-        self.fail(RuntimeError("the cache was closed before this refresh ran"))
+        """It will never run (the cache closed before): fail it for its callers."""
+        if self.done.is_set():
+            return
+        self.fail(
+            RuntimeError(f"{self.func._name}: the cache was closed before this computation ran")
+        )
         if self.registry.get(self.key) is self:
             del self.registry[self.key]
         self.done.set()
@@ -331,7 +334,7 @@ class SWRFunction(Generic[P, T]):
         registry[key] = flight
         self._refreshes += 1
         flight.waiters = 1
-        runner.start_fetch(flight.run)
+        runner.start_fetch(flight)
         return await flight.result(counted=True)  # type: ignore[no-any-return]
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -468,9 +471,9 @@ class SWRFunction(Generic[P, T]):
         return result
 
     def _registry_is_here(self) -> bool:
-        """The registry belongs to the running event loop."""
+        """The registry belongs to the cache's open runner on the running event loop."""
         runner = self._registry_runner
-        return runner is not None and runner.loop is current_loop()
+        return runner is not None and runner is self.cache._runner and runner.loop is current_loop()
 
     def _registry_here(self, runner: Runner) -> dict[Hashable, _Flight]:
         """This function's in-flight registry for ``runner``'s event loop, the running one."""
@@ -537,7 +540,7 @@ class SWRFunction(Generic[P, T]):
             flight = _Flight(self, _MISS, key, args, kwargs, version, registry, runner.new_event())
             registry[key] = flight
             flight.waiters = 1
-            runner.start_fetch(flight.run)
+            runner.start_fetch(flight)
             return await flight.result(counted=True)
         if flight.queued:
             runner.promote(flight)
@@ -664,7 +667,7 @@ class SWRFunction(Generic[P, T]):
                 self._distrust.mark(self.namespace, self._clock())
             return None
         finally:
-            op.close()  # never started when the time limit could not be entered
+            close_unstarted(op)
 
     def _store_failed(self, what: str, exc: BaseException, key: Hashable | None = None) -> None:
         self._store_errors += 1

@@ -31,10 +31,10 @@ import asyncio
 import logging
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -75,7 +75,8 @@ class Job(Protocol):
     async def run(self) -> None: ...
 
     def abandon(self) -> None:
-        """Never going to run: release whatever waits for it."""
+        """Never going to run (or cancelled before it ran): release whatever waits
+        for it.  Does nothing once it has finished."""
 
 
 @asynccontextmanager
@@ -129,25 +130,33 @@ class Runner:
             return asyncio.timeout(seconds)
         return _fail_after(seconds)
 
-    def start_fetch(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run ``fn()``, a fetch that callers wait for, now (see the module docstring)."""
+    def start_fetch(self, job: Job) -> None:
+        """Run ``job``, a fetch that callers wait for, now (see the module docstring)."""
         loop = self._asyncio
         if loop is None:
-            self.spawn(fn)
-        else:  # even while closing: its caller waits for it
-            self._busy += 1
+            self.spawn(job.run)
+            return
+        # Even while closing: its caller waits for it.
+        self._busy += 1
+        try:
             if sys.version_info >= (3, 12):
                 # Python 3.12+ runs it at once, up to its first await: a fetch that
                 # needs no waiting (a trivial coroutine) costs no loop turn.
-                task = asyncio.Task(fn(), loop=loop, eager_start=True)
+                task = asyncio.Task(job.run(), loop=loop, eager_start=True)
             else:
-                task = loop.create_task(fn())
-            self._fetches.add(task)
-            task.add_done_callback(self._fetch_done)
+                task = loop.create_task(job.run())
+        except BaseException:  # e.g. a KeyboardInterrupt in an eager first step
+            self._done_one()
+            raise
+        self._fetches.add(task)
+        task.add_done_callback(partial(self._fetch_done, job))
 
-    def _fetch_done(self, task: asyncio.Task[None]) -> None:
+    def _fetch_done(self, job: Job, task: asyncio.Task[None]) -> None:
         self._fetches.discard(task)
-        if not task.cancelled():
+        if task.cancelled():
+            # Cancelled before it started, its code never ran: release its callers.
+            job.abandon()
+        else:
             exc = task.exception()  # retrieved, so asyncio never reports it
             if isinstance(exc, Exception):  # a bug in the engine
                 logger.error("aiocache_swr: internal error in a fetch", exc_info=exc)
@@ -155,6 +164,9 @@ class Runner:
 
     def enqueue_refresh(self, job: Job) -> None:
         """Run ``job`` when fewer than ``max_refreshes`` refreshes are running."""
+        if self._closing:  # it would never run
+            job.abandon()
+            return
         self._busy += 1
         job.queued = True
         self._queue.append(job)

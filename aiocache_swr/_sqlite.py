@@ -901,10 +901,13 @@ class SQLiteStore:
         if not wanted:
             return
         buffer = self._buffer
-        for k in [
-            k for k, op in buffer.ops.items() if op is not None and not wanted.isdisjoint(op.tags)
-        ]:
-            del buffer.ops[k]
+        for k, op in list(buffer.ops.items()):
+            if op is not None and not wanted.isdisjoint(op.tags):
+                kept = _dropped(op)  # a deletion it had replaced stays
+                if kept is _MISS:
+                    del buffer.ops[k]
+                else:
+                    buffer.ops[k] = kept
         buffer.tag_deletes |= wanted
         self._hold = False
         await self.flush()
@@ -1069,9 +1072,9 @@ class SQLiteStore:
             raise cancelled
 
     async def _run_read(self, st: _LoopState, batch: _ReadBatch) -> None:
-        await self._ready(st)
-        st.reading = batch
+        st.reading = batch  # before opening: readers arriving meanwhile gather behind it
         try:
+            await self._ready(st)
             self.stats.read_batches += 1
             await self._call(st, self._read_sync, batch)
         except StoreError:
@@ -1531,7 +1534,13 @@ class SQLiteStore:
     # ------------------------------------------------------- loop-side writes
 
     async def _write_layer(self, st: _LoopState, layer: _Layer) -> None:
-        """Write ``layer`` in batches of ``_MAX_BATCH`` operations, one transaction each."""
+        """Write ``layer`` in batches of ``_MAX_BATCH`` operations, one transaction each.
+
+        If a batch fails or is cancelled, it and every later one go back under
+        the buffer together, with the layer's range deletions only if that first
+        batch (which carries them) was not written: requeued separately, the
+        range deletions would hide the later batches' newer puts.
+        """
         items = list(layer.ops.items())
         start = 0
         while True:
@@ -1539,23 +1548,27 @@ class SQLiteStore:
             batch.ops = dict(items[start : start + _MAX_BATCH])
             if start == 0:  # range deletions first: every put in the layer is newer
                 batch.clears, batch.tag_deletes = layer.clears, layer.tag_deletes
-            start += _MAX_BATCH
+            job = _WriteJob(batch, self.clock())
             try:
-                await self._write(st, batch)  # puts ``batch`` back itself if it fails
+                await self._write(st, job)
             except BaseException as exc:
-                rest = _Layer()
-                rest.ops = dict(items[start:])
                 cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-                self._requeue(rest, keep_puts=cancelled)
-                dropped = 0 if cancelled else rest.puts()
-                if dropped:
-                    self.stats.dropped_writes += dropped
+                unwritten = _Layer()
+                after = start + _MAX_BATCH
+                unwritten.ops = dict(items[after if job.committed else start :])
+                if start == 0 and not job.committed:
+                    unwritten.clears, unwritten.tag_deletes = layer.clears, layer.tag_deletes
+                self._requeue(unwritten, keep_puts=cancelled)
+                rest = sum(op is not None for _, op in items[after:])
+                if not cancelled and rest:
+                    self.stats.dropped_writes += rest
                     logger.warning(
                         "%r: %d more buffered entries of that flush stay in memory only",
                         self,
-                        dropped,
+                        rest,
                     )
                 raise
+            start += _MAX_BATCH
             if start >= len(items):
                 return
 
@@ -1572,9 +1585,9 @@ class SQLiteStore:
                 if newer is not None and _dropped(op) is None:
                     newer.after_delete = True  # ...and inherits the deletion it hides
                 continue
-            if op is not None and buffer.hides(k[0], op.tags):
-                continue
-            kept = op if keep_puts else _dropped(op)
+            kept: _Put | Literal[_Miss.MISS] | None = op
+            if op is not None and (not keep_puts or buffer.hides(k[0], op.tags)):
+                kept = _dropped(op)  # dropped; a deletion it had replaced stays
             if kept is not _MISS:
                 ops[k] = kept
         ops.update(buffer.ops)
@@ -1598,55 +1611,59 @@ class SQLiteStore:
             dropped,
         )
 
-    async def _write(self, st: _LoopState, batch: _Layer) -> None:
-        job = _WriteJob(batch, self.clock())
+    async def _write(self, st: _LoopState, job: _WriteJob) -> None:
+        """Write ``job``'s batch: retry while the file is busy, reopen a file deleted
+        under the connection once.  Raises if it is not written (the caller puts
+        back what was not); its dropped puts are counted and logged here."""
+        batch = job.batch
         delay = 0.02
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+        attempt = 0
+        reopened = False
+        while True:
+            attempt += 1
             try:
                 await self._call(st, self._write_sync, job)
             except anyio.get_cancelled_exc_class():
                 if job.committed:  # the worker finished it before we stopped waiting
                     self._count_commit(job)
-                else:
-                    self._requeue(batch, keep_puts=True)
                 raise
             except _FileGone:
-                logger.warning(
-                    "%r: the database file was deleted or replaced; writing to a new one", self
-                )
-                try:
-                    await self._reopen(st)
-                except BaseException as exc:
-                    cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-                    self._requeue(batch, keep_puts=cancelled)
-                    raise
-                continue
+                failure: BaseException = StoreError("the database file keeps disappearing")
+                if not reopened:
+                    logger.warning(
+                        "%r: the database file was deleted or replaced; writing to a new one",
+                        self,
+                    )
+                    reopened = True
+                    try:
+                        await self._reopen(st)
+                    except Exception as exc:
+                        failure = exc
+                    else:
+                        attempt -= 1  # reopening is not a failed attempt
+                        continue
             except (sqlite3.Error, ValueError, StoreError) as exc:
                 if _is_busy(exc) and attempt < _WRITE_ATTEMPTS:
                     logger.debug("%r: write attempt %d found the file busy: %s", self, attempt, exc)
-                    try:
-                        await anyio.sleep(delay * (0.5 + random.random()))
-                    except anyio.get_cancelled_exc_class():
-                        self._requeue(batch, keep_puts=True)
-                        raise
+                    await anyio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 1.0)
                     continue
-                puts = batch.puts()
-                self._requeue(batch, keep_puts=False)
-                self.stats.write_failures += 1
-                self.stats.dropped_writes += puts
-                logger.warning(
-                    "%r: writing a batch failed after %d attempt(s): %s; its %d entries stay "
-                    "in memory only (its deletions are kept and retried by the next flush)",
-                    self,
-                    attempt,
-                    exc,
-                    puts,
-                )
-                raise StoreError(f"{self!r}: write failed: {exc}") from exc
+                failure = exc
             else:
                 self._count_commit(job)
                 return
+            puts = batch.puts()
+            self.stats.write_failures += 1
+            self.stats.dropped_writes += puts
+            logger.warning(
+                "%r: writing a batch failed after %d attempt(s): %s; its %d entries stay "
+                "in memory only (its deletions are kept and retried by the next flush)",
+                self,
+                attempt,
+                failure,
+                puts,
+            )
+            raise StoreError(f"{self!r}: write failed: {failure}") from failure
 
     def _count_commit(self, job: _WriteJob) -> None:
         stats = self.stats

@@ -27,14 +27,16 @@ round-trips values through pickle so tests see what a real store would).
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 import pickle
+import weakref
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
-from weakref import WeakKeyDictionary
 
-__all__ = ["Distrust", "MemoryStore", "Record", "Store", "distrust"]
+__all__ = ["Distrust", "MemoryStore", "Record", "Store", "close_unstarted", "distrust"]
 
 
 @dataclass(slots=True)
@@ -130,15 +132,28 @@ class Distrust:
         return created > limit or (created == limit and (namespace, key) in self.rewritten)
 
 
-_distrust: WeakKeyDictionary[object, Distrust] = WeakKeyDictionary()
+_distrust: dict[int, Distrust] = {}  # by id(store): stores need not be hashable
 
 
 def distrust(store: Store) -> Distrust:
     """The :class:`Distrust` of ``store``, shared by every cache of this process."""
-    try:
-        return _distrust.setdefault(store, Distrust())
-    except TypeError:  # a store object that takes no weak references: this caller's own
-        return Distrust()
+    key = id(store)
+    found = _distrust.get(key)
+    if found is None:
+        found = _distrust[key] = Distrust()
+        # Forgotten with the store (its id may be reused afterwards); a store that
+        # takes no weak references keeps its marks for the life of the process.
+        with contextlib.suppress(TypeError):
+            weakref.finalize(store, _distrust.pop, key, None)
+    return found
+
+
+def close_unstarted(op: object) -> None:
+    """Close a store operation's coroutine if it never ran (e.g. a time limit could
+    not be entered), so that Python does not warn it was never awaited.  Other
+    awaitables (a Future, say) are left alone."""
+    if inspect.iscoroutine(op) and inspect.getcoroutinestate(op) == inspect.CORO_CREATED:
+        op.close()
 
 
 class MemoryStore:

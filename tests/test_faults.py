@@ -1180,3 +1180,61 @@ def test_faulty_store_is_a_store_and_its_random_schedule_is_seeded() -> None:
     assert OK in schedule(3)
     with pytest.raises(ValueError, match="synchronous"):
         FaultyStore(MemoryStore()).plan("put", hang())
+
+
+# ------------------------------------------------- stores of unusual shapes (found by review)
+
+
+class _UnhashableStore(MemoryStore):
+    """A store class as @dataclass(eq=True) makes one: instances are not hashable."""
+
+    __hash__ = None  # type: ignore[assignment]
+    fail_tags = False
+
+    async def delete_tags(self, tags: Iterable[str]) -> None:
+        if self.fail_tags:
+            raise OSError(errno.EIO, "injected: backend down")
+        await super().delete_tags(tags)
+
+
+async def test_a_failed_tag_invalidation_is_remembered_for_an_unhashable_store(
+    clock: FakeClock,
+) -> None:
+    """The distrust after a failed invalidate_tags holds for a store that cannot be hashed."""
+    store = _UnhashableStore()
+    computed = 0
+    async with SWRCache(store=store, clock=clock) as cache:
+
+        @cache.cached(ttl=60, tags=lambda x: ["t"], maxsize=1)
+        async def f(x: int) -> str:
+            nonlocal computed
+            computed += 1
+            return f"v{computed}"
+
+        assert await f(1) == "v1"
+        await cache.wait_idle()
+        store.fail_tags = True
+        clock.advance(1)
+        await cache.invalidate_tags("t")  # memory dropped; the store's deletion failed
+        assert await f(1) == "v2"  # recomputed, not read back from the store
+
+
+class _FutureStore(MemoryStore):
+    """A store whose read returns an asyncio Future, not a coroutine."""
+
+    def get_many(self, namespace: str, keys: Any) -> Any:  # type: ignore[override]
+        import asyncio
+
+        return asyncio.ensure_future(MemoryStore.get_many(self, namespace, keys))
+
+
+async def test_a_store_returning_futures_works(clock: FakeClock) -> None:
+    """Store methods may return any awaitable: a Future-returning read is served normally."""
+    async with SWRCache(store=_FutureStore(), clock=clock) as cache:
+
+        @cache.cached(ttl=60)
+        async def f(x: int) -> int:
+            return x
+
+        assert await f(1) == 1
+        assert f.cache_info().store_errors == 0

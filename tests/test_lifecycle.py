@@ -496,3 +496,70 @@ async def test_an_exception_in_async_with_cache_comes_out_unwrapped(clock, fetch
         await app()
     async with cache:  # and it can be entered again
         assert await f(1) == "1:1"
+
+
+async def test_a_fetch_cancelled_before_it_started_releases_its_caller(clock):
+    """Leaving `async with cache` right after a miss started its fetch (not yet run):
+    the caller gets an error instead of waiting forever, and nothing stays registered."""
+    cache = SWRCache(clock=clock)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return key
+
+    class AppError(Exception):
+        pass
+
+    caller = None
+
+    async def app() -> None:
+        nonlocal caller
+        async with cache:
+            caller = asyncio.create_task(f(1))
+            await asyncio.sleep(0)  # the miss started its fetch task; it has not run yet
+            raise AppError
+
+    with pytest.raises(AppError):
+        await app()
+    assert caller is not None
+    with anyio.fail_after(5), pytest.raises(RuntimeError, match="closed"):
+        await caller
+    assert f._registry == {}
+
+
+async def test_stale_hits_while_a_cache_closes_never_strand_a_refresh(clock, fetcher):
+    """A stale hit after the cache began closing queues nothing that never runs: a miss on
+    that key during the close answers (or fails: closed) instead of waiting forever, and
+    stale hits after the close refresh again."""
+    cache = SWRCache(clock=clock, close_timeout=0)
+
+    @cache.cached(ttl=1, stale_ttl=100)
+    async def f(key):
+        return await fetcher(key)
+
+    assert await f(1) == "1:1"
+    assert await f(2) == "2:1"
+    clock.advance(2)
+    fetcher.hold()
+    assert await f(2) == "2:1"  # stale: its refresh holds, so closing has work to cancel
+    closing = asyncio.create_task(cache.aclose())
+    await asyncio.sleep(0)
+    assert await f(1) == "1:1"  # stale, while closing
+    clock.advance(200)
+    fetcher.release()
+    with anyio.fail_after(5):
+        try:  # expired: not stranded behind a refresh that will never run
+            value = await f(1)
+        except RuntimeError as exc:
+            assert "closed" in str(exc)  # noqa: PT017 (either outcome is fine; a hang is not)
+        else:
+            assert value == "1:2"
+        await closing
+    done = fetcher.per_key[1]
+    clock.advance(200)
+    assert await f(1) == f"1:{done + 1}"  # computed again after the close
+    clock.advance(2)
+    assert await f(1) == f"1:{done + 1}"  # stale...
+    await cache.wait_idle()
+    assert await f(1) == f"1:{done + 2}"  # ...and refreshed
+    await cache.aclose()

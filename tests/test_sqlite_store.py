@@ -916,3 +916,70 @@ def test_no_worker_thread_outlives_its_event_loop(
     assert join_store_threads(before) == []
     assert left == []
     assert errors == []
+
+
+# -- found by review: deletions never lost, reads batched from a cold start -------------------
+
+
+async def _holding_flush(store: SQLiteStore) -> Any:
+    """The store's flush lock, as a flush running elsewhere holds it."""
+    st = store._loop_state()
+    if st.flush_lock is None:
+        st.flush_lock = anyio.Lock()
+    return st.flush_lock
+
+
+async def test_a_tag_deletion_keeps_the_deletion_a_newer_put_replaced(db_path: Path) -> None:
+    """delete k, put k (new tags), delete_tags(new tag): the old row of k stays deleted."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec("OLD", tags=("a",)))
+    await store.flush()
+    async with await _holding_flush(store), anyio.create_task_group() as tg:
+        tg.start_soon(store.delete, NS, ["k"])
+        await wait_all_tasks_blocked()  # the deletion is buffered behind the running flush
+        store.put(NS, "k", rec("NEW", tags=("b",)))
+        tg.start_soon(store.delete_tags, ["b"])
+        await wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()  # leave them buffered; the flush below writes them
+    await store.flush()
+    assert await store.get_many(NS, ["k"]) == {}
+    await store.aclose()
+
+
+async def test_a_cancelled_flush_keeps_every_put_after_a_namespace_clear(db_path: Path) -> None:
+    """A layer of clear + 2,500 puts (two batches) cancelled while the file is locked is
+    written whole later: the clear put back must not hide the second batch's puts."""
+    store = SQLiteStore(db_path, busy_timeout=0.01)
+    store.put(NS, "old", rec(0))
+    await store.flush()
+    async with await _holding_flush(store), anyio.create_task_group() as tg:
+        tg.start_soon(store.clear, NS)
+        await wait_all_tasks_blocked()
+        for i in range(2_500):
+            store.put(NS, f"k{i}", rec(i))
+        tg.cancel_scope.cancel()
+    with raw(db_path) as locker:  # another process holds the write lock
+        locker.execute("BEGIN IMMEDIATE")
+        with anyio.move_on_after(0.3):  # a store_timeout-like cancellation
+            await store.flush()
+        locker.execute("ROLLBACK")
+    await store.flush()
+    with raw(db_path) as db:
+        rows = db.execute("SELECT count(*) FROM swr_entries WHERE namespace = ?", (NS,))
+        assert rows.fetchone() == (2_500,)
+    await store.aclose()
+
+
+async def test_concurrent_reads_on_a_closed_connection_share_round_trips(db_path: Path) -> None:
+    """200 concurrent reads while the connection is still to be opened make 2 batches, not 200."""
+    store = SQLiteStore(db_path)
+    for i in range(200):
+        store.put(NS, str(i), rec(i))
+    await store.flush()
+    await store.aclose()  # the next reads start cold
+    before = store.stats.read_batches
+    async with anyio.create_task_group() as tg:
+        for i in range(200):
+            tg.start_soon(store.get_many, NS, [str(i)])
+    assert store.stats.read_batches - before <= 2
+    await store.aclose()
