@@ -205,6 +205,15 @@ class World:
         self._raise_all_floors(self.source.seq)
         await self.f.cache_clear()
 
+    async def invalidate_key_1(self, how: str) -> None:
+        """Invalidate key 1 ``how``: "invalidate", "cache_clear" or "invalidate_tags"."""
+        if how == "invalidate":
+            await self.invalidate(1)
+        elif how == "cache_clear":
+            await self.cache_clear()
+        else:
+            await self.invalidate_tags("tag:1")
+
     async def invalidate_tags(self, *tags: str) -> None:
         assert self.cache is not None
         seq = self.source.seq
@@ -618,12 +627,7 @@ async def test_a_store_read_in_flight_during_invalidation_does_not_bring_the_old
         async with anyio.create_task_group() as tg:
             tg.start_soon(miss)
             await w.store.wait_hanging()
-            if how == "invalidate":
-                await w.invalidate(1)
-            elif how == "cache_clear":
-                await w.cache_clear()
-            else:
-                await w.invalidate_tags("tag:1")
+            await w.invalidate_key_1(how)
             w.store.release()
         assert len(result) == 1
         assert result[0] != v1  # and checked against the invalidation floor by w.call
@@ -790,12 +794,7 @@ async def test_an_invalidation_the_store_failed_does_not_resurrect_when_it_recov
         v1 = await w.call(1)
         await w.idle()
         w.store.plan(INVALIDATING_OP[how], raises())
-        if how == "invalidate":
-            await w.invalidate(1)
-        elif how == "cache_clear":
-            await w.cache_clear()
-        else:
-            await w.invalidate_tags("tag:1")
+        await w.invalidate_key_1(how)
         assert w.store.errors(INVALIDATING_OP[how])
         await w.restart()  # the store has recovered; memory is gone
         assert await w.call(1) != v1
@@ -819,12 +818,7 @@ async def test_a_sqlite_deletion_that_failed_on_disk_does_not_resurrect(
         v1 = await w.call(1)
         await w.idle()
         await on_store_connection(sqlite, "PRAGMA query_only = ON")
-        if how == "invalidate":
-            await w.invalidate(1)
-        elif how == "cache_clear":
-            await w.cache_clear()
-        else:
-            await w.invalidate_tags("tag:1")
+        await w.invalidate_key_1(how)
         assert await w.call(1) != v1  # recomputed; its write fails and is dropped
         await w.idle()
         assert sqlite.stats.dropped_writes == 1
