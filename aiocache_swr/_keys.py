@@ -103,6 +103,13 @@ def stable_key(key: object) -> str:
     deeply to spell) raises :class:`UnstableKeyError`: give the function a
     ``key=`` that returns such values.
     """
+    if type(key) is tuple and len(key) == 1:  # one int or str argument: the common key
+        item = key[0]
+        if type(item) is int or type(item) is str:
+            # What _spell writes for it, in one step: a third of the time.
+            spelled = f"({type(item).__name__}:{item!r},)"
+            if len(spelled) <= MAX_STABLE_KEY:
+                return spelled
     out: list[str] = []
     try:
         _spell(key, out)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aiocache_swr import SWRCache, swr_cached
-from aiocache_swr._keys import UnstableKeyError, make_key, stable_key
+from aiocache_swr._keys import MAX_STABLE_KEY, UnstableKeyError, _spell, make_key, stable_key
 from aiocache_swr.testing import FakeClock
 
 
@@ -164,6 +167,17 @@ def test_stable_key_spells_values_not_hashes() -> None:
     assert stable_key((1,)) != stable_key(("1",))
     assert stable_key((frozenset({"b", "a"}),)) == stable_key((frozenset({"a", "b"}),))
     assert stable_key(make_key((), {"b": 2, "a": 1})) == stable_key(make_key((), {"a": 1, "b": 2}))
+
+
+@given(st.one_of(st.integers(), st.text(), st.booleans()))
+def test_one_argument_keys_are_spelled_like_any_other(item: object) -> None:
+    """The fast path for a one-int or one-str key spells it exactly as the general speller."""
+    out: list[str] = []
+    _spell((item,), out)
+    spelled = "".join(out)
+    if len(spelled) > MAX_STABLE_KEY:
+        spelled = "sha256:" + hashlib.sha256(spelled.encode("utf-8", "surrogatepass")).hexdigest()
+    assert stable_key((item,)) == spelled
 
 
 def test_long_stable_keys_are_digested() -> None:
