@@ -21,6 +21,12 @@ that were waiting for it, but its result is not written, to memory or to the
 store, and callers arriving afterwards start a new flight instead of joining it.
 Only the registered flight of a key can commit, so an older fetch never
 overwrites a newer one.
+
+Level-2 reads.  With a store, the misses of one function that start in the same
+event-loop turn read the store together: one :class:`_Reads` job (a task the
+cache owns, like a fetch) asks for all of their keys in one ``get_many``, under
+one ``store_timeout``, answers the flights it found and starts a fetch for the
+rest.  1,000 concurrent misses are one store call, not 1,000 tasks and time limits.
 """
 
 from __future__ import annotations
@@ -149,6 +155,31 @@ class _Flight:
         return self.value
 
 
+class _Reads:
+    """Misses of one function waiting to read the store together (see the module docstring).
+
+    A :class:`~aiocache_swr._runner.Job`: it runs as a fetch, one loop turn after
+    the first miss joined it, so the misses of that turn join it too.
+    """
+
+    __slots__ = ("flights", "func", "queued", "runner")
+
+    def __init__(self, func: SWRFunction[Any, Any], runner: Runner) -> None:
+        self.func = func
+        self.runner = runner
+        self.flights: list[tuple[str, _Flight]] = []  # (stable key, flight)
+        self.queued = False  # never queued: it starts at once
+
+    def run(self) -> Coroutine[Any, Any, None]:
+        return self.func._read_store(self)
+
+    def abandon(self) -> None:
+        if self.func._reads is self:
+            self.func._reads = None
+        for _, flight in self.flights:
+            flight.abandon()
+
+
 @final
 class SWRFunction(Generic[P, T]):
     """A coroutine function wrapped by ``swr_cached`` / ``SWRCache.cached``.
@@ -180,6 +211,7 @@ class SWRFunction(Generic[P, T]):
         "_misses",
         "_name",
         "_plain",
+        "_reads",
         "_refresh_errors",
         "_refreshes",
         "_registry",
@@ -246,6 +278,7 @@ class SWRFunction(Generic[P, T]):
         self._lru: OrderedDict[Hashable, Entry] = OrderedDict()
         self._registry: dict[Hashable, _Flight] = {}
         self._registry_runner: Runner | None = None
+        self._reads: _Reads | None = None  # misses gathering to read the store
         self._hits = 0
         self._stale_hits = 0
         self._misses = 0
@@ -540,7 +573,8 @@ class SWRFunction(Generic[P, T]):
             flight = _Flight(self, _MISS, key, args, kwargs, version, registry, runner.new_event())
             registry[key] = flight
             flight.waiters = 1
-            runner.start_fetch(flight)
+            if self._store is None or not self._read_first(runner, flight):
+                runner.start_fetch(flight)
             return await flight.result(counted=True)
         if flight.queued:
             runner.promote(flight)
@@ -552,12 +586,6 @@ class SWRFunction(Generic[P, T]):
         try:
             if flight.doomed and flight.kind == _REFRESH and not flight.waiters:
                 return  # superseded before it started, and nobody waits for it
-            if flight.kind == _MISS and self._store is not None:
-                entry = await self._load(flight)
-                if entry is not None:
-                    flight.value = entry.value
-                    flight.ok = True
-                    return
             try:
                 value = await self._fn(*flight.args, **flight.kwargs)
             except Exception as exc:
@@ -577,20 +605,24 @@ class SWRFunction(Generic[P, T]):
             flight.ok = True
             self._commit(flight, value)
         finally:
-            if not flight.ok and flight.error is None:
-                flight.fail(
-                    RuntimeError(
-                        f"{self._name}: the cache was closed before this call's value was computed"
-                    )
+            self._finish(flight)
+
+    def _finish(self, flight: _Flight) -> None:
+        """The flight has ended: release its callers and its registry entry."""
+        if not flight.ok and flight.error is None:
+            flight.fail(
+                RuntimeError(
+                    f"{self._name}: the cache was closed before this call's value was computed"
                 )
-            if flight.registry.get(flight.key) is flight:
-                del flight.registry[flight.key]
-            flight.done.set()
-            stale = flight.stale_loaded
-            if stale is not None and not flight.doomed:
-                self._start_refresh(
-                    flight.key, stale, self._clock(), flight.version, flight.args, flight.kwargs
-                )
+            )
+        if flight.registry.get(flight.key) is flight:
+            del flight.registry[flight.key]
+        flight.done.set()
+        stale = flight.stale_loaded
+        if stale is not None and not flight.doomed:
+            self._start_refresh(
+                flight.key, stale, self._clock(), flight.version, flight.args, flight.kwargs
+            )
 
     def _commit(self, flight: _Flight, value: Any) -> None:
         if flight.doomed:
@@ -675,34 +707,70 @@ class SWRFunction(Generic[P, T]):
         if self._listener is not None:
             self._emit("store_error", key, exc)
 
-    async def _load(self, flight: _Flight) -> Entry | None:
-        """Read the store for a miss; promote a servable record into memory."""
-        assert self._store is not None
+    def _read_first(self, runner: Runner, flight: _Flight) -> bool:
+        """Queue the miss ``flight`` to read the store first; False: compute it now."""
         if self.cache._store_reads_held:
-            return None  # an invalidation is being written: do not read what it removes
+            return False  # an invalidation is being written: do not read what it removes
         skey = self._stable_key(flight.key)
         if skey is None:
-            return None
-        found = await self._store_op("read", self._store.get_many(self.namespace, (skey,)))
+            return False
+        reads = self._reads
+        if reads is None or reads.runner is not runner:
+            reads = self._reads = _Reads(self, runner)
+            runner.start_fetch(reads, eager=False)  # not eagerly: let this turn's misses join
+        reads.flights.append((skey, flight))
+        return True
+
+    async def _read_store(self, reads: _Reads) -> None:
+        """Read the store for a batch of misses; answer what it holds, fetch the rest."""
+        if self._reads is reads:
+            self._reads = None  # misses from now on gather for the next batch
+        flights = reads.flights
+        done = 0  # flights[:done] were answered or handed to a fetch
         try:
-            record: Record | None = found.get(skey) if found else None
-            if record is None or flight.doomed:
-                return None
-            if self._distrust.at and not self._distrust.trusts(
-                self.namespace, skey, record.created
-            ):
-                return None  # from before an invalidation the store failed to apply
-            fresh_until, serve_until = deadlines(record.created, self._ttl, self._stale_ttl)
-            tags = tuple(record.tags)
-            if not all(type(tag) is str for tag in tags):
-                raise TypeError(f"tags must be str, got {tags!r}")
-            entry = Entry(
-                record.value, record.version, record.created, fresh_until, serve_until, tags
-            )
-            state = judge(entry, self._clock(), flight.version)
-        except Exception as exc:  # a store that answers garbage: a miss, counted
-            self._store_failed("read", TypeError(f"malformed record: {exc!r}"), flight.key)
+            found: Any = None
+            if not self.cache._store_reads_held:
+                assert self._store is not None
+                found = await self._store_op(
+                    "read", self._store.get_many(self.namespace, [skey for skey, _ in flights])
+                )
+            malformed: tuple[Hashable, Exception] | None = None
+            now = self._clock()
+            for skey, flight in flights:
+                try:
+                    entry = self._loaded(flight, found, skey, now)
+                except Exception as exc:  # a store that answers garbage: a miss
+                    entry = None
+                    malformed = malformed or (flight.key, exc)
+                if entry is None:
+                    reads.runner.start_fetch(flight)
+                else:
+                    flight.value = entry.value
+                    flight.ok = True
+                    self._finish(flight)
+                done += 1
+            if malformed is not None:  # one failed read, however many records it spoiled
+                key, exc = malformed
+                self._store_failed("read", TypeError(f"malformed record: {exc!r}"), key)
+        finally:
+            for _, flight in flights[done:]:  # cancelled (the cache is closing)
+                self._finish(flight)
+
+    def _loaded(self, flight: _Flight, found: Any, skey: str, now: float) -> Entry | None:
+        """The entry the store answered for a miss, now in memory; None: compute it.
+
+        Raises if the store's answer is malformed (not a mapping of records)."""
+        record: Record | None = found.get(skey) if found else None
+        if record is None or flight.doomed:
             return None
+        if self._distrust.at and not self._distrust.trusts(self.namespace, skey, record.created):
+            return None  # from before an invalidation the store failed to apply
+        fresh_until, serve_until = deadlines(record.created, self._ttl, self._stale_ttl)
+        tags = tuple(record.tags)
+        if tags and not all(type(tag) is str for tag in tags):
+            raise TypeError(f"tags must be str, got {tags!r}")
+        entry = Entry(record.value, record.version, record.created, fresh_until, serve_until, tags)
+        state = judge(entry, now, flight.version)
         if state is EXPIRED:
             return None
         self._put(flight.key, entry)

@@ -130,8 +130,11 @@ class Runner:
             return asyncio.timeout(seconds)
         return _fail_after(seconds)
 
-    def start_fetch(self, job: Job) -> None:
-        """Run ``job``, a fetch that callers wait for, now (see the module docstring)."""
+    def start_fetch(self, job: Job, *, eager: bool = True) -> None:
+        """Run ``job``, a fetch that callers wait for, now (see the module docstring).
+
+        ``eager=False``: its first step waits for the next loop turn, even on 3.12+.
+        """
         loop = self._asyncio
         if loop is None:
             self.spawn(job.run)
@@ -139,7 +142,7 @@ class Runner:
         # Even while closing: its caller waits for it.
         self._busy += 1
         try:
-            if sys.version_info >= (3, 12):
+            if eager and sys.version_info >= (3, 12):
                 # Python 3.12+ runs it at once, up to its first await: a fetch that
                 # needs no waiting (a trivial coroutine) costs no loop turn.
                 task = asyncio.Task(job.run(), loop=loop, eager_start=True)

@@ -1,0 +1,230 @@
+"""Misses that start together read level 2 together: one ``get_many`` per batch.
+
+SPEC section 4 asks for batched level-2 reads; SPEC section 2 still holds for
+every key in a batch: single flight, cancelled callers only stop waiting, and a
+store failure never fails a call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection
+from typing import Any
+
+import anyio
+import pytest
+
+from aiocache_swr import SWRCache
+from aiocache_swr._keys import stable_key
+from aiocache_swr._store import MemoryStore, Record
+from aiocache_swr.testing import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+NS = "batch"
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that records each ``get_many`` and can hold reads until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[list[str]] = []
+        self.gate: anyio.Event | None = None
+        self.reading = anyio.Event()
+        self.answer: Any = None  # when set, returned instead of the records
+
+    async def get_many(self, namespace: str, keys: Collection[str]) -> Any:
+        self.reads.append(list(keys))
+        self.reading.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.answer is not None:
+            return self.answer
+        return await super().get_many(namespace, keys)
+
+
+def row(value: Any, created: float) -> Record:
+    return Record(value=value, version=None, created=created, tags=(), expires=None)
+
+
+def seed(store: MemoryStore, keys: range, created: float) -> None:
+    for k in keys:
+        store.put(NS, stable_key((k,)), row(f"stored-{k}", created))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=time.time())
+
+
+async def test_concurrent_misses_read_the_store_in_one_call(clock: FakeClock) -> None:
+    """50 concurrent misses of distinct keys make one get_many; nothing is recomputed."""
+    store = CountingStore()
+    seed(store, range(50), clock())
+    calls: list[int] = []
+    results: dict[int, str] = {}
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=60, store=store, namespace=NS)
+        async def f(k: int) -> str:
+            calls.append(k)
+            return f"computed-{k}"
+
+        async def call(k: int) -> None:
+            results[k] = await f(k)
+
+        async with anyio.create_task_group() as tg:
+            for k in range(50):
+                tg.start_soon(call, k)
+    assert results == {k: f"stored-{k}" for k in range(50)}
+    assert calls == []
+    assert len(store.reads) == 1
+    assert sorted(store.reads[0]) == sorted(stable_key((k,)) for k in range(50))
+    assert f.cache_info().store_hits == 50
+
+
+async def test_keys_the_store_lacks_are_computed_once_each(clock: FakeClock) -> None:
+    """In one batch, stored keys are served and the others computed, each exactly once."""
+    store = CountingStore()
+    seed(store, range(0, 10, 2), clock())  # the even keys
+    calls: list[int] = []
+    results: dict[tuple[int, int], str] = {}
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=60, store=store, namespace=NS)
+        async def f(k: int) -> str:
+            calls.append(k)
+            return f"computed-{k}"
+
+        async def call(k: int, n: int) -> None:
+            results[k, n] = await f(k)
+
+        async with anyio.create_task_group() as tg:
+            for k in range(10):
+                for n in range(3):  # three callers per key share one flight
+                    tg.start_soon(call, k, n)
+    assert sorted(calls) == [1, 3, 5, 7, 9]
+    assert len(store.reads) == 1
+    assert len(store.reads[0]) == 10
+    for (k, _), value in results.items():
+        assert value == (f"stored-{k}" if k % 2 == 0 else f"computed-{k}")
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_batch(clock: FakeClock) -> None:
+    """A caller cancelled while its key waits in a read batch stops waiting; the read
+    completes, the other caller of that key gets the value, and it lands in memory."""
+    store = CountingStore()
+    seed(store, range(2), clock())
+    store.gate = anyio.Event()
+    got: list[str] = []
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=60, store=store, namespace=NS)
+        async def f(k: int) -> str:
+            return f"computed-{k}"
+
+        async def waiter() -> None:
+            got.append(await f(0))
+
+        doomed = anyio.CancelScope()
+
+        async def cancelled_caller() -> None:
+            with doomed:
+                await f(0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancelled_caller)  # the first caller: it starts the batch
+            await store.reading.wait()
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            doomed.cancel()
+            await anyio.wait_all_tasks_blocked()
+            store.gate.set()
+        assert got == ["stored-0"]
+        assert f.cache_info().currsize == 1
+        assert f.cache_info().store_hits == 1
+
+
+async def test_closing_the_cache_releases_callers_of_a_hung_read(clock: FakeClock) -> None:
+    """A read batch that hangs past aclose's grace period is cancelled; its callers get a
+    RuntimeError saying the cache closed, not a hang."""
+    store = CountingStore()
+    store.gate = anyio.Event()  # never set
+    cache = SWRCache(clock=clock, close_timeout=0.0, store_timeout=None)
+
+    @cache.cached(ttl=60, store=store, namespace=NS)
+    async def f(k: int) -> str:
+        return f"computed-{k}"
+
+    errors: list[BaseException] = []
+
+    async def call(k: int) -> None:
+        try:
+            await f(k)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for k in range(3):
+            tg.start_soon(call, k)
+        await store.reading.wait()
+        await cache.aclose()
+    assert len(errors) == 3
+    assert all("closed" in str(exc) for exc in errors)
+
+
+async def test_a_malformed_batch_answer_is_one_store_error(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store answering garbage for a batch of five keys: each key is computed, and the
+    failed read is counted and logged once."""
+    store = CountingStore()
+    store.answer = {stable_key((k,)): b"not a record" for k in range(5)}
+    results: dict[int, str] = {}
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        async with SWRCache(clock=clock) as cache:
+
+            @cache.cached(ttl=60, store=store, namespace=NS)
+            async def f(k: int) -> str:
+                return f"computed-{k}"
+
+            async def call(k: int) -> None:
+                results[k] = await f(k)
+
+            async with anyio.create_task_group() as tg:
+                for k in range(5):
+                    tg.start_soon(call, k)
+    assert results == {k: f"computed-{k}" for k in range(5)}
+    assert len(store.reads) == 1
+    assert f.cache_info().store_errors == 1
+    assert len([r for r in caplog.records if "malformed record" in r.getMessage()]) == 1
+
+
+async def test_a_read_batch_of_stale_rows_serves_them_and_refreshes_each(
+    clock: FakeClock,
+) -> None:
+    """Stale rows read in one batch are served at once, and one refresh runs per key."""
+    store = CountingStore()
+    seed(store, range(4), clock() - 120)  # older than ttl=60, within stale_ttl
+    calls: list[int] = []
+    results: dict[int, str] = {}
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=60, stale_ttl=600, store=store, namespace=NS)
+        async def f(k: int) -> str:
+            calls.append(k)
+            return f"computed-{k}"
+
+        async def call(k: int) -> None:
+            results[k] = await f(k)
+
+        async with anyio.create_task_group() as tg:
+            for k in range(4):
+                tg.start_soon(call, k)
+        await cache.wait_idle()
+        assert results == {k: f"stored-{k}" for k in range(4)}
+        assert sorted(calls) == [0, 1, 2, 3]
+        assert [await f(k) for k in range(4)] == [f"computed-{k}" for k in range(4)]
+    assert len(store.reads) == 1
