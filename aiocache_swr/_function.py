@@ -109,7 +109,7 @@ class _Flight:
         self.version = version
         self.registry = registry
         self.base = base
-        self.tags = func._tags_of(args, kwargs)
+        self.tags = func._tags_of(args, kwargs) if func._tags is not None else ()
         self.done = done
         self.value: Any = None
         self.error: BaseException | None = None
@@ -750,8 +750,8 @@ class SWRFunction(Generic[P, T]):
                     self._finish(flight)
                 done += 1
             if malformed is not None:  # one failed read, however many records it spoiled
-                key, exc = malformed
-                self._store_failed("read", TypeError(f"malformed record: {exc!r}"), key)
+                bad_key, error = malformed
+                self._store_failed("read", TypeError(f"malformed record: {error!r}"), bad_key)
         finally:
             for _, flight in flights[done:]:  # cancelled (the cache is closing)
                 self._finish(flight)

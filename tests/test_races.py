@@ -18,6 +18,7 @@ from anyio import wait_all_tasks_blocked
 
 from aiocache_swr import SWRCache
 from aiocache_swr._backoff import BACKOFF_CAP
+from aiocache_swr._runner import LoopEvent
 from aiocache_swr.testing import FakeClock
 
 from ._fetcher import Fetcher
@@ -670,3 +671,28 @@ async def test_serving_stale_never_extends_an_entrys_life(clock, fetcher):
             fetcher.release()
         assert results == ["1:2"]
         assert f.cache_info().misses == 2
+
+
+async def test_a_cancelled_waiter_of_a_loop_event_leaves_the_others_waiting() -> None:
+    """LoopEvent (a flight's done signal): cancelling one waiter neither wakes nor
+    cancels the others; set() wakes every remaining waiter; wait() after set returns."""
+    event = LoopEvent(asyncio.get_running_loop())
+    woke: list[int] = []
+
+    async def waiter(n: int) -> None:
+        await event.wait()
+        woke.append(n)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, 1)
+        doomed = asyncio.ensure_future(event.wait())
+        tg.start_soon(waiter, 2)
+        await wait_all_tasks_blocked()
+        doomed.cancel()
+        await wait_all_tasks_blocked()
+        assert doomed.cancelled()
+        assert woke == []
+        event.set()
+    assert sorted(woke) == [1, 2]
+    assert event.is_set()
+    await event.wait()
