@@ -29,6 +29,8 @@ from typing import Any
 import floors
 from conftest import VALUE, Peer, Sizes, SWRPeer, bench_async
 
+from aiocache_swr._keys import stable_key
+
 
 def _check_reads_from_store(peer: Peer, reads: int) -> None:
     if isinstance(peer, SWRPeer):
@@ -82,6 +84,14 @@ def test_l2_read_batch(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
         rounds = sizes.l2_batch_rounds + sizes.warmup if benchmark.enabled else 1
         benchmark.extra_info["store_round_trips_per_round"] = round(
             (peer.store.stats.read_batches - batches_before) / rounds, 2
+        )
+        benchmark.extra_info["floor"] = "batched_read"
+        benchmark.extra_info["floor_s"] = runner.run(
+            floors.batched_read(
+                peer.store.path,
+                "bench.l2",
+                [[stable_key((k,)) for k in keys] for keys in key_sets],
+            )
         )
 
 
