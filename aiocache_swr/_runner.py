@@ -152,7 +152,8 @@ class Runner:
         self.new_event: Callable[[], Event] = (
             partial(LoopEvent, self._asyncio) if self._asyncio else anyio.Event
         )
-        self._fetches: set[asyncio.Task[None]] = set()
+        # Fetches running as plain tasks: job -> its task (None while being created).
+        self._fetches: dict[Job, asyncio.Task[None] | None] = {}
 
     # -- starting work -------------------------------------------------------
 
@@ -181,30 +182,35 @@ class Runner:
             self.spawn(job.run)
             return
         # Even while closing: its caller waits for it.
+        fetches = self._fetches
+        fetches[job] = None
         self._busy += 1
         try:
             if eager and sys.version_info >= (3, 12):
                 # Python 3.12+ runs it at once, up to its first await: a fetch that
                 # needs no waiting (a trivial coroutine) costs no loop turn.
-                task = asyncio.Task(job.run(), loop=loop, eager_start=True)
+                task = asyncio.Task(self._fetch(job), loop=loop, eager_start=True)
             else:
-                task = loop.create_task(job.run())
+                task = loop.create_task(self._fetch(job))
         except BaseException:  # e.g. a KeyboardInterrupt in an eager first step
-            self._done_one()
+            if job in fetches:  # _fetch never ran (its end removes the job)
+                del fetches[job]
+                self._done_one()
             raise
-        self._fetches.add(task)
-        task.add_done_callback(partial(self._fetch_done, job))
+        if job in fetches:  # still running
+            fetches[job] = task
 
-    def _fetch_done(self, job: Job, task: asyncio.Task[None]) -> None:
-        self._fetches.discard(task)
-        if task.cancelled():
-            # Cancelled before it started, its code never ran: release its callers.
-            job.abandon()
-        else:
-            exc = task.exception()  # retrieved, so asyncio never reports it
-            if isinstance(exc, Exception):  # a bug in the engine
-                logger.error("aiocache_swr: internal error in a fetch", exc_info=exc)
-        self._done_one()
+    async def _fetch(self, job: Job) -> None:
+        # What ends a fetch is done here, not in a done callback: that would cost
+        # one more loop callback per miss.  A fetch cancelled before it started
+        # never runs this; ``stop_fetches`` (the only canceller) releases its callers.
+        try:
+            await job.run()
+        except Exception:  # a bug in the engine: never let it reach the loop
+            logger.exception("aiocache_swr: internal error in a fetch")
+        finally:
+            self._fetches.pop(job, None)
+            self._done_one()
 
     def enqueue_refresh(self, job: Job) -> None:
         """Run ``job`` when fewer than ``max_refreshes`` refreshes are running."""
@@ -366,12 +372,18 @@ class Runner:
 
     async def stop_fetches(self) -> None:
         """Cancel the fetches (plain tasks on asyncio) and wait for them, shielded."""
-        if self._fetches:
-            fetches = list(self._fetches)
-            for task in fetches:
-                task.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait(fetches)
+        if not self._fetches:
+            return
+        running = {job: task for job, task in self._fetches.items() if task is not None}
+        for task in running.values():
+            task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait(running.values())
+        for job in running:
+            if self._fetches.pop(job, None) is not None:
+                # Cancelled before it started, its code never ran: release its callers.
+                job.abandon()
+                self._done_one()
 
     def detach(self) -> None:
         self._explicit_tg = None
