@@ -52,6 +52,11 @@ PROG = "aiocache-swr"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT = 5.0  # seconds purge/vacuum wait for another process's lock
 _REQUIRED_TABLES = ("swr_entries", "swr_tags", "swr_meta")
+# Schema versions these commands read (and purge/vacuum), with the ORDER BY of
+# "newest written first": version 1 numbered writes in ``written``; version 2
+# writes with INSERT OR REPLACE, so a rewritten row gets the highest rowid.
+_NEWEST_FIRST = {1: "written DESC", 2: "rowid DESC"}
+assert max(_NEWEST_FIRST) == SCHEMA_VERSION
 _KEY_WIDTH = 48
 _VALUE_WIDTH = 60
 
@@ -176,6 +181,7 @@ def _connect(path: Path, *, write: bool) -> sqlite3.Connection:
 
 
 def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Raise unless the file is a cache with a schema version in ``_NEWEST_FIRST``."""
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = {
@@ -186,7 +192,7 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
     if version > SCHEMA_VERSION:
         raise CliError(
             f"{path}: written by a newer aiocache-swr (schema version {version}; this one "
-            f"reads version {SCHEMA_VERSION}); upgrade aiocache-swr"
+            f"reads versions up to {SCHEMA_VERSION}); upgrade aiocache-swr"
         )
     missing = [t for t in _REQUIRED_TABLES if t not in tables]
     if missing:
@@ -194,11 +200,17 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
             f"{path}: a SQLite database but not an aiocache-swr cache "
             f"(no {', '.join(missing)} table)"
         )
-    if version != SCHEMA_VERSION:
+    if version not in _NEWEST_FIRST:
         raise CliError(
             f"{path}: has schema version {version}, not one this aiocache-swr knows "
-            f"({SCHEMA_VERSION})"
+            f"({', '.join(map(str, _NEWEST_FIRST))})"
         )
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    """The file's schema version (one ``_check_schema`` accepted)."""
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    return version
 
 
 def _file_sizes(path: Path) -> tuple[int, int]:
@@ -219,6 +231,7 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     now = time.time()
     with contextlib.closing(_connect(path, write=False)) as db:
         db.execute("BEGIN")  # one snapshot for every query below
+        version = _schema_version(db)
         per_ns = db.execute(
             "SELECT namespace, count(*),"
             " coalesce(sum(expires IS NOT NULL AND expires < :now), 0),"
@@ -260,7 +273,7 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         "file_bytes": size,
         "wal_bytes": wal,
         "free_bytes": page_size * free_pages,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": version,
         "entries": total,
         "entries_counter": None if counter_row is None else counter_row[0],
         "expired": sum(int(ns["expired"]) for ns in namespaces),
@@ -291,7 +304,7 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"{_human_size(size)} (+ {_human_size(wal)} WAL; {_human_size(page_size * free_pages)}"
             f" free{', `vacuum` gives it back' if free_pages else ''})",
         ),
-        ("schema", f"version {SCHEMA_VERSION}"),
+        ("schema", f"version {version}"),
         ("entries", f"{total}" + ("" if counter == total else f" (row counter says {counter}!)")),
         ("expired", f"{report['expired']} (past ttl + stale_ttl: recomputed on the next call)"),
         ("unexpired", f"{report['unexpired']} (fresh or stale: the file does not store ttl)"),
@@ -426,8 +439,9 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with contextlib.closing(_connect(path, write=False)) as db:
         db.execute("BEGIN")
         total = db.execute(f"SELECT count(*) FROM swr_entries {where}", params).fetchone()[0]
+        order = _NEWEST_FIRST[_schema_version(db)]
         cursor = db.execute(
-            f"SELECT {columns} FROM swr_entries {where} ORDER BY written DESC{limit}", params
+            f"SELECT {columns} FROM swr_entries {where} ORDER BY {order}{limit}", params
         )
         if args.values and args.serializer == "pickle":
             more = _PICKLE_WARNING_UNVERIFIED if secret is None else _PICKLE_WARNING_VERIFIED

@@ -26,6 +26,7 @@ import pytest
 from aiocache_swr import JSONSerializer, SQLiteStore, SWRCache
 from aiocache_swr._cli import main
 from aiocache_swr._sqlite import SCHEMA_VERSION
+from aiocache_swr._store import Record
 from aiocache_swr.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -439,6 +440,80 @@ def test_ls_values_json_serializer_needs_no_warning(
     assert code == 0
     assert err == ""
     assert "[7, 7]" in out
+
+
+# ----------------------------------------------------------- schema versions
+
+
+def as_version_1(path: Path, newest: tuple[str, str]) -> None:
+    """Make a library-written file look as version 1 wrote it.
+
+    Version 1 numbered writes in an indexed ``written`` column (``ls`` lists by it)
+    and counted inserts with a trigger.  ``newest`` gets the highest number.
+    """
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE swr_entries SET written = rowid")
+        db.execute("UPDATE swr_entries SET written = 1000 WHERE namespace = ? AND key = ?", newest)
+        db.execute("CREATE INDEX swr_entries_written ON swr_entries (written)")
+        db.execute(
+            "CREATE TRIGGER swr_entries_insert AFTER INSERT ON swr_entries BEGIN"
+            " UPDATE swr_meta SET value = value + 1 WHERE name = 'entries'; END"
+        )
+        db.execute("PRAGMA user_version = 1")
+        db.execute("COMMIT")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_stats_and_ls_read_schema_versions_1_and_2(
+    version: int, cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stats and ls read version 1 and 2 files, newest written first, and do not upgrade them."""
+    path = cache_file.path
+    if version == 1:
+        as_version_1(path, newest=(USERS, "(int:1,)"))
+    code, out, _ = cli(capsys, "stats", "--json", str(path))
+    assert code == 0
+    report = json.loads(out)
+    assert report["schema_version"] == version
+    assert report["entries"] == report["entries_counter"] == 6
+    code, out, _ = cli(capsys, "stats", str(path))
+    assert code == 0
+    assert f"version {version}" in out
+    code, out, _ = cli(capsys, "ls", "--json", str(path))
+    assert code == 0
+    listed = [(e["namespace"], e["key"]) for e in json.loads(out)["entries"]]
+    if version == 1:  # by the written column
+        assert listed[0] == (USERS, "(int:1,)")
+        listed = listed[1:]
+        users = ["(int:3,)", "(int:2,)"]
+    else:  # by rowid: in write order
+        users = ["(int:3,)", "(int:2,)", "(int:1,)"]
+    assert [ns for ns, _ in listed] == [RATES, RATES, TRIP] + [USERS] * len(users)
+    assert [key for ns, key in listed if ns == USERS] == users
+    code, out, _ = cli(capsys, "ls", str(path))
+    assert code == 0
+    assert out.splitlines()[-1] == "6 of 6 entries"
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (version,)
+    assert not cache_file.unpickled
+
+
+async def test_purge_of_a_version_1_file_keeps_its_bookkeeping(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """purge works on a version 1 file; the library then upgrades it with the count intact."""
+    as_version_1(cache_file.path, newest=(USERS, "(int:1,)"))
+    code, _, _ = cli(capsys, "purge", "--tag", "team:a", str(cache_file.path))
+    assert code == 0
+    assert_bookkeeping(cache_file.path)
+    store = SQLiteStore(cache_file.path, secret=SECRET)
+    store.put(USERS, "(int:9,)", Record({"id": 9}, 1, time.time()))
+    await store.aclose()
+    with closing(sqlite3.connect(cache_file.path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert_bookkeeping(cache_file.path)
+    assert len(rows(cache_file.path)) == 6 - 2 - 2 + 1  # team:a purged; expired rates too
 
 
 # --------------------------------------------------------------------- purge

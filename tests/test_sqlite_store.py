@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import os
 import pickle
@@ -30,7 +31,6 @@ from anyio import wait_all_tasks_blocked
 from aiocache_swr._sqlite import (
     _CLEAR_SQL,
     _EVICT_SQL,
-    _MAX_WRITTEN_SQL,
     _PURGE_SQL,
     SCHEMA_VERSION,
     JSONSerializer,
@@ -74,6 +74,20 @@ def stored_keys(path: Path, namespace: str = NS) -> set[str]:
             k
             for (k,) in db.execute("SELECT key FROM swr_entries WHERE namespace = ?", (namespace,))
         }
+
+
+def exact_count(path: Path) -> int:
+    """COUNT(*) of the entries, after checking that the row counter agrees."""
+    with raw(path) as db:
+        (counter,) = db.execute("SELECT value FROM swr_meta WHERE name = 'entries'").fetchone()
+        (count,) = db.execute("SELECT count(*) FROM swr_entries").fetchone()
+    assert counter == count
+    return int(count)
+
+
+def tag_rows(path: Path) -> set[tuple[str, str, str]]:
+    with raw(path) as db:
+        return set(db.execute("SELECT namespace, key, tag FROM swr_tags"))
 
 
 def join_store_threads(before: set[threading.Thread]) -> list[threading.Thread]:
@@ -430,6 +444,79 @@ async def test_max_entries_evicts_least_recently_written(db_path: Path) -> None:
     await store.aclose()
 
 
+async def test_overwritten_key_becomes_the_most_recently_written(db_path: Path) -> None:
+    """Rewriting a key makes it the newest row of the file: eviction removes the others first."""
+    store = SQLiteStore(db_path, max_entries=3)
+    for key in "abc":
+        store.put(NS, key, rec(key))
+    await store.flush()
+    store.put(NS, "a", rec("a2"))
+    await store.flush()
+    await store.aclose()
+    # Another store (as another process would): the order is the file's, not memory's.
+    other = SQLiteStore(db_path, max_entries=3)
+    for key, left in (("d", {"a", "c", "d"}), ("e", {"a", "d", "e"}), ("f", {"d", "e", "f"})):
+        other.put(NS, key, rec(key))
+        await other.flush()
+        assert stored_keys(db_path) == left, key
+    assert exact_count(db_path) == 3
+    await other.aclose()
+
+
+async def test_row_counter_stays_exact(db_path: Path) -> None:
+    """The row counter equals COUNT(*) through inserts, overwrites, deletions, purges, evictions."""
+    now = [1_000.0]
+    store = SQLiteStore(db_path, max_entries=30, clock=lambda: now[0])
+    other = SQLiteStore(db_path, max_entries=30, clock=lambda: now[0])  # a second writer
+    for i in range(20):
+        store.put("other", f"k{i}", rec(i))
+    for i in range(20):
+        store.put(NS, f"k{i}", rec(i, tags=(f"t{i % 3}",)))
+    await store.flush()
+    assert exact_count(db_path) == 30  # 40 inserted, other's k0-k9 evicted in the same batch
+    for i in range(10):  # overwrites, with and without tags, and a new row
+        other.put(NS, f"k{i}", rec(-i, tags=() if i % 2 else ("t9",), expires=1_500.0))
+    other.put(NS, "new", rec(0))
+    await other.flush()
+    assert exact_count(db_path) == 30  # 30 + 1 new, other's k10 evicted
+    await store.delete(NS, ["k0", "k1", "absent"])
+    assert exact_count(db_path) == 28
+    await other.delete_tags(["t9", "t1"])  # k2 k4 k6 k8; k10 k13 k16 k19 (k1-k9 retagged)
+    assert exact_count(db_path) == 20
+    await store.clear("other")
+    assert exact_count(db_path) == 11
+    now[0] = 2_000.0
+    store.put(NS, "later", rec(1, created=2_000.0))
+    await store.flush()  # purges the rows that expired at 1_500
+    assert stored_keys(db_path) == {"k11", "k12", "k14", "k15", "k17", "k18", "new", "later"}
+    assert exact_count(db_path) == 8
+    await store.aclose()
+    await other.aclose()
+
+
+async def test_replacing_a_tagged_row_leaves_exactly_its_new_tags(db_path: Path) -> None:
+    """Rewriting a row replaces its tag rows: the old version's tags go, the new version's stay."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec(1, tags=("old", "both")))
+    store.put(NS, "other", rec(2, tags=("old",)))
+    await store.flush()
+    store.put(NS, "k", rec(3, tags=("both", "new")))
+    await store.flush()
+    assert tag_rows(db_path) == {(NS, "k", "both"), (NS, "k", "new"), (NS, "other", "old")}
+    store.put(NS, "k", rec(4))
+    await store.flush()
+    assert tag_rows(db_path) == {(NS, "other", "old")}
+    store.put(NS, "k", rec(5, tags=("new",)))
+    await store.flush()
+    assert tag_rows(db_path) == {(NS, "k", "new"), (NS, "other", "old")}
+    await store.delete_tags(["old", "both"])  # k's old tags no longer reach it
+    assert stored_keys(db_path) == {"k"}
+    assert tag_rows(db_path) == {(NS, "k", "new")}
+    assert await store.get_many(NS, ["k"]) == {"k": rec(5, tags=("new",))}
+    assert exact_count(db_path) == 1
+    await store.aclose()
+
+
 async def test_expired_rows_are_purged(db_path: Path) -> None:
     """Rows whose expires is before the store clock are purged when the next batch is written."""
     now = [1_000.0]
@@ -448,14 +535,18 @@ async def test_expired_rows_are_purged(db_path: Path) -> None:
 
 
 async def test_maintenance_queries_use_indexes(db_path: Path) -> None:
-    """Reads, purge, eviction and tag deletion search indexes; none scans the whole table."""
+    """Reads, purge, tag deletion search indexes; eviction reads rowid order; none sorts."""
     store = SQLiteStore(db_path)
     store.put(NS, "k", rec(1, tags=("t",), expires=5.0))
     await store.aclose()
+    with raw(db_path) as db:
+        # Eviction walks the table in rowid order (its own order: no sort, no index)
+        # and stops after LIMIT rows.
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + _EVICT_SQL, (5,))]
+        assert plan[-1] == "SCAN swr_entries", plan
+        assert not any("TEMP B-TREE" in step for step in plan), plan
     queries: list[tuple[str, tuple[Any, ...]]] = [
         (_PURGE_SQL, (1.0, 10)),
-        (_EVICT_SQL, (5,)),
-        (_MAX_WRITTEN_SQL, ()),
         (_CLEAR_SQL, (NS,)),
         (_delete_tags_sql(2), ("a", "b")),
         (_select_sql(3), (NS, "a", "b", "c")),
@@ -465,6 +556,7 @@ async def test_maintenance_queries_use_indexes(db_path: Path) -> None:
             plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
             for step in plan:
                 assert not step.startswith("SCAN") or "INDEX" in step, (sql, plan)
+                assert "TEMP B-TREE" not in step, (sql, plan)
 
 
 # ------------------------------------------------------------ files, modes
@@ -520,6 +612,113 @@ async def test_future_schema_version_is_a_clear_error(db_path: Path) -> None:
     await store.aclose()
     with raw(db_path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (99,)
+
+
+# Version 1's schema and write statement, as that release created them (kept here
+# verbatim: the module only knows how to upgrade from it).
+V1_SCHEMA = (
+    """CREATE TABLE swr_entries (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        blob BLOB NOT NULL,
+        created REAL NOT NULL,
+        expires REAL,
+        tags TEXT,
+        mac BLOB,
+        written INTEGER NOT NULL,
+        PRIMARY KEY (namespace, key)
+    )""",
+    "CREATE INDEX swr_entries_written ON swr_entries (written)",
+    "CREATE INDEX swr_entries_expires ON swr_entries (expires) WHERE expires IS NOT NULL",
+    """CREATE TABLE swr_tags (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (namespace, key, tag)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX swr_tags_tag ON swr_tags (tag)",
+    """CREATE TABLE swr_meta (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "INSERT INTO swr_meta (name, value) VALUES ('entries', 0)",
+    """CREATE TRIGGER swr_entries_insert AFTER INSERT ON swr_entries BEGIN
+        UPDATE swr_meta SET value = value + 1 WHERE name = 'entries';
+    END""",
+    """CREATE TRIGGER swr_entries_delete AFTER DELETE ON swr_entries BEGIN
+        UPDATE swr_meta SET value = value - 1 WHERE name = 'entries';
+        DELETE FROM swr_tags
+         WHERE old.tags IS NOT NULL AND namespace = old.namespace AND key = old.key;
+    END""",
+    """CREATE TRIGGER swr_entries_retag AFTER UPDATE OF tags ON swr_entries
+    WHEN old.tags IS NOT NULL BEGIN
+        DELETE FROM swr_tags WHERE namespace = old.namespace AND key = old.key;
+    END""",
+    "PRAGMA user_version = 1",
+)
+V1_UPSERT = (
+    "INSERT INTO swr_entries (namespace, key, blob, created, expires, tags, mac, written)"
+    " VALUES (?, ?, ?, ?, NULL, ?, NULL, ?)"
+    " ON CONFLICT (namespace, key) DO UPDATE SET blob = excluded.blob,"
+    " created = excluded.created, expires = excluded.expires, tags = excluded.tags,"
+    " mac = excluded.mac, written = excluded.written"
+)
+
+
+def write_v1_file(path: Path, rows: list[tuple[str, str, Any, tuple[str, ...]]]) -> None:
+    """Create a version-1 file holding ``rows`` (namespace, key, value, tags), written in order."""
+    with raw(path) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        for statement in V1_SCHEMA:
+            db.execute(statement)
+        for written, (namespace, key, value, tags) in enumerate(rows, 1):
+            tags_json = json.dumps(tags) if tags else None
+            blob = pickle.dumps((value, 1))
+            db.execute(V1_UPSERT, (namespace, key, blob, 1_000.0, tags_json, written))
+            db.execute("DELETE FROM swr_tags WHERE namespace = ? AND key = ?", (namespace, key))
+            db.executemany(
+                "INSERT INTO swr_tags (namespace, key, tag) VALUES (?, ?, ?)",
+                [(namespace, key, tag) for tag in tags],
+            )
+
+
+async def test_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
+    """A version-1 file is upgraded on open: rows and count kept, its trigger and index dropped."""
+    write_v1_file(
+        db_path,
+        [
+            (NS, "a", "A0", ("t1",)),
+            (NS, "b", "B", ()),
+            ("other", "c", "C", ("t2", "t3")),
+            (NS, "a", "A", ("t1", "t4")),  # version 1 updated "a" in place (same rowid)
+        ],
+    )
+    assert exact_count(db_path) == 3
+    store = SQLiteStore(db_path, max_entries=4)
+    assert await store.get_many(NS, ["a", "b"]) == {
+        "a": rec("A", tags=("t1", "t4")),
+        "b": rec("B"),
+    }
+    with raw(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert "swr_entries_insert" not in names
+    assert "swr_entries_written" not in names
+    assert {"swr_entries_delete", "swr_entries_expires", "swr_tags_tag"} <= names
+    assert exact_count(db_path) == 3
+    # Writes keep the count exact; the upgraded rows are evicted first, by rowid.
+    store.put(NS, "b", rec("B2"))  # rewritten: now newer than "a" and "c"
+    store.put(NS, "d", rec("D"))
+    store.put(NS, "e", rec("E"))
+    await store.flush()
+    assert exact_count(db_path) == 4
+    assert stored_keys(db_path) == {"b", "d", "e"}  # "a" evicted
+    assert stored_keys(db_path, "other") == {"c"}
+    assert tag_rows(db_path) == {("other", "c", "t2"), ("other", "c", "t3")}
+    await store.delete_tags(["t3"])
+    assert exact_count(db_path) == 3
+    assert tag_rows(db_path) == set()
+    await store.aclose()
 
 
 async def test_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
@@ -946,9 +1145,14 @@ async def test_a_tag_deletion_keeps_the_deletion_a_newer_put_replaced(db_path: P
     await store.aclose()
 
 
-async def test_a_cancelled_flush_keeps_every_put_after_a_namespace_clear(db_path: Path) -> None:
+async def test_a_cancelled_flush_keeps_every_put_after_a_namespace_clear(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A layer of clear + 2,500 puts (two batches) cancelled while the file is locked is
     written whole later: the clear put back must not hide the second batch's puts."""
+    # Retry until cancelled: with the usual 5 attempts, the jittered backoff could
+    # give up (StoreError) before the cancellation below arrives.
+    monkeypatch.setattr("aiocache_swr._sqlite._WRITE_ATTEMPTS", 1_000)
     store = SQLiteStore(db_path, busy_timeout=0.01)
     store.put(NS, "old", rec(0))
     await store.flush()
