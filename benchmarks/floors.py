@@ -116,7 +116,6 @@ def batched_insert(path: Path, rows: int = 2_000) -> float:
                     now + 3600,
                     None,
                     None,
-                    k,
                 )
                 for k in range(rows)
             ]
