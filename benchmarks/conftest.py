@@ -112,7 +112,7 @@ class Sizes:
 
 FULL = Sizes(
     hit_calls=5_000,
-    hit_rounds=15,
+    hit_rounds=25,
     miss_calls=10_000,
     miss_rounds=5,
     churn_calls=10_000,
@@ -126,9 +126,9 @@ FULL = Sizes(
     l2_reads=1_000,
     l2_read_rounds=5,
     l2_batch=1_000,
-    l2_batch_rounds=10,
+    l2_batch_rounds=20,
     l2_writes=2_000,
-    l2_write_rounds=5,
+    l2_write_rounds=15,
     warmup=1,
 )
 QUICK = Sizes(
