@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import anyio
@@ -59,26 +59,38 @@ def clock() -> FakeClock:
     return FakeClock(start=time.time())
 
 
+def source(calls: list[int]) -> Callable[[int], Awaitable[str]]:
+    """The function to decorate: records each key it computes."""
+
+    async def f(k: int) -> str:
+        calls.append(k)
+        return f"computed-{k}"
+
+    return f
+
+
+async def call_concurrently(f: Callable[[int], Awaitable[str]], keys: list[int]) -> list[str]:
+    """Call ``f`` for every key at once (one task each); the results, in key order."""
+    results: dict[int, str] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await f(keys[i])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(keys)):
+            tg.start_soon(call, i)
+    return [results[i] for i in range(len(keys))]
+
+
 async def test_concurrent_misses_read_the_store_in_one_call(clock: FakeClock) -> None:
     """50 concurrent misses of distinct keys make one get_many; nothing is recomputed."""
     store = CountingStore()
     seed(store, range(50), clock())
     calls: list[int] = []
-    results: dict[int, str] = {}
     async with SWRCache(clock=clock) as cache:
-
-        @cache.cached(ttl=60, store=store, namespace=NS)
-        async def f(k: int) -> str:
-            calls.append(k)
-            return f"computed-{k}"
-
-        async def call(k: int) -> None:
-            results[k] = await f(k)
-
-        async with anyio.create_task_group() as tg:
-            for k in range(50):
-                tg.start_soon(call, k)
-    assert results == {k: f"stored-{k}" for k in range(50)}
+        f = cache.cached(ttl=60, store=store, namespace=NS)(source(calls))
+        results = await call_concurrently(f, list(range(50)))
+    assert results == [f"stored-{k}" for k in range(50)]
     assert calls == []
     assert len(store.reads) == 1
     assert sorted(store.reads[0]) == sorted(stable_key((k,)) for k in range(50))
@@ -90,26 +102,14 @@ async def test_keys_the_store_lacks_are_computed_once_each(clock: FakeClock) -> 
     store = CountingStore()
     seed(store, range(0, 10, 2), clock())  # the even keys
     calls: list[int] = []
-    results: dict[tuple[int, int], str] = {}
+    keys = [k for k in range(10) for _ in range(3)]  # three callers per key share one flight
     async with SWRCache(clock=clock) as cache:
-
-        @cache.cached(ttl=60, store=store, namespace=NS)
-        async def f(k: int) -> str:
-            calls.append(k)
-            return f"computed-{k}"
-
-        async def call(k: int, n: int) -> None:
-            results[k, n] = await f(k)
-
-        async with anyio.create_task_group() as tg:
-            for k in range(10):
-                for n in range(3):  # three callers per key share one flight
-                    tg.start_soon(call, k, n)
+        f = cache.cached(ttl=60, store=store, namespace=NS)(source(calls))
+        results = await call_concurrently(f, keys)
     assert sorted(calls) == [1, 3, 5, 7, 9]
     assert len(store.reads) == 1
     assert len(store.reads[0]) == 10
-    for (k, _), value in results.items():
-        assert value == (f"stored-{k}" if k % 2 == 0 else f"computed-{k}")
+    assert results == [f"stored-{k}" if k % 2 == 0 else f"computed-{k}" for k in keys]
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_batch(clock: FakeClock) -> None:
@@ -182,21 +182,11 @@ async def test_a_malformed_batch_answer_is_one_store_error(
     failed read is counted and logged once."""
     store = CountingStore()
     store.answer = {stable_key((k,)): b"not a record" for k in range(5)}
-    results: dict[int, str] = {}
     with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
         async with SWRCache(clock=clock) as cache:
-
-            @cache.cached(ttl=60, store=store, namespace=NS)
-            async def f(k: int) -> str:
-                return f"computed-{k}"
-
-            async def call(k: int) -> None:
-                results[k] = await f(k)
-
-            async with anyio.create_task_group() as tg:
-                for k in range(5):
-                    tg.start_soon(call, k)
-    assert results == {k: f"computed-{k}" for k in range(5)}
+            f = cache.cached(ttl=60, store=store, namespace=NS)(source([]))
+            results = await call_concurrently(f, list(range(5)))
+    assert results == [f"computed-{k}" for k in range(5)]
     assert len(store.reads) == 1
     assert f.cache_info().store_errors == 1
     assert len([r for r in caplog.records if "malformed record" in r.getMessage()]) == 1
@@ -209,22 +199,11 @@ async def test_a_read_batch_of_stale_rows_serves_them_and_refreshes_each(
     store = CountingStore()
     seed(store, range(4), clock() - 120)  # older than ttl=60, within stale_ttl
     calls: list[int] = []
-    results: dict[int, str] = {}
     async with SWRCache(clock=clock) as cache:
-
-        @cache.cached(ttl=60, stale_ttl=600, store=store, namespace=NS)
-        async def f(k: int) -> str:
-            calls.append(k)
-            return f"computed-{k}"
-
-        async def call(k: int) -> None:
-            results[k] = await f(k)
-
-        async with anyio.create_task_group() as tg:
-            for k in range(4):
-                tg.start_soon(call, k)
+        f = cache.cached(ttl=60, stale_ttl=600, store=store, namespace=NS)(source(calls))
+        results = await call_concurrently(f, list(range(4)))
         await cache.wait_idle()
-        assert results == {k: f"stored-{k}" for k in range(4)}
+        assert results == [f"stored-{k}" for k in range(4)]
         assert sorted(calls) == [0, 1, 2, 3]
         assert [await f(k) for k in range(4)] == [f"computed-{k}" for k in range(4)]
     assert len(store.reads) == 1
