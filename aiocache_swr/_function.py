@@ -563,9 +563,14 @@ class SWRFunction(Generic[P, T]):
             exc_info=exc,
         )
 
-    async def _miss(
+    def _miss(
         self, key: Hashable, version: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
+        """Join or start the flight of ``key``; the returned coroutine waits for its result.
+
+        Not a coroutine itself: it never waits, and each coroutine level costs
+        every miss about 0.3 µs (made, then resumed when the value is ready).
+        """
         runner = self.cache._runner_here()
         registry = self._registry_here(runner)
         flight = registry.get(key)
@@ -575,10 +580,10 @@ class SWRFunction(Generic[P, T]):
             flight.waiters = 1
             if self._store is None or not self._read_first(runner, flight):
                 runner.start_fetch(flight)
-            return await flight.result(counted=True)
+            return flight.result(counted=True)
         if flight.queued:
             runner.promote(flight)
-        return await flight.result()
+        return flight.result()
 
     # -- a flight, in a task the cache owns -----------------------------------
 
