@@ -64,23 +64,27 @@ class Event(Protocol):
 
     def is_set(self) -> bool: ...
 
-    async def wait(self) -> object: ...
+    def wait(self) -> Awaitable[object]: ...
 
 
 class LoopEvent:
     """An ``asyncio.Event`` for one known loop, made once per miss by the engine.
 
     asyncio's own looks the running loop up on every ``wait()`` (a ``getpid()``
-    system call on Linux) and keeps a deque; knowing the loop, this one is half the
-    cost to make and wait for.  Like ``asyncio.Event``, it is not thread-safe.
+    system call on Linux), keeps a deque, and its ``wait()`` is a coroutine: one
+    more coroutine level for each waiter to make and resume.  This one's
+    ``wait()`` returns the waiter's future itself; a waiter that is cancelled
+    leaves its (cancelled) future behind, and those are pruned as waiters are
+    added.  Like ``asyncio.Event``, it is not thread-safe.
     """
 
-    __slots__ = ("_loop", "_set", "_waiters")
+    __slots__ = ("_loop", "_prune_at", "_set", "_waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._set = False
         self._waiters: list[asyncio.Future[None]] = []
+        self._prune_at = 16  # prune cancelled waiters when the list gets this long
 
     def is_set(self) -> bool:
         return self._set
@@ -94,16 +98,17 @@ class LoopEvent:
                 waiter.set_result(None)
         self._waiters.clear()
 
-    async def wait(self) -> None:
-        if self._set:
-            return
+    def wait(self) -> asyncio.Future[None]:
         waiter = self._loop.create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if not self._set:  # cancelled: stop waiting
-                self._waiters.remove(waiter)
+        if self._set:
+            waiter.set_result(None)
+            return waiter
+        waiters = self._waiters
+        if len(waiters) >= self._prune_at:  # amortized O(1): the bound doubles
+            waiters[:] = [w for w in waiters if not w.done()]
+            self._prune_at = max(16, 2 * len(waiters))
+        waiters.append(waiter)
+        return waiter
 
 
 class Job(Protocol):

@@ -696,3 +696,15 @@ async def test_a_cancelled_waiter_of_a_loop_event_leaves_the_others_waiting() ->
     assert sorted(woke) == [1, 2]
     assert event.is_set()
     await event.wait()
+
+
+async def test_cancelled_waiters_of_a_loop_event_do_not_pile_up() -> None:
+    """A LoopEvent that 10,000 waiters gave up on (e.g. callers timing out on a hung
+    computation) holds a bounded number of their futures, and still wakes the live one."""
+    event = LoopEvent(asyncio.get_running_loop())
+    live = event.wait()
+    for _ in range(10_000):
+        event.wait().cancel()
+    assert len(event._waiters) < 64
+    event.set()
+    await live
