@@ -31,6 +31,7 @@ rest.  1,000 concurrent misses are one store call, not 1,000 tasks and time limi
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import math
@@ -44,7 +45,7 @@ from ._entry import Entry
 from ._events import CacheEvent, EventKind, emit
 from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
-from ._keys import KW_MARK, UnstableKeyError, make_key, stable_key
+from ._keys import KW_MARK, make_key, stable_key
 from ._runner import current_loop
 from ._store import Distrust, Record, Store, close_unstarted, distrust
 
@@ -71,6 +72,7 @@ class _Flight:
     __slots__ = (
         "args",
         "base",
+        "context",
         "done",
         "doomed",
         "error",
@@ -119,6 +121,7 @@ class _Flight:
         self.doomed = False
         self.queued = False
         self.stale_loaded: Entry | None = None
+        self.context: contextvars.Context | None = None  # a batched miss's caller's
 
     def run(self) -> Coroutine[Any, Any, None]:
         return self.func._execute(self)
@@ -576,10 +579,18 @@ class SWRFunction(Generic[P, T]):
         flight = registry.get(key)
         if flight is None or flight.doomed:
             flight = _Flight(self, _MISS, key, args, kwargs, version, registry, runner.new_event())
+            skey = self._read_key(key) if self._store is not None else None
             registry[key] = flight
             flight.waiters = 1
-            if self._store is None or not self._read_first(runner, flight):
-                runner.start_fetch(flight)
+            try:
+                if skey is None:
+                    runner.start_fetch(flight)
+                else:
+                    self._read_first(runner, flight, skey)
+            except BaseException:  # e.g. a KeyboardInterrupt: never leave it registered
+                if registry.get(key) is flight:
+                    del registry[key]
+                raise
             return flight.result(counted=True)
         if flight.queued:
             runner.promote(flight)
@@ -667,7 +678,7 @@ class SWRFunction(Generic[P, T]):
     def _stable_key(self, key: Hashable) -> str | None:
         try:
             return stable_key(key)
-        except UnstableKeyError as exc:
+        except Exception as exc:  # UnstableKeyError, or e.g. an int too long for str()
             if not self._warned_unstable:
                 self._warned_unstable = True
                 logger.warning(
@@ -712,19 +723,26 @@ class SWRFunction(Generic[P, T]):
         if self._listener is not None:
             self._emit("store_error", key, exc)
 
-    def _read_first(self, runner: Runner, flight: _Flight) -> bool:
-        """Queue the miss ``flight`` to read the store first; False: compute it now."""
+    def _read_key(self, key: Hashable) -> str | None:
+        """The stable key a miss of ``key`` reads the store with; None: compute it now."""
         if self.cache._store_reads_held:
-            return False  # an invalidation is being written: do not read what it removes
-        skey = self._stable_key(flight.key)
-        if skey is None:
-            return False
+            return None  # an invalidation is being written: do not read what it removes
+        return self._stable_key(key)
+
+    def _read_first(self, runner: Runner, flight: _Flight, skey: str) -> None:
+        """Queue the miss ``flight`` to read the store first (see ``_Reads``)."""
+        # If the store lacks it, the batch starts its fetch: in its caller's context,
+        # as without a store, not in the context of the caller that started the batch.
+        flight.context = contextvars.copy_context()
         reads = self._reads
-        if reads is None or reads.runner is not runner:
-            reads = self._reads = _Reads(self, runner)
-            runner.start_fetch(reads, eager=False)  # not eagerly: let this turn's misses join
+        if reads is not None and reads.runner is runner:
+            reads.flights.append((skey, flight))
+            return
+        reads = self._reads = _Reads(self, runner)
         reads.flights.append((skey, flight))
-        return True
+        # Not eagerly: this turn's misses join it.  If it cannot start, it is
+        # abandoned (its flights fail, self._reads is reset) before this returns.
+        runner.start_fetch(reads, eager=False)
 
     async def _read_store(self, reads: _Reads) -> None:
         """Read the store for a batch of misses; answer what it holds, fetch the rest."""
@@ -748,7 +766,8 @@ class SWRFunction(Generic[P, T]):
                     entry = None
                     malformed = malformed or (flight.key, exc)
                 if entry is None:
-                    reads.runner.start_fetch(flight)
+                    assert flight.context is not None  # set by _read_first
+                    flight.context.run(reads.runner.start_fetch, flight)
                 else:
                     flight.value = entry.value
                     flight.ok = True

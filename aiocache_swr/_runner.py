@@ -129,6 +129,11 @@ async def _fail_after(seconds: float) -> AsyncIterator[None]:
         yield
 
 
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class Runner:
     """Background work of one cache on one event loop (see the module docstring)."""
 
@@ -184,6 +189,9 @@ class Runner:
         """
         loop = self._asyncio
         if loop is None:
+            if self._closing and self._explicit_tg is None and self._host_tg is None:
+                job.abandon()  # nothing would ever run it (see _start)
+                return
             self.spawn(job.run)
             return
         # Even while closing: its caller waits for it.
@@ -201,6 +209,7 @@ class Runner:
             if job in fetches:  # _fetch never ran (its end removes the job)
                 del fetches[job]
                 self._done_one()
+                job.abandon()
             raise
         if job in fetches:  # still running
             fetches[job] = task
@@ -213,6 +222,13 @@ class Runner:
             await job.run()
         except Exception:  # a bug in the engine: never let it reach the loop
             logger.exception("aiocache_swr: internal error in a fetch")
+        except (KeyboardInterrupt, SystemExit):
+            # It stops the loop; the task keeps it as its result.  Mark that result
+            # retrieved (once the task is done), or asyncio reports it again.
+            task = asyncio.current_task()
+            if task is not None:
+                task.add_done_callback(_retrieve)
+            raise
         finally:
             self._fetches.pop(job, None)
             self._done_one()

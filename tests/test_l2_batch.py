@@ -7,6 +7,8 @@ store failure never fails a call.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -207,3 +209,97 @@ async def test_a_read_batch_of_stale_rows_serves_them_and_refreshes_each(
         assert sorted(calls) == [0, 1, 2, 3]
         assert [await f(k) for k in range(4)] == [f"computed-{k}" for k in range(4)]
     assert len(store.reads) == 1
+
+
+tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
+
+
+async def test_a_batched_miss_is_computed_in_its_own_callers_context(clock: FakeClock) -> None:
+    """Two callers with different contextvars miss in one read batch: each key is computed
+    in its own caller's context (as without a store), not the first caller's."""
+    store = CountingStore()
+    seen: dict[int, str | None] = {}
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=60, store=store, namespace=NS)
+        async def f(k: int) -> int:
+            seen[k] = tenant.get()
+            return k
+
+        async def call(k: int, who: str) -> None:
+            tenant.set(who)
+            await f(k)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, 1, "A")
+            tg.start_soon(call, 2, "B")
+    assert len(store.reads) == 1
+    assert seen == {1: "A", 2: "B"}
+
+
+async def test_a_key_without_a_stable_spelling_is_computed_every_time(clock: FakeClock) -> None:
+    """An int too long for str() (ValueError, not UnstableKeyError) stays in memory only:
+    the call returns its value, and a second call is a hit, not a hang."""
+    calls: list[int] = []
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=60, store=CountingStore(), namespace=NS)
+        async def f(k: int) -> int:
+            calls.append(k)
+            return k.bit_length()
+
+        big = 10**5000
+        with anyio.fail_after(5):
+            assert await f(big) == big.bit_length()
+            assert await f(big) == big.bit_length()
+    assert calls == [big]
+
+
+async def test_a_read_batch_that_cannot_start_strands_nobody(clock: FakeClock) -> None:
+    """Starting a read batch's task raises (a task factory, or an interrupt landing there):
+    that caller gets the exception, and later misses start a new batch, not join the dead one."""
+    loop = asyncio.get_running_loop()
+    armed = True
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        nonlocal armed
+        if armed and "Runner._fetch" in getattr(coro, "__qualname__", ""):
+            armed = False
+            coro.close()
+            raise RuntimeError("no task for you")
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async with SWRCache(clock=clock) as cache:
+        f = cache.cached(ttl=60, store=CountingStore(), namespace=NS)(source([]))
+        loop.set_task_factory(factory)  # type: ignore[arg-type]
+        try:
+            with pytest.raises(RuntimeError, match="no task for you"):
+                await f(1)
+        finally:
+            loop.set_task_factory(None)
+        with anyio.fail_after(5):
+            assert await f(2) == "computed-2"
+            assert await f(1) == "computed-1"
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_miss_while_a_trio_cache_closes_fails_instead_of_hanging(
+    anyio_backend: str,
+) -> None:
+    """Under trio, a miss arriving while a zero-ceremony cache closes its stores (nothing
+    can run it any more) gets a RuntimeError saying so, not a hang."""
+
+    class SlowClose(MemoryStore):
+        async def aclose(self) -> None:
+            await closing.wait()
+
+    closing = anyio.Event()
+    cache = SWRCache(store=SlowClose())
+    f = cache.cached(ttl=60)(source([]))
+    assert await f(0) == "computed-0"  # starts the runner's host task
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cache.aclose)
+        await anyio.wait_all_tasks_blocked()  # aclose now waits for the stores to close
+        with anyio.fail_after(5), pytest.raises(RuntimeError, match="closed"):
+            await f(1)
+        closing.set()
