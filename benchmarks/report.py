@@ -141,6 +141,11 @@ def run_suite(quick: bool, json_path: Path, extra_args: list[str], collector: Co
         *(["--bench-quick"] if quick else []),
         *extra_args,
     ]
+    # A fresh import of the suite's modules for each pass: the bench modules kept
+    # from a previous pass would hold the previous conftest's classes, and their
+    # ``isinstance(peer, SWRPeer)`` checks would quietly be false.
+    for name in [n for n in sys.modules if n in ("conftest", "floors") or n.startswith("bench_")]:
+        del sys.modules[name]
     return int(pytest.main(args, plugins=[collector]))
 
 
