@@ -731,8 +731,8 @@ class SWRFunction(Generic[P, T]):
 
     def _read_first(self, runner: Runner, flight: _Flight, skey: str) -> None:
         """Queue the miss ``flight`` to read the store first (see ``_Reads``)."""
-        # If the store lacks it, the batch starts its fetch: in its caller's context,
-        # as without a store, not in the context of the caller that started the batch.
+        # If the store lacks it, the batch starts its fetch in its caller's context
+        # (as a miss without a store starts it), not in that of the batch's first caller.
         flight.context = contextvars.copy_context()
         reads = self._reads
         if reads is not None and reads.runner is runner:

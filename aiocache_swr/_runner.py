@@ -28,6 +28,7 @@ for is *promoted*: it starts at once, outside the limit.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 from collections import deque
@@ -149,7 +150,8 @@ class Runner:
         self._host_scope: anyio.CancelScope | None = None
         self._host_done: anyio.Event | None = None
         self._host_ref: object = None  # keeps an asyncio host task referenced
-        self._backlog: list[Callable[[], Awaitable[None]]] = []
+        # Work started before a task group exists, with the context it was started in.
+        self._backlog: list[tuple[Callable[[], Awaitable[None]], contextvars.Context]] = []
         self._queue: deque[Job] = deque()
         self._refreshing = 0
         self._busy = 0  # tasks started or waiting in the backlog, plus queued refreshes
@@ -199,10 +201,12 @@ class Runner:
         fetches[job] = None
         self._busy += 1
         try:
-            if eager and sys.version_info >= (3, 12):
-                # Python 3.12+ runs it at once, up to its first await: a fetch that
-                # needs no waiting (a trivial coroutine) costs no loop turn.
-                task = asyncio.Task(self._fetch(job), loop=loop, eager_start=True)
+            if sys.version_info >= (3, 12):
+                # Python 3.12+ runs an eager one at once, up to its first await: a
+                # fetch that needs no waiting (a trivial coroutine) costs no loop turn.
+                # Made directly, so a loop's eager task factory cannot make a
+                # non-eager one (a read batch gathering this turn's misses) eager.
+                task = asyncio.Task(self._fetch(job), loop=loop, eager_start=eager)
             else:
                 task = loop.create_task(self._fetch(job))
         except BaseException:  # e.g. a KeyboardInterrupt in an eager first step
@@ -298,7 +302,7 @@ class Runner:
             logger.debug("aiocache_swr: dropped background work started while closing")
             self._done_one()
         else:
-            self._backlog.append(fn)
+            self._backlog.append((fn, contextvars.copy_context()))
             self._ensure_host()
 
     async def _track(self, fn: Callable[[], Awaitable[None]]) -> None:
@@ -328,8 +332,10 @@ class Runner:
         """Use ``tg`` (entered by ``async with cache``) for new work."""
         self._explicit_tg = tg
         backlog, self._backlog = self._backlog, []
-        for fn in backlog:
-            tg.start_soon(self._track, fn)
+        for fn, context in backlog:
+            # Started in the context it was asked for in: a task copies the context
+            # it is started from, on asyncio and on trio alike.
+            context.run(tg.start_soon, self._track, fn)
 
     def _ensure_host(self) -> None:
         if self._host_started:
@@ -352,8 +358,8 @@ class Runner:
                     async with anyio.create_task_group() as tg:
                         self._host_tg = tg
                         backlog, self._backlog = self._backlog, []
-                        for fn in backlog:
-                            tg.start_soon(self._track, fn)
+                        for fn, context in backlog:
+                            context.run(tg.start_soon, self._track, fn)  # see attach()
                         await anyio.sleep_forever()
                 except BaseExceptionGroup as group:
                     # A KeyboardInterrupt/SystemExit in background work: asyncio has

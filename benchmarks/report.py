@@ -489,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, default=ROOT / "docs" / "benchmarks.png")
     args, pytest_args = parser.parse_known_args(argv)  # the rest goes to pytest (e.g. -k hit)
 
+    if args.passes is not None and args.passes < 1:
+        parser.error("--passes must be at least 1")
     passes = args.passes or (1 if args.quick else 2)
     started = dt.datetime.now(dt.timezone.utc)
     docs: list[dict[str, Any]] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -18,7 +19,9 @@ import anyio
 import pytest
 
 from aiocache_swr import SWRCache
+from aiocache_swr._function import _Reads
 from aiocache_swr._keys import stable_key
+from aiocache_swr._runner import Runner
 from aiocache_swr._store import MemoryStore, Record
 from aiocache_swr.testing import FakeClock
 
@@ -255,28 +258,26 @@ async def test_a_key_without_a_stable_spelling_is_computed_every_time(clock: Fak
     assert calls == [big]
 
 
-async def test_a_read_batch_that_cannot_start_strands_nobody(clock: FakeClock) -> None:
-    """Starting a read batch's task raises (a task factory, or an interrupt landing there):
-    that caller gets the exception, and later misses start a new batch, not join the dead one."""
-    loop = asyncio.get_running_loop()
+async def test_a_read_batch_that_cannot_start_strands_nobody(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting a read batch's task raises (e.g. an interrupt landing there): that caller
+    gets the exception, and later misses start a new batch, not join the dead one."""
     armed = True
+    fetch = Runner._fetch
 
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    def failing_once(runner: Runner, job: Any) -> Any:
         nonlocal armed
-        if armed and "Runner._fetch" in getattr(coro, "__qualname__", ""):
+        if armed and isinstance(job, _Reads):
             armed = False
-            coro.close()
             raise RuntimeError("no task for you")
-        return asyncio.Task(coro, loop=loop, **kwargs)
+        return fetch(runner, job)
 
+    monkeypatch.setattr(Runner, "_fetch", failing_once)
     async with SWRCache(clock=clock) as cache:
         f = cache.cached(ttl=60, store=CountingStore(), namespace=NS)(source([]))
-        loop.set_task_factory(factory)  # type: ignore[arg-type]
-        try:
-            with pytest.raises(RuntimeError, match="no task for you"):
-                await f(1)
-        finally:
-            loop.set_task_factory(None)
+        with pytest.raises(RuntimeError, match="no task for you"):
+            await f(1)
         with anyio.fail_after(5):
             assert await f(2) == "computed-2"
             assert await f(1) == "computed-1"
@@ -303,3 +304,40 @@ async def test_a_miss_while_a_trio_cache_closes_fails_instead_of_hanging(
         with anyio.fail_after(5), pytest.raises(RuntimeError, match="closed"):
             await f(1)
         closing.set()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.eager_task_factory is 3.12+")
+async def test_misses_are_batched_under_an_eager_task_factory(clock: FakeClock) -> None:
+    """With asyncio.eager_task_factory installed, one loop turn's misses still make one
+    get_many: the read batch is never started eagerly."""
+    store = CountingStore()
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
+    try:
+        async with SWRCache(clock=clock) as cache:
+            f = cache.cached(ttl=60, store=store, namespace=NS)(source([]))
+            results = await call_concurrently(f, list(range(100)))
+    finally:
+        loop.set_task_factory(None)
+    assert results == [f"computed-{k}" for k in range(100)]
+    assert len(store.reads) == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_the_first_miss_of_a_zero_ceremony_cache_keeps_its_context(
+    anyio_backend: str,
+) -> None:
+    """Without `async with`, the first miss's fetch waits for the cache's task group to
+    exist (on trio); it still runs in its caller's contextvars context."""
+    cache = SWRCache()
+    seen: list[str | None] = []
+
+    @cache.cached(ttl=60)
+    async def f(k: int) -> int:
+        seen.append(tenant.get())
+        return k
+
+    tenant.set("first")
+    assert await f(0) == 0
+    await cache.aclose()
+    assert seen == ["first"]
