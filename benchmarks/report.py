@@ -1,6 +1,6 @@
 """Run the benchmark suite and print the SPEC section 4 table.
 
-    python benchmarks/report.py            # full run (about 2-3 minutes on 2 cores)
+    python benchmarks/report.py            # full run: two passes (about 5 minutes on 2 cores)
     python benchmarks/report.py --quick    # smoke: fewer rounds and calls
 
 It runs every ``benchmarks/bench_*.py`` scenario with pytest-benchmark in this
