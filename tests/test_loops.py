@@ -96,6 +96,15 @@ class Baseline:
         assert [str(w.message) for w in caught] == []
 
 
+def cached_fetcher(
+    tmp_path: Path, clock: FakeClock, fetcher: Fetcher, **cache_options: Any
+) -> tuple[Path, SWRCache, Any]:
+    """A cache over a SQLite file in ``tmp_path``, and ``fetcher`` decorated by it."""
+    db = tmp_path / "c.db"
+    cache = SWRCache(store=make_store(db, clock), clock=clock, **cache_options)
+    return db, cache, cache.cached(ttl=10, namespace=NAMESPACE)(fetcher)
+
+
 def leaves(exc: BaseException) -> list[type[BaseException]]:
     """The types of the exceptions an exception group holds (flattened)."""
     inner = getattr(exc, "exceptions", None)
@@ -164,14 +173,9 @@ async def test_aclose_waits_for_running_and_queued_refreshes_and_their_writes_la
     """Graceful aclose: a running and a queued refresh finish within close_timeout and their
     values reach the file; nothing is cancelled or left behind."""
     base = Baseline()
-    db = tmp_path / "c.db"
-    cache = SWRCache(
-        store=make_store(db, clock), clock=clock, close_timeout=60, max_concurrent_refreshes=1
+    db, cache, f = cached_fetcher(
+        tmp_path, clock, fetcher, close_timeout=60, max_concurrent_refreshes=1
     )
-
-    @cache.cached(ttl=10, namespace=NAMESPACE)
-    async def f(key):
-        return await fetcher(key)
 
     assert await f(1) == "1:1"
     assert await f(2) == "2:1"
@@ -206,12 +210,7 @@ async def test_aclose_cancels_a_hung_refresh_after_close_timeout_without_losing_
     """A refresh hanging past close_timeout is cancelled; a write completed meanwhile is on
     disk, the hung key keeps its old row; a caller of a hung miss gets an error; no leak."""
     base = Baseline()
-    db = tmp_path / "c.db"
-    cache = SWRCache(store=make_store(db, clock), clock=clock, close_timeout=0.05)
-
-    @cache.cached(ttl=10, namespace=NAMESPACE)
-    async def f(key):
-        return await fetcher(key)
+    db, cache, f = cached_fetcher(tmp_path, clock, fetcher, close_timeout=0.05)
 
     assert await f(1) == "1:1"
     assert await f(2) == "2:1"
@@ -253,12 +252,7 @@ async def test_cancelling_the_app_leaves_zero_ceremony_work_running_and_the_cach
     """Unbound cache: cancelling the app's task group while a refresh and inline misses run
     cancels only the callers; the fetches finish, commit and persist; the cache works on."""
     base = Baseline()
-    db = tmp_path / "c.db"
-    cache = SWRCache(store=make_store(db, clock), clock=clock)
-
-    @cache.cached(ttl=10, namespace=NAMESPACE)
-    async def f(key):
-        return await fetcher(key)
+    db, cache, f = cached_fetcher(tmp_path, clock, fetcher)
 
     assert await f(1) == "1:1"
     clock.advance(11)
@@ -304,12 +298,7 @@ async def test_ending_the_app_that_holds_async_with_cache_shuts_it_down_cleanly(
     cancels the refresh and the inline miss, closes the store and keeps the writes completed
     before; the cache can be entered again."""
     base = Baseline()
-    db = tmp_path / "c.db"
-    cache = SWRCache(store=make_store(db, clock), clock=clock)
-
-    @cache.cached(ttl=10, namespace=NAMESPACE)
-    async def f(key):
-        return await fetcher(key)
+    db, cache, f = cached_fetcher(tmp_path, clock, fetcher)
 
     fail = anyio.Event()
 
@@ -367,12 +356,7 @@ async def test_ending_async_with_cache_abnormally_stops_a_host_started_before_it
     """A cache used without ceremony first (its host task runs a refresh), then entered by the
     app: the app cancelled (or failing) leaves no task of the cache behind."""
     base = Baseline()
-    db = tmp_path / "c.db"
-    cache = SWRCache(store=make_store(db, clock), clock=clock)
-
-    @cache.cached(ttl=10, namespace=NAMESPACE)
-    async def f(key):
-        return await fetcher(key)
+    _, cache, f = cached_fetcher(tmp_path, clock, fetcher)
 
     assert await f(1) == "1:1"
     clock.advance(11)
@@ -421,7 +405,6 @@ def test_sqlite_store_across_asyncio_runs_with_a_refresh_straddling_the_end(tmp_
     cancelled without writing; refreshes that committed just before the end of the second
     are flushed by the end of that run."""
     clock, fetcher = FakeClock(), Fetcher()
-    db = tmp_path / "c.db"
     refreshed: list[Any] = []
     both_refreshed: list[anyio.Event] = []  # made in the second run's loop
 
@@ -431,11 +414,7 @@ def test_sqlite_store_across_asyncio_runs_with_a_refresh_straddling_the_end(tmp_
             if len(refreshed) == 2:
                 both_refreshed[0].set()
 
-    cache = SWRCache(store=make_store(db, clock), clock=clock, on_event=on_event)
-
-    @cache.cached(ttl=10, namespace=NAMESPACE)
-    async def f(key):
-        return await fetcher(key)
+    db, _, f = cached_fetcher(tmp_path, clock, fetcher, on_event=on_event)
 
     async def first() -> None:
         assert await f(1) == "1:1"
@@ -471,9 +450,7 @@ def test_an_asyncio_run_that_only_reads_the_store_closes_it(tmp_path):
     """A new process whose run is served from the file alone (fresh rows: no fetch, no
     write, no refresh): asyncio.run's end still closes the store it opened."""
     clock, fetcher = FakeClock(), Fetcher()
-    db = tmp_path / "c.db"
-    writer = SWRCache(store=make_store(db, clock), clock=clock)
-    f = writer.cached(ttl=10, namespace=NAMESPACE)(fetcher)
+    db, _, f = cached_fetcher(tmp_path, clock, fetcher)
 
     async def write() -> None:
         assert await f(1) == "1:1"
