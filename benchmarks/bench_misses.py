@@ -47,8 +47,8 @@ def test_miss_overhead(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
     assert state["source"].calls == len(keys) + 1, "every call should have been a miss"
     benchmark.extra_info["distinct_keys"] = len(keys)
     if isinstance(peer, SWRPeer):
-        benchmark.extra_info["floor"] = "bare_task"
-        benchmark.extra_info["floor_s"] = runner.run(floors.bare_task(len(keys)))
+        benchmark.extra_info["floor"] = "single_flight"
+        benchmark.extra_info["floor_s"] = runner.run(floors.single_flight(keys))
 
 
 def test_lru_churn(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
@@ -83,5 +83,7 @@ def test_lru_churn(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
     )
     benchmark.extra_info["miss_ratio"] = round(misses[-1] / len(keys), 3)
     if isinstance(peer, SWRPeer):
-        benchmark.extra_info["floor"] = "bare_task"
-        benchmark.extra_info["floor_s"] = runner.run(floors.bare_task(len(keys)))
+        benchmark.extra_info["floor"] = "single_flight"
+        benchmark.extra_info["floor_s"] = runner.run(
+            floors.single_flight(keys, maxsize=CHURN_MAXSIZE)
+        )

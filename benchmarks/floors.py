@@ -9,8 +9,11 @@ apart from "not possible this way":
   ``async def __call__`` (the decorated object must be one: it has methods),
   doing only what a TTL LRU must do per hit: one dictionary lookup, one move to
   the LRU's end, one clock read, one comparison;
-* ``bare_task``: a miss computed in a task of its own (so that a cancelled
-  caller cannot cancel it), started and awaited, and nothing else;
+* ``single_flight``: a miss as the SPEC requires it and nothing more: computed
+  in a task of its own (a cancelled caller must not cancel shared work), which
+  callers of the same key join through a registry of running computations, each
+  waiting on a future of its own; the value goes into an ``OrderedDict`` LRU
+  (evicting beyond ``maxsize``).  No TTL, version, statistics or store;
 * ``aiosqlite_round_trip``: one query answered on aiosqlite's thread (level-2
   reads never run on the event loop's thread);
 * ``batched_read``: one of 1,000 concurrent level-2 reads, each caller waiting
@@ -29,6 +32,7 @@ import pickle
 import sqlite3
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +73,59 @@ async def class_ttl_lru(calls: int, *, keyword: bool = False) -> float:
     return best
 
 
-async def bare_task(calls: int) -> float:
+async def single_flight(keys: list[int], maxsize: int | None = None) -> float:
+    """Seconds per call of ``keys`` (from a full LRU when bounded)."""
+    best = float("inf")
+    for _ in range(REPEAT):
+        get = _single_flight_cache(asyncio.get_running_loop(), maxsize)
+        if maxsize is not None:  # the steady state: a full LRU
+            for k in range(2 * maxsize):
+                await get(k)
+        start = time.perf_counter()
+        for k in keys:
+            await get(k)
+        best = min(best, (time.perf_counter() - start) / len(keys))
+    return best
+
+
+def _single_flight_cache(
+    loop: asyncio.AbstractEventLoop, maxsize: int | None
+) -> Callable[[int], Awaitable[str]]:
+    lru: OrderedDict[int, str] = OrderedDict()
+    running: dict[int, tuple[asyncio.Task[None], list[asyncio.Future[str]]]] = {}
+
     async def source(k: int) -> str:
         return "value"
 
-    loop = asyncio.get_running_loop()
-    best = float("inf")
-    for _ in range(REPEAT):
-        start = time.perf_counter()
-        for k in range(calls):
-            await loop.create_task(source(k))
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
+    async def compute(k: int) -> None:
+        try:
+            value = await source(k)
+            lru[k] = value
+            if maxsize is not None and len(lru) > maxsize:
+                lru.popitem(last=False)
+            for waiter in running[k][1]:
+                if not waiter.done():
+                    waiter.set_result(value)
+        finally:
+            del running[k]
+
+    async def get(k: int) -> str:
+        try:
+            value = lru[k]
+        except KeyError:
+            pass
+        else:
+            lru.move_to_end(k)
+            return value
+        waiter = loop.create_future()
+        flight = running.get(k)
+        if flight is None:
+            running[k] = (loop.create_task(compute(k)), [waiter])
+        else:
+            flight[1].append(waiter)
+        return await waiter
+
+    return get
 
 
 async def aiosqlite_round_trip(path: Path, calls: int) -> float:

@@ -6,8 +6,12 @@
 It runs every ``benchmarks/bench_*.py`` scenario with pytest-benchmark in this
 process, then prints, per SPEC row: this library's figure, each peer's (``n/a``
 when the peer cannot do the scenario), our ratio to the row's reference, the
-target and PASS/FAIL.  It writes the raw numbers to ``docs/benchmarks.json`` and
-a chart to ``docs/benchmarks.png``.  Targets are reported, never asserted: the
+target and PASS/FAIL.  A second table sets each row that has a floor (the least
+its mechanism costs, ``floors.py``, measured in the same run) against it: the
+floor read as the target reads, so a missed target the floor itself misses is
+told apart ("floor-bound", judged against the proposed target ``Row.proposed``:
+ours at most k times the floor) from one this library could meet.  It writes
+the raw numbers to ``docs/benchmarks.json`` and a chart to ``docs/benchmarks.png``.  Targets are reported, never asserted: the
 exit status is non-zero only when a benchmark itself failed (e.g. a correctness
 check such as the stampede count).
 
@@ -21,7 +25,7 @@ can catch one side of a ratio in a slow phase and the other in a fast one.
 Latency in the stale-crowd row is the median over every caller, as the SPEC asks.
 """
 
-# ruff: noqa: RUF001  (the multiplication sign in ratios and targets is meant)
+# ruff: noqa: RUF001, RUF002  (the multiplication sign in ratios and targets is meant)
 from __future__ import annotations
 
 import argparse
@@ -60,6 +64,9 @@ class Row:
     reference: str | None  # a peer, "fresh" (the same crowd on a fresh entry), or None
     target: str
     passes: Callable[[float | None, dict[str, Any]], bool] | None  # None: informational
+    # Where the row's floor (benchmarks/floors.py) itself misses ``target`` in a run,
+    # the target proposed instead (see the README): ours at most this many times the floor.
+    proposed: float | None = None
 
 
 def _le(limit: float) -> Callable[[float | None, dict[str, Any]], bool]:
@@ -68,15 +75,15 @@ def _le(limit: float) -> Callable[[float | None, dict[str, Any]], bool]:
 
 ROWS = [
     Row("hit_int", "fresh hit, 1 int arg", "test_hit_one_int", "time", "async-lru",
-        "≤ 0.5× async-lru", _le(0.5)),
+        "≤ 0.5× async-lru", _le(0.5), proposed=1.3),
     Row("hit_int_floor", "fresh hit, 1 int arg", "test_hit_one_int", "time", "floor",
-        "≤ 2× the floor", _le(2.0)),
+        "≤ 2× the floor", _le(2.0), proposed=1.3),
     Row("hit_args", "fresh hit, 2 pos + 1 kw", "test_hit_args_kwargs", "time", "async-lru",
-        "≤ 0.5× async-lru", _le(0.5)),
+        "≤ 0.5× async-lru", _le(0.5), proposed=1.3),
     Row("miss", "miss overhead (distinct keys)", "test_miss_overhead", "time", "async-lru",
-        "≤ 0.5× async-lru", _le(0.5)),
+        "≤ 0.5× async-lru", _le(0.5), proposed=2.0),
     Row("churn", "LRU churn (1000 / 10k keys)", "test_lru_churn", "time", "async-lru",
-        "≤ 0.5× async-lru", _le(0.5)),
+        "≤ 0.5× async-lru", _le(0.5), proposed=2.0),
     Row("stampede", "10k callers, 1 cold key: calls", "test_stampede_cold_key", "count", None,
         "exactly 1 call", lambda ratio, extra: extra.get("source_calls") == 1),
     Row("first_stale", "first caller on a stale entry", "test_first_stale_caller", "time",
@@ -88,9 +95,9 @@ ROWS = [
     Row("memory", "memory per entry", "test_memory_per_entry", "bytes", "async-lru",
         "≤ 0.5× async-lru", _le(0.5)),
     Row("l2_read", "L2 read, one at a time", "test_l2_read_sequential", "time", "diskcache",
-        "≤ 5× diskcache get", _le(5.0)),
+        "≤ 5× diskcache get", _le(5.0), proposed=2.0),
     Row("l2_batch", "L2 reads, 1000 keys at once", "test_l2_read_batch", "time", "diskcache",
-        "≤ 1× diskcache get", _le(1.0)),
+        "≤ 1× diskcache get", _le(1.0), proposed=2.0),
     Row("l2_write", "L2 sustained writes", "test_l2_write_sustained", "time", "diskcache",
         "≥ 10× diskcache set thrpt", lambda ratio, extra: ratio is not None and ratio >= 10.0),
     Row("l2_miss_write", "L2 miss + compute + write, 1 at a time", "test_l2_miss_then_write",
@@ -228,9 +235,49 @@ def figures(bench_json: dict[str, Any], collector: Collector) -> list[dict[str, 
                     p: e.get("fresh_median_ns") for p, e in extras.items() if "fresh_median_ns" in e
                 }
                 or None,
+                **against_floor(row, result, ours, values, extras.get(OURS, {})),
             }
         )
     return rows
+
+
+def against_floor(
+    row: Row,
+    result: str,
+    ours: float | None,
+    values: dict[str, float | None],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Where the row has a floor: is a missed target within reach of the mechanism at all?
+
+    ``floor_ratio`` is the floor expressed as the target is (e.g. the floor's time
+    over async-lru's); ``floor_meets_target`` whether the floor itself would pass.
+    ``verdict``: the result, or for a missed target whose floor misses it too,
+    "floor-bound" and the result against the proposed target (ours ≤ k× the floor).
+    """
+    floor_s = extra.get("floor_s")
+    out: dict[str, Any] = {
+        "floor": extra.get("floor"),
+        "floor_s": floor_s,
+        "floor_ratio": None,
+        "floor_meets_target": None,
+        "ours_per_floor": None,
+        "proposed": None,
+        "verdict": result,
+    }
+    if not floor_s or ours is None or row.passes is None:
+        return out
+    floor_ratio = _ratio(row, float(floor_s), values, extra)
+    out["floor_ratio"] = floor_ratio
+    out["ours_per_floor"] = ours / float(floor_s)
+    if floor_ratio is None:
+        return out
+    out["floor_meets_target"] = meets = bool(row.passes(floor_ratio, extra))
+    if result == "FAIL" and not meets and row.proposed is not None:
+        out["proposed"] = f"≤ {row.proposed:g}× {out['floor']}"
+        within = out["ours_per_floor"] <= row.proposed
+        out["verdict"] = "floor-bound: proposed " + ("PASS" if within else "FAIL")
+    return out
 
 
 def _value(row: Row, bench: dict[str, Any], extra: dict[str, Any]) -> float | None:
@@ -317,6 +364,55 @@ def table(rows: list[dict[str, Any]], peers: list[str]) -> str:
     out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(cells) for cells in body]
     return "\n".join(out)
+
+
+def floor_table(rows: list[dict[str, Any]]) -> str:
+    """Per row with a floor: the floor as the target reads, and ours over the floor."""
+    header = ["scenario", "target", "result", "floor", "floor as target", "ours/floor", "verdict"]
+    body = []
+    for r in rows:
+        if r["floor_ratio"] is None:
+            continue
+        shown = dict(r, ratio=r["floor_ratio"])
+        meets = "meets it" if r["floor_meets_target"] else "misses it"
+        body.append(
+            [
+                r["scenario"],
+                r["target"],
+                r["result"],
+                f"{r['floor']} {fmt_value('time', r['floor_s'])}",
+                f"{fmt_ratio(shown)}: {meets}",
+                f"{r['ours_per_floor']:.2f}×",
+                r["verdict"] + (f" ({r['proposed']})" if r["proposed"] else ""),
+            ]
+        )
+    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join(
+        [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        + [line(cells) for cells in body]
+    )
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    judged = [r for r in rows if r["result"] != "info"]
+    met = sum(r["result"] == "PASS" for r in judged)
+    bound = [r for r in judged if r["verdict"].startswith("floor-bound")]
+    within = sum(r["verdict"].endswith("PASS") for r in bound)
+    reachable = [r["scenario"] for r in judged if r["verdict"] in ("FAIL", "ERROR", "not run")]
+    return (
+        f"{met}/{len(judged)} SPEC targets met. "
+        f"{len(bound)} missed where the floor itself misses the target, "
+        f"{within} of them within the proposed target. "
+        + (
+            f"Missed but within the floor's reach: {'; '.join(reachable)}."
+            if reachable
+            else "No target missed that its floor meets."
+        )
+    )
 
 
 def na_legend(rows: list[dict[str, Any]]) -> str:
@@ -441,7 +537,9 @@ def chart(path: Path, rows: list[dict[str, Any]], peers: list[str], info: dict[s
         ax.set_title(
             f"{row['scenario']}\n{row['result']}: {ratio} (target {row['target']})",
             fontsize=9,
-            color={"PASS": "#2ca02c", "info": "#555555"}.get(row["result"], "#d62728"),
+            color={"PASS": "#2ca02c", "info": "#555555"}.get(
+                row["result"], "#ff7f0e" if row["verdict"].endswith("proposed PASS") else "#d62728"
+            ),
         )
         xlabel = unit + ("  (log scale)" if ax.get_xscale() == "log" else "")
         if absent:
@@ -452,12 +550,21 @@ def chart(path: Path, rows: list[dict[str, Any]], peers: list[str], info: dict[s
 
     legend_ax = flat[len(panels)]
     legend_ax.axis("off")
-    lines = [f"{r['result']}  {r['scenario']}: {fmt_ratio(r)}  [{r['target']}]" for r in rows]
+    lines = []
+    for r in rows:
+        lines.append(f"{r['result']}  {r['scenario']}: {fmt_ratio(r)}  [{r['target']}]")
+        if r["proposed"]:
+            lines.append(
+                f"      floor-bound; ours {r['ours_per_floor']:.2f}× the floor "
+                f"[{r['proposed']}]: {r['verdict'].rsplit(' ', 1)[-1]}"
+            )
     legend_ax.text(
         0.0,
         1.0,
         "red bar: aiocache-swr   blue: the row's reference\n"
-        "lower is better everywhere (time, calls, bytes)\n\n" + "\n".join(lines),
+        "lower is better everywhere (time, calls, bytes)\n"
+        "orange title: missed, but the floor misses it too; within the proposed target\n\n"
+        + "\n".join(lines),
         va="top",
         fontsize=7.5,
         family="monospace",
@@ -528,23 +635,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(rows, peers))
     print(na_legend(rows))
-    print("floors (see benchmarks/floors.py), measured in this run:")
-    for row in rows:
-        floor, floor_s = row["ours_extra"].get("floor"), row["ours_extra"].get("floor_s")
-        ours = row["values"].get(OURS)
-        if floor and floor_s and ours:
-            reference = row["values"].get(row["reference"] or "")
-            vs_ref = ""
-            if reference and row["key"] in ("l2_write", "l2_miss_write"):
-                vs_ref = f" = {reference / floor_s:.3g}x {row['reference']} thrpt"
-            elif reference:
-                vs_ref = f" = {floor_s / reference:.3g}x {row['reference']}"
-            print(
-                f"  {row['scenario']}: {floor} {fmt_value('time', floor_s)}{vs_ref}; "
-                f"ours is {ours / floor_s:.2f}x the floor"
-            )
-    passed = sum(r["result"] == "PASS" for r in rows)
-    print(f"{passed}/{sum(r['result'] != 'info' for r in rows)} targets met.")
+    print()
+    print("Against the floors (benchmarks/floors.py), measured in this run:")
+    print(floor_table(rows))
+    print(summary(rows))
     write_json(args.json, rows, bench_json, collector, info)
     chart(args.png, rows, peers, info)
     print(f"wrote {args.json} and {args.png}")
