@@ -11,9 +11,10 @@ its mechanism costs, ``floors.py``, measured in the same run) against it: the
 floor read as the target reads, so a missed target the floor itself misses is
 told apart ("floor-bound", judged against the proposed target ``Row.proposed``:
 ours at most k times the floor) from one this library could meet.  It writes
-the raw numbers to ``docs/benchmarks.json`` and a chart to ``docs/benchmarks.png``.  Targets are reported, never asserted: the
-exit status is non-zero only when a benchmark itself failed (e.g. a correctness
-check such as the stampede count).
+the raw numbers to ``docs/benchmarks.json`` and a chart to
+``docs/benchmarks.png``.  Targets are reported, never asserted: the exit status
+is non-zero only when a benchmark itself failed (e.g. a correctness check such
+as the stampede count).
 
 Time figures are per call: the fastest round divided by the calls per round
 (the minimum is the figure least disturbed by other processes on a shared
@@ -483,13 +484,14 @@ def chart(path: Path, rows: list[dict[str, Any]], peers: list[str], info: dict[s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     panels = [r for r in rows if r["key"] != "hit_int_floor"]  # same data as hit_int
     ncols = 3
     nrows = math.ceil((len(panels) + 1) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(18, 4.1 * nrows))
     flat = list(axes.flat)
-    colors = {"ours": "#d62728", "ref": "#1f77b4", "other": "#9a9a9a"}
+    colors = {"ours": "#d62728", "ref": "#1f77b4", "other": "#9a9a9a", "floor": "#ff7f0e"}
 
     for ax, row in zip(flat, panels, strict=False):
         labels, values, tints, absent = [], [], [], []
@@ -517,13 +519,18 @@ def chart(path: Path, rows: list[dict[str, Any]], peers: list[str], info: dict[s
                 labels.append(f"{peer} (fresh)")
                 values.append(fresh / 1e3)
                 tints.append(colors["ref"])
-        finite = [v for v in values if v > 0]
+        floor_s = row.get("floor_s")
+        floor_us = float(floor_s) * 1e6 if floor_s and row["kind"] == "time" else None
+        finite = [v for v in [*values, floor_us or 0.0] if v > 0]
         y = range(len(labels))
         ax.barh(list(y), values, color=tints, height=0.6)
         ax.set_yticks(list(y), labels, fontsize=8)
         ax.invert_yaxis()
         if finite and max(finite) / min(finite) > 20:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # only the decades are labelled
+        if floor_us is not None:  # the least the mechanism costs, same run (floors.py)
+            ax.axvline(floor_us, color=colors["floor"], linestyle="--", linewidth=1.2)
         for yi, v in zip(y, values, strict=True):
             text = f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
             ax.text(v, yi, " " + text, va="center", fontsize=7)
@@ -542,15 +549,21 @@ def chart(path: Path, rows: list[dict[str, Any]], peers: list[str], info: dict[s
             ),
         )
         xlabel = unit + ("  (log scale)" if ax.get_xscale() == "log" else "")
+        if floor_us is not None:
+            xlabel += f"\ndashed: floor {row['floor']} ({fmt_value('time', floor_s)})"
         if absent:
             xlabel += "\n" + textwrap.fill("n/a: " + ", ".join(absent), width=72)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
         ax.margins(x=0.15)
 
-    legend_ax = flat[len(panels)]
-    legend_ax.axis("off")
-    lines = []
+    lines = [
+        "red bar: aiocache-swr   blue: the row's reference",
+        "lower is better everywhere (time, calls, bytes)",
+        "dashed orange line: the row's floor (benchmarks/floors.py), same run",
+        "orange title: missed, but the floor misses it too; within the proposed target",
+        "",
+    ]
     for r in rows:
         lines.append(f"{r['result']}  {r['scenario']}: {fmt_ratio(r)}  [{r['target']}]")
         if r["proposed"]:
@@ -558,19 +571,12 @@ def chart(path: Path, rows: list[dict[str, Any]], peers: list[str], info: dict[s
                 f"      floor-bound; ours {r['ours_per_floor']:.2f}× the floor "
                 f"[{r['proposed']}]: {r['verdict'].rsplit(' ', 1)[-1]}"
             )
-    legend_ax.text(
-        0.0,
-        1.0,
-        "red bar: aiocache-swr   blue: the row's reference\n"
-        "lower is better everywhere (time, calls, bytes)\n"
-        "orange title: missed, but the floor misses it too; within the proposed target\n\n"
-        + "\n".join(lines),
-        va="top",
-        fontsize=7.5,
-        family="monospace",
-    )
-    for ax in flat[len(panels) + 1 :]:
+    spare = flat[len(panels) :]
+    per_cell = math.ceil(len(lines) / len(spare))
+    for n, ax in enumerate(spare):  # the legend, over the cells the panels left free
         ax.axis("off")
+        text = "\n".join(lines[n * per_cell : (n + 1) * per_cell])
+        ax.text(0.0, 1.0, text, va="top", fontsize=7.5, family="monospace")
     m = info["machine"]
     fig.suptitle(
         f"aiocache-swr benchmarks ({info['mode']} run) — {m['platform']}, "
