@@ -29,8 +29,6 @@ from typing import Any
 import floors
 from conftest import VALUE, Peer, Sizes, SWRPeer, bench_async
 
-from aiocache_swr._keys import stable_key
-
 
 def _check_reads_from_store(peer: Peer, reads: int) -> None:
     if isinstance(peer, SWRPeer):
@@ -87,11 +85,7 @@ def test_l2_read_batch(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
         )
         benchmark.extra_info["floor"] = "batched_read"
         benchmark.extra_info["floor_s"] = runner.run(
-            floors.batched_read(
-                peer.store.path,
-                "bench.l2",
-                [[stable_key((k,)) for k in keys] for keys in key_sets],
-            )
+            floors.batched_read(peer.store.path, "bench.l2", key_sets)
         )
 
 

@@ -399,14 +399,16 @@ def floor_table(rows: list[dict[str, Any]]) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    judged = [r for r in rows if r["result"] != "info"]
+    judged = [r for r in rows if r["result"] in ("PASS", "FAIL", "ERROR")]
     met = sum(r["result"] == "PASS" for r in judged)
     bound = [r for r in judged if r["verdict"].startswith("floor-bound")]
     within = sum(r["verdict"].endswith("PASS") for r in bound)
-    reachable = [r["scenario"] for r in judged if r["verdict"] in ("FAIL", "ERROR", "not run")]
+    reachable = [r["scenario"] for r in judged if r["verdict"] in ("FAIL", "ERROR")]
+    not_run = sum(r["result"] == "not run" for r in rows)
     return (
-        f"{met}/{len(judged)} SPEC targets met. "
-        f"{len(bound)} missed where the floor itself misses the target, "
+        f"{met}/{len(judged)} SPEC targets met"
+        + (f" ({not_run} rows not run)" if not_run else "")
+        + f". {len(bound)} missed where the floor itself misses the target, "
         f"{within} of them within the proposed target. "
         + (
             f"Missed but within the floor's reach: {'; '.join(reachable)}."

@@ -84,14 +84,16 @@ def test_a_row_without_a_floor_keeps_its_result(report: ModuleType) -> None:
 
 
 def test_summary_separates_floor_bound_misses_from_reachable_ones(report: ModuleType) -> None:
-    """The summary counts SPEC passes, floor-bound misses, and names misses within reach."""
+    """The summary counts SPEC passes, floor-bound misses and rows not run (e.g. ``-k``),
+    and names the misses within the floor's reach."""
     rows = [
         judged(report, "l2_read", {report.OURS: 150e-6, "diskcache": 10e-6}, floor_s=100e-6),
         judged(report, "miss", {report.OURS: 6e-6, "async-lru": 10e-6}, floor_s=4e-6),
         judged(report, "l2_write", {report.OURS: 8e-6, "diskcache": 100e-6}, floor_s=5e-6),
         {"scenario": "shown only", "result": "info", "verdict": "info"},
+        {"scenario": "filtered out", "result": "not run", "verdict": "not run"},
     ]
     text = report.summary(rows)
-    assert text.startswith("1/3 SPEC targets met. 1 missed where the floor itself misses")
+    assert text.startswith("1/3 SPEC targets met (1 rows not run). 1 missed where the floor")
     assert "1 of them within the proposed target" in text
     assert text.endswith("Missed but within the floor's reach: miss.")
