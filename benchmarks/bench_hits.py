@@ -39,8 +39,8 @@ def test_hit_one_int(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
     )
     assert source.calls == calls_before, "a fresh hit called the source"
     if isinstance(peer, SWRPeer):
-        benchmark.extra_info["floor"] = "class_ttl_lru"
-        benchmark.extra_info["floor_s"] = runner.run(floors.class_ttl_lru(len(keys)))
+        benchmark.extra_info["floor"] = "ttl_lru_hit"
+        benchmark.extra_info["floor_s"] = runner.run(floors.ttl_lru_hit(len(keys)))
 
 
 def test_hit_args_kwargs(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
@@ -66,5 +66,5 @@ def test_hit_args_kwargs(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
     )
     assert source.calls == calls_before, "a fresh hit called the source"
     if isinstance(peer, SWRPeer):
-        benchmark.extra_info["floor"] = "class_ttl_lru"
-        benchmark.extra_info["floor_s"] = runner.run(floors.class_ttl_lru(len(keys), keyword=True))
+        benchmark.extra_info["floor"] = "ttl_lru_hit"
+        benchmark.extra_info["floor_s"] = runner.run(floors.ttl_lru_hit(len(keys), keyword=True))

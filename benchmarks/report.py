@@ -66,7 +66,12 @@ class Row:
     target: str
     passes: Callable[[float | None, dict[str, Any]], bool] | None  # None: informational
     # Where the row's floor (benchmarks/floors.py) itself misses ``target`` in a run,
-    # the target proposed instead (see the README): ours at most this many times the floor.
+    # the target proposed instead (see the README): ours at most this many times the
+    # floor.  Set after measuring, for what this library adds on purpose: a hit goes
+    # through a class instance (1.16x a closure's call, 1.23x with a keyword argument)
+    # and checks for an event listener and its key= (1.5); a miss's flight carries what
+    # the stale, refresh and store paths need (1.6); a level-2 read has a time limit and
+    # a task of its own (2).
     proposed: float | None = None
 
 
@@ -76,15 +81,15 @@ def _le(limit: float) -> Callable[[float | None, dict[str, Any]], bool]:
 
 ROWS = [
     Row("hit_int", "fresh hit, 1 int arg", "test_hit_one_int", "time", "async-lru",
-        "≤ 0.5× async-lru", _le(0.5), proposed=1.3),
+        "≤ 0.5× async-lru", _le(0.5), proposed=1.5),
     Row("hit_int_floor", "fresh hit, 1 int arg", "test_hit_one_int", "time", "floor",
-        "≤ 2× the floor", _le(2.0), proposed=1.3),
+        "≤ 2× the floor", _le(2.0), proposed=1.5),
     Row("hit_args", "fresh hit, 2 pos + 1 kw", "test_hit_args_kwargs", "time", "async-lru",
-        "≤ 0.5× async-lru", _le(0.5), proposed=1.3),
+        "≤ 0.5× async-lru", _le(0.5), proposed=1.5),
     Row("miss", "miss overhead (distinct keys)", "test_miss_overhead", "time", "async-lru",
-        "≤ 0.5× async-lru", _le(0.5), proposed=2.0),
+        "≤ 0.5× async-lru", _le(0.5), proposed=1.6),
     Row("churn", "LRU churn (1000 / 10k keys)", "test_lru_churn", "time", "async-lru",
-        "≤ 0.5× async-lru", _le(0.5), proposed=2.0),
+        "≤ 0.5× async-lru", _le(0.5), proposed=1.6),
     Row("stampede", "10k callers, 1 cold key: calls", "test_stampede_cold_key", "count", None,
         "exactly 1 call", lambda ratio, extra: extra.get("source_calls") == 1),
     Row("first_stale", "first caller on a stale entry", "test_first_stale_caller", "time",
@@ -98,7 +103,7 @@ ROWS = [
     Row("l2_read", "L2 read, one at a time", "test_l2_read_sequential", "time", "diskcache",
         "≤ 5× diskcache get", _le(5.0), proposed=2.0),
     Row("l2_batch", "L2 reads, 1000 keys at once", "test_l2_read_batch", "time", "diskcache",
-        "≤ 1× diskcache get", _le(1.0), proposed=2.0),
+        "≤ 1× diskcache get", _le(1.0)),
     Row("l2_write", "L2 sustained writes", "test_l2_write_sustained", "time", "diskcache",
         "≥ 10× diskcache set thrpt", lambda ratio, extra: ratio is not None and ratio >= 10.0),
     Row("l2_miss_write", "L2 miss + compute + write, 1 at a time", "test_l2_miss_then_write",
@@ -158,14 +163,26 @@ def run_suite(quick: bool, json_path: Path, extra_args: list[str], collector: Co
 
 
 def best_of(passes: list[dict[str, Any]]) -> dict[str, Any]:
-    """One pytest-benchmark document: per benchmark, the pass with the fastest round."""
+    """One pytest-benchmark document: per benchmark, the pass with the fastest round,
+    and the fastest of its floors (``floor_s``) over every pass: a floor is a best
+    of repetitions too, and must not depend on which pass our own figure came from."""
     best: dict[str, dict[str, Any]] = {}
+    floors: dict[str, float] = {}
     for doc in passes:
         for bench in doc.get("benchmarks", []):
-            kept = best.get(bench["fullname"])
+            name = bench["fullname"]
+            kept = best.get(name)
             if kept is None or bench["stats"]["min"] < kept["stats"]["min"]:
-                best[bench["fullname"]] = bench
-    return {**passes[-1], "benchmarks": list(best.values())}
+                best[name] = bench
+            floor_s = bench.get("extra_info", {}).get("floor_s")
+            if floor_s:
+                floors[name] = min(floors.get(name, math.inf), float(floor_s))
+    benchmarks = []
+    for name, bench in best.items():
+        if name in floors:
+            bench = {**bench, "extra_info": {**bench["extra_info"], "floor_s": floors[name]}}
+        benchmarks.append(bench)
+    return {**passes[-1], "benchmarks": benchmarks}
 
 
 def merge_outcomes(collectors: list[Collector]) -> Collector:
@@ -266,18 +283,20 @@ def against_floor(
         "proposed": None,
         "verdict": result,
     }
-    if not floor_s or ours is None or row.passes is None:
-        return out
+    if not floor_s or ours is None or row.passes is None or row.kind != "time":
+        return out  # floors are times per call; other kinds have none
     floor_ratio = _ratio(row, float(floor_s), values, extra)
     out["floor_ratio"] = floor_ratio
     out["ours_per_floor"] = ours / float(floor_s)
     if floor_ratio is None:
         return out
     out["floor_meets_target"] = meets = bool(row.passes(floor_ratio, extra))
-    if result == "FAIL" and not meets and row.proposed is not None:
-        out["proposed"] = f"≤ {row.proposed:g}× {out['floor']}"
-        within = out["ours_per_floor"] <= row.proposed
-        out["verdict"] = "floor-bound: proposed " + ("PASS" if within else "FAIL")
+    if result == "FAIL" and not meets:
+        out["verdict"] = "floor-bound"
+        if row.proposed is not None:
+            out["proposed"] = f"≤ {row.proposed:g}× {out['floor']}"
+            within = out["ours_per_floor"] <= row.proposed
+            out["verdict"] += ": proposed " + ("PASS" if within else "FAIL")
     return out
 
 
@@ -399,23 +418,39 @@ def floor_table(rows: list[dict[str, Any]]) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
+    """One line: SPEC targets met, and each miss by kind.
+
+    A miss is floor-bound (its floor misses the target too: with or without a
+    proposed target), within reach (its floor meets the target), or has no
+    floor to tell; rows whose benchmark failed are errors.
+    """
     judged = [r for r in rows if r["result"] in ("PASS", "FAIL", "ERROR")]
     met = sum(r["result"] == "PASS" for r in judged)
-    bound = [r for r in judged if r["verdict"].startswith("floor-bound")]
-    within = sum(r["verdict"].endswith("PASS") for r in bound)
-    reachable = [r["scenario"] for r in judged if r["verdict"] in ("FAIL", "ERROR")]
+    failed = [r for r in judged if r["result"] == "FAIL"]
+    bound = [r for r in failed if r["floor_meets_target"] is False]
+    within = sum(r["verdict"].endswith("proposed PASS") for r in bound)
+    unproposed = sum(r["proposed"] is None for r in bound)
+    reach = [r["scenario"] for r in failed if r["floor_meets_target"] is True]
+    no_floor = [r["scenario"] for r in failed if r["floor_meets_target"] is None]
+    errors = [r["scenario"] for r in judged if r["result"] == "ERROR"]
     not_run = sum(r["result"] == "not run" for r in rows)
-    return (
+    parts = [
         f"{met}/{len(judged)} SPEC targets met"
         + (f" ({not_run} rows not run)" if not_run else "")
-        + f". {len(bound)} missed where the floor itself misses the target, "
-        f"{within} of them within the proposed target. "
-        + (
-            f"Missed but within the floor's reach: {'; '.join(reachable)}."
-            if reachable
-            else "No target missed that its floor meets."
-        )
-    )
+        + ".",
+        f"{len(bound)} missed where the floor itself misses the target, "
+        f"{within} of them within the proposed target"
+        + (f" ({unproposed} without one)" if unproposed else "")
+        + ".",
+        f"Missed but within the floor's reach: {'; '.join(reach)}."
+        if reach
+        else "No target missed that its floor meets.",
+    ]
+    if no_floor:
+        parts.append(f"Missed, no floor to judge by: {'; '.join(no_floor)}.")
+    if errors:
+        parts.append(f"Benchmark errors: {'; '.join(errors)}.")
+    return " ".join(parts)
 
 
 def na_legend(rows: list[dict[str, Any]]) -> str:

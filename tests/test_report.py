@@ -1,4 +1,8 @@
-"""benchmarks/report.py's judgement of a row against its floor (no benchmark is run)."""
+"""benchmarks/report.py's judgement of each row, from made-up benchmark results.
+
+No benchmark runs here: ``figures()`` gets a pytest-benchmark document and the
+outcomes a run would have recorded.
+"""
 
 from __future__ import annotations
 
@@ -27,73 +31,172 @@ def report() -> ModuleType:
     return module
 
 
-def row_of(report: ModuleType, key: str) -> Any:
-    return next(r for r in report.ROWS if r.key == key)
+def bench(test: str, peer: str, seconds: float, **extra: Any) -> dict[str, Any]:
+    """One pytest-benchmark entry: one call per round, fastest round ``seconds``."""
+    return {
+        "name": f"{test}[{peer}]",
+        "fullname": f"benchmarks/x.py::{test}[{peer}]",
+        "params": {"peer": peer},
+        "stats": {"min": seconds},
+        "extra_info": extra,
+    }
 
 
-def judged(report: ModuleType, key: str, values: dict[str, float], floor_s: float) -> Any:
-    row = row_of(report, key)
-    ours = values[report.OURS]
-    extra = {"floor": "the_floor", "floor_s": floor_s}
-    ratio = report._ratio(row, ours, values, extra)
-    result = "PASS" if row.passes(ratio, extra) else "FAIL"
-    return {"scenario": key, "result": result} | report.against_floor(
-        row, result, ours, values, extra
+def figures(report: ModuleType, *benches: dict[str, Any], failed: str = "") -> dict[str, Any]:
+    """Every row report.py computes from ``benches`` (``failed``: a test whose run failed)."""
+    collector = report.Collector()
+    for entry in benches:
+        test, peer = entry["name"][:-1].split("[")
+        if peer not in collector.peers:
+            collector.peers.append(peer)
+        collector.outcomes[(test, peer)] = ("failed" if test == failed else "passed", "call")
+    rows = report.figures({"benchmarks": list(benches)}, collector)
+    return {row["key"]: row for row in rows}
+
+
+def l2_read(report: ModuleType, ours: float, floor_s: float) -> dict[str, Any]:
+    rows = figures(
+        report,
+        bench("test_l2_read_sequential", report.OURS, ours, floor="round_trip", floor_s=floor_s),
+        bench("test_l2_read_sequential", "diskcache", 10e-6),
     )
+    return rows["l2_read"]  # type: ignore[no-any-return]
 
 
 def test_a_miss_the_floor_also_misses_is_judged_against_the_proposed_target(
     report: ModuleType,
 ) -> None:
     """Sequential L2 reads: floor 10x diskcache misses "<= 5x"; ours 1.5x the floor passes."""
-    got = judged(report, "l2_read", {report.OURS: 150e-6, "diskcache": 10e-6}, floor_s=100e-6)
-    assert got["result"] == "FAIL"
-    assert got["floor_ratio"] == pytest.approx(10.0)
-    assert got["floor_meets_target"] is False
-    assert got["ours_per_floor"] == pytest.approx(1.5)
-    assert got["verdict"] == "floor-bound: proposed PASS"
-    assert got["proposed"] == "≤ 2× the_floor"  # noqa: RUF001
+    row = l2_read(report, ours=150e-6, floor_s=100e-6)
+    assert row["result"] == "FAIL"
+    assert row["floor_ratio"] == pytest.approx(10.0)
+    assert row["floor_meets_target"] is False
+    assert row["ours_per_floor"] == pytest.approx(1.5)
+    assert row["verdict"] == "floor-bound: proposed PASS"
+    assert row["proposed"] == "≤ 2× round_trip"  # noqa: RUF001
 
 
-def test_a_floor_bound_row_beyond_the_proposed_target_fails_it(report: ModuleType) -> None:
-    """Ours 2.5x a floor that itself misses the target: "proposed FAIL"."""
-    got = judged(report, "l2_read", {report.OURS: 250e-6, "diskcache": 10e-6}, floor_s=100e-6)
-    assert got["verdict"] == "floor-bound: proposed FAIL"
+def test_the_proposed_limit_itself_passes_and_beyond_it_fails(report: ModuleType) -> None:
+    """Ours exactly 2x the floor meets "<= 2x"; 2.5x is "proposed FAIL"."""
+    assert l2_read(report, ours=200e-6, floor_s=100e-6)["verdict"] == "floor-bound: proposed PASS"
+    assert l2_read(report, ours=250e-6, floor_s=100e-6)["verdict"] == "floor-bound: proposed FAIL"
 
 
 def test_a_miss_the_floor_meets_stays_a_plain_fail(report: ModuleType) -> None:
     """Floor 0.4x async-lru meets "<= 0.5x": ours at 0.6x is a FAIL, no proposed target."""
-    got = judged(report, "miss", {report.OURS: 6e-6, "async-lru": 10e-6}, floor_s=4e-6)
-    assert got["floor_meets_target"] is True
-    assert (got["verdict"], got["proposed"]) == ("FAIL", None)
+    row = figures(
+        report,
+        bench("test_miss_overhead", report.OURS, 6e-6, floor="sf", floor_s=4e-6),
+        bench("test_miss_overhead", "async-lru", 10e-6),
+    )["miss"]
+    assert row["floor_meets_target"] is True
+    assert (row["result"], row["verdict"], row["proposed"]) == ("FAIL", "FAIL", None)
+
+
+def test_a_target_met_exactly_passes(report: ModuleType) -> None:
+    """Ours exactly 0.5x async-lru meets "<= 0.5x"."""
+    row = figures(
+        report,
+        bench("test_hit_one_int", report.OURS, 0.5e-6, floor="hit", floor_s=0.4e-6),
+        bench("test_hit_one_int", "async-lru", 1e-6),
+    )["hit_int"]
+    assert (row["result"], row["verdict"]) == ("PASS", "PASS")
+
+
+def test_the_dict_floor_row_reads_its_floor_against_the_floor_peer(report: ModuleType) -> None:
+    """Target "<= 2x the floor": a hit floor at 2.5x misses it; ours at 1.2x that floor passes."""
+    row = figures(
+        report,
+        bench("test_hit_one_int", report.OURS, 300e-9, floor="hit", floor_s=250e-9),
+        bench("test_hit_one_int", "floor", 100e-9),
+    )["hit_int_floor"]
+    assert row["floor_ratio"] == pytest.approx(2.5)
+    assert row["ours_per_floor"] == pytest.approx(1.2)
+    assert row["verdict"] == "floor-bound: proposed PASS"
 
 
 def test_a_throughput_floor_is_read_as_a_throughput_ratio(report: ModuleType) -> None:
     """Writes: diskcache set 100 us over a 5 us floor is 20x; ours 8 us is 12.5x: PASS."""
-    got = judged(report, "l2_write", {report.OURS: 8e-6, "diskcache": 100e-6}, floor_s=5e-6)
-    assert got["floor_ratio"] == pytest.approx(20.0)
-    assert (got["result"], got["verdict"]) == ("PASS", "PASS")
+    row = figures(
+        report,
+        bench("test_l2_write_sustained", report.OURS, 8e-6, floor="insert", floor_s=5e-6),
+        bench("test_l2_write_sustained", "diskcache", 100e-6),
+    )["l2_write"]
+    assert row["floor_ratio"] == pytest.approx(20.0)
+    assert (row["result"], row["verdict"]) == ("PASS", "PASS")
 
 
-def test_a_row_without_a_floor_keeps_its_result(report: ModuleType) -> None:
-    """No ``floor_s``: nothing is added but the result as the verdict."""
-    row = row_of(report, "memory")
-    got = report.against_floor(row, "PASS", 270.0, {report.OURS: 270.0, "async-lru": 800.0}, {})
-    assert got["verdict"] == "PASS"
-    assert got["floor_ratio"] is None
+def test_a_floor_bound_row_without_a_proposed_target_says_so(report: ModuleType) -> None:
+    """Writes with the floor at 8x diskcache: "floor-bound", and no proposed verdict."""
+    row = figures(
+        report,
+        bench("test_l2_write_sustained", report.OURS, 20e-6, floor="insert", floor_s=12.5e-6),
+        bench("test_l2_write_sustained", "diskcache", 100e-6),
+    )["l2_write"]
+    assert (row["result"], row["verdict"], row["proposed"]) == ("FAIL", "floor-bound", None)
 
 
-def test_summary_separates_floor_bound_misses_from_reachable_ones(report: ModuleType) -> None:
-    """The summary counts SPEC passes, floor-bound misses and rows not run (e.g. ``-k``),
-    and names the misses within the floor's reach."""
-    rows = [
-        judged(report, "l2_read", {report.OURS: 150e-6, "diskcache": 10e-6}, floor_s=100e-6),
-        judged(report, "miss", {report.OURS: 6e-6, "async-lru": 10e-6}, floor_s=4e-6),
-        judged(report, "l2_write", {report.OURS: 8e-6, "diskcache": 100e-6}, floor_s=5e-6),
-        {"scenario": "shown only", "result": "info", "verdict": "info"},
-        {"scenario": "filtered out", "result": "not run", "verdict": "not run"},
-    ]
-    text = report.summary(rows)
-    assert text.startswith("1/3 SPEC targets met (1 rows not run). 1 missed where the floor")
-    assert "1 of them within the proposed target" in text
-    assert text.endswith("Missed but within the floor's reach: miss.")
+def test_only_time_rows_are_set_against_a_floor(report: ModuleType) -> None:
+    """A floor_s on the stale-crowd row (a latency ratio to a fresh hit) is ignored."""
+    row = figures(
+        report,
+        bench(
+            "test_stale_crowd",
+            report.OURS,
+            1e-3,
+            ratio_to_fresh=3.0,
+            stale_median_ns=3000,
+            all_stale=True,
+            refreshes_per_round=1,
+            floor="x",
+            floor_s=1e-6,
+        ),
+    )["stale_crowd"]
+    assert row["result"] == "FAIL"
+    assert (row["floor_ratio"], row["ours_per_floor"], row["verdict"]) == (None, None, "FAIL")
+
+
+def test_summary_names_each_kind_of_miss(report: ModuleType) -> None:
+    """Floor-bound misses are counted; misses within reach, without a floor, and benchmark
+    errors are named apart; rows that did not run are only counted."""
+    rows = figures(
+        report,
+        # floor-bound, within its proposed target
+        bench("test_l2_read_sequential", report.OURS, 150e-6, floor="rt", floor_s=100e-6),
+        bench("test_l2_read_sequential", "diskcache", 10e-6),
+        # floor-bound, no proposed target
+        bench("test_l2_read_batch", report.OURS, 15e-6, floor="batched", floor_s=12e-6),
+        bench("test_l2_read_batch", "diskcache", 10e-6),
+        # within reach
+        bench("test_miss_overhead", report.OURS, 6e-6, floor="sf", floor_s=4e-6),
+        bench("test_miss_overhead", "async-lru", 10e-6),
+        # no floor
+        bench("test_memory_per_entry", report.OURS, 0.0, bytes_per_entry=600),
+        bench("test_memory_per_entry", "async-lru", 0.0, bytes_per_entry=800),
+        # met
+        bench("test_first_stale_caller", report.OURS, 1e-6),
+        bench("test_first_stale_caller", "cashews-early", 10e-6),
+        # its benchmark failed
+        bench("test_stampede_cold_key", report.OURS, 1e-3, source_calls=1),
+        failed="test_stampede_cold_key",
+    )
+    text = report.summary(list(rows.values()))
+    assert text.startswith("1/6 SPEC targets met (")
+    assert "2 missed where the floor itself misses the target, 1 of them within the " in text
+    assert "(1 without one)" in text
+    assert "Missed but within the floor's reach: miss overhead (distinct keys)." in text
+    assert "Missed, no floor to judge by: memory per entry." in text
+    assert text.endswith("Benchmark errors: 10k callers, 1 cold key: calls.")
+
+
+def test_best_of_keeps_the_fastest_pass_and_the_fastest_floor_of_any_pass(
+    report: ModuleType,
+) -> None:
+    """Our figure comes from our fastest pass; its floor is the fastest of every pass."""
+    first = {"benchmarks": [bench("t", report.OURS, 2.0, floor="f", floor_s=1.0, tag="first")]}
+    second = {"benchmarks": [bench("t", report.OURS, 3.0, floor="f", floor_s=0.5, tag="second")]}
+    (kept,) = report.best_of([first, second])["benchmarks"]
+    assert kept["stats"]["min"] == 2.0
+    assert kept["extra_info"]["tag"] == "first"
+    assert kept["extra_info"]["floor_s"] == 0.5
+    assert first["benchmarks"][0]["extra_info"]["floor_s"] == 1.0  # inputs left as they were
