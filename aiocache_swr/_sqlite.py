@@ -341,7 +341,7 @@ _MIGRATE_V1: Final[tuple[str, ...]] = (
 
 # REPLACE, not an upsert: a rewritten row gets a new, highest rowid (rowid order is
 # write order) and its old version goes through the delete trigger (count, tags).
-_UPSERT_SQL: Final = (
+_REPLACE_SQL: Final = (
     "INSERT OR REPLACE INTO swr_entries"
     " (namespace, key, blob, created, expires, tags, mac, written)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
@@ -1549,7 +1549,7 @@ class SQLiteStore:
                 # Each row inserts exactly one row (keys are unique in a batch); the
                 # row it replaces, if any, is subtracted by the delete trigger.  Tags
                 # go in after: the trigger removed the replaced row's.
-                db.executemany(_UPSERT_SQL, rows)
+                db.executemany(_REPLACE_SQL, rows)
                 db.execute(_ADD_COUNT_SQL, (len(rows),))
                 if tag_rows:
                     db.executemany(_INSERT_TAG_SQL, tag_rows)

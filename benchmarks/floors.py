@@ -38,7 +38,7 @@ Two are only the core of their mechanism, so they are looser lower bounds:
 * ``aiosqlite_round_trip``: one query answered on aiosqlite's thread (this
   library never runs level-2 work on the event loop's thread), without a key,
   a time limit or unpickling;
-* ``batched_insert``: one row of a 2,000-row ``executemany`` upsert of a ready
+* ``batched_insert``: one row of a 2,000-row ``executemany`` ``INSERT OR REPLACE`` of a ready
   blob into the store's own table, in one transaction, on the calling thread.
 
 Each returns seconds per operation: the best of ``REPEAT`` repetitions.
@@ -173,7 +173,7 @@ async def aiosqlite_round_trip(path: Path, calls: int) -> float:
 
 
 def batched_insert(path: Path, rows: int = 2_000) -> float:
-    from aiocache_swr._sqlite import _SCHEMA, _UPSERT_SQL
+    from aiocache_swr._sqlite import _REPLACE_SQL, _SCHEMA
 
     best = float("inf")
     with sqlite3.connect(path, isolation_level=None) as db:
@@ -197,7 +197,7 @@ def batched_insert(path: Path, rows: int = 2_000) -> float:
             ]
             start = time.perf_counter()
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(_UPSERT_SQL, batch)
+            db.executemany(_REPLACE_SQL, batch)
             db.execute("COMMIT")
             best = min(best, (time.perf_counter() - start) / rows)
     db.close()
