@@ -454,10 +454,16 @@ def summary(rows: list[dict[str, Any]]) -> str:
     proposed = [r for r in bound if r["proposed"] is not None]
     held = sum(r["verdict"].startswith("floor-bound: proposed PASS") for r in proposed)
     reach = [r for r in failed if r["floor_meets_target"] is True]
-    within = [r["scenario"] for r in reach if r["floor_complete"]]
-    unknown = [r["scenario"] for r in reach if not r["floor_complete"]]
-    unjudged = [r["scenario"] for r in failed if r["floor_meets_target"] is None]
-    errors = [r["scenario"] for r in judged if r["result"] == "ERROR"]
+    scenarios = [r["scenario"] for r in rows]
+
+    def name(r: dict[str, Any]) -> str:  # the target too, where two rows share a scenario
+        shared = scenarios.count(r["scenario"]) > 1
+        return f"{r['scenario']} ({r['target']})" if shared else str(r["scenario"])
+
+    within = [name(r) for r in reach if r["floor_complete"]]
+    unknown = [name(r) for r in reach if not r["floor_complete"]]
+    unjudged = [name(r) for r in failed if r["floor_meets_target"] is None]
+    errors = [name(r) for r in judged if r["result"] == "ERROR"]
     not_run = len(targets) - len(judged)
     parts = [
         f"{met}/{len(judged)} SPEC targets met"

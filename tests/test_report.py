@@ -247,3 +247,15 @@ def test_best_of_names_the_floor_even_when_the_fastest_pass_has_none(
     (kept,) = report.best_of([first, second])["benchmarks"]
     assert (kept["stats"]["min"], kept["extra_info"]["floor"]) == (2.0, "f")
     assert kept["extra_info"]["floor_s"] == 0.5
+
+
+def test_summary_tells_apart_two_rows_of_one_scenario(report: ModuleType) -> None:
+    """Both 1-int hit rows missed within reach: each is named with its target."""
+    rows = figures(
+        report,
+        bench("test_hit_one_int", report.OURS, 600e-9, floor="ttl_lru_hit", floor_s=180e-9),
+        bench("test_hit_one_int", "async-lru", 1e-6),
+        bench("test_hit_one_int", "floor", 100e-9),
+    )
+    text = report.summary(list(rows.values()))
+    assert "fresh hit, 1 int arg (≤ 0.5× async-lru); fresh hit, 1 int arg (≤ 2× the floor)" in text  # noqa: RUF001
