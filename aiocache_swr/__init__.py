@@ -8,9 +8,10 @@ disk.  See ``swr_cached``.
 
 from ._cache import SWRCache, swr_cached
 from ._events import CacheEvent
-from ._function import BoundSWRFunction, SWRFunction
+from ._function import BoundSWRFunction
 from ._info import CacheInfo
 from ._sqlite import JSONSerializer, PickleSerializer, SQLiteStore
+from ._types import SWRFunction
 
 __all__ = [
     "BoundSWRFunction",

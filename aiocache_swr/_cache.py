@@ -22,10 +22,11 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 from ._events import CacheEvent, EventListener, emit
-from ._function import SWRFunction
+from ._function import Engine, decorated
 from ._runner import Runner, current_loop
 from ._sqlite import SQLiteStore, _check_path
 from ._store import Store, close_unstarted, distrust
+from ._types import SWRFunction
 
 __all__ = ["SWRCache", "default_cache", "swr_cached"]
 
@@ -171,7 +172,7 @@ class SWRCache:
         self.close_timeout = math.inf if timeout is None else timeout
         # Real seconds a store operation may take before it counts as failed.
         self.store_timeout = _check_duration(store_timeout, "store_timeout", "SWRCache")
-        self._functions: WeakSet[SWRFunction[Any, Any]] = WeakSet()
+        self._functions: WeakSet[Engine[Any, Any]] = WeakSet()
         self._stores: list[Store] = [self.store] if self.store is not None else []
         self._runner: Runner | None = None
         self._entered: tuple[Runner, anyio.abc.TaskGroup, Any] | None = None
@@ -233,7 +234,7 @@ class SWRCache:
             for param, callable_ in (("key", key), ("version", version), ("tags", tags)):
                 if callable(callable_):
                     _check_signature(fn, name, param, callable_)
-            func = SWRFunction(
+            func = Engine(
                 fn,
                 self,
                 ttl=ttl_s,
@@ -248,7 +249,7 @@ class SWRCache:
             self._functions.add(func)
             if resolved is not None and resolved not in self._stores:
                 self._stores.append(resolved)
-            return func
+            return decorated(func, fn)
 
         return decorate
 

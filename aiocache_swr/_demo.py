@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from ._cache import SWRCache
-from ._function import SWRFunction
 from ._info import CacheInfo
 from ._sqlite import SQLiteStore
+from ._types import SWRFunction
 from .testing import FakeClock
 
 __all__ = ["API_DELAY", "run_demo"]

@@ -1,4 +1,4 @@
-"""The engine of one decorated function: :class:`SWRFunction`.
+"""The engine of one decorated function: :class:`Engine`, and what the decorator returns.
 
 The decision for a call is :func:`aiocache_swr._freshness.judge`; this module
 carries it out (SPEC section 2):
@@ -32,13 +32,14 @@ rest.  1,000 concurrent misses are one store call, not 1,000 tasks and time limi
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import logging
 import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, cast, final
 
 from ._backoff import backoff_delay
 from ._entry import Entry
@@ -52,8 +53,9 @@ from ._store import Distrust, Record, Store, close_unstarted, distrust
 if TYPE_CHECKING:
     from ._cache import SWRCache
     from ._runner import Event, Runner
+    from ._types import SWRFunction
 
-__all__ = ["BoundSWRFunction", "SWRFunction"]
+__all__ = ["BoundSWRFunction", "Engine", "decorated", "engine_of"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -93,7 +95,7 @@ class _Flight:
 
     def __init__(
         self,
-        func: SWRFunction[Any, Any],
+        func: Engine[Any, Any],
         kind: str,
         key: Hashable,
         args: tuple[Any, ...],
@@ -167,7 +169,7 @@ class _Reads:
 
     __slots__ = ("flights", "func", "queued", "runner")
 
-    def __init__(self, func: SWRFunction[Any, Any], runner: Runner) -> None:
+    def __init__(self, func: Engine[Any, Any], runner: Runner) -> None:
         self.func = func
         self.runner = runner
         self.flights: list[tuple[str, _Flight]] = []  # (stable key, flight)
@@ -184,9 +186,11 @@ class _Reads:
 
 
 @final
-class SWRFunction(Generic[P, T]):
-    """A coroutine function wrapped by ``swr_cached`` / ``SWRCache.cached``.
+class Engine(Generic[P, T]):
+    """The cache of one coroutine function wrapped by ``swr_cached`` / ``SWRCache.cached``.
 
+    For a method defined in a class body it is also what the decorator returns
+    (see :func:`decorated`): an :class:`~aiocache_swr.SWRFunction`.
     Await it exactly like the original.  It also has ``refresh``,
     ``invalidate``, ``cache_clear`` and ``cache_info``; ``cache`` is the
     :class:`~aiocache_swr.SWRCache` that owns its background work.
@@ -202,6 +206,7 @@ class SWRFunction(Generic[P, T]):
     __slots__ = (
         "__dict__",
         "__weakref__",
+        "_call",
         "_clock",
         "_distrust",
         "_evictions",
@@ -278,6 +283,7 @@ class SWRFunction(Generic[P, T]):
         # lru.move_to_end(key), both in C.  An exact OrderedDict (not a subclass,
         # which CPython 3.11 cannot specialize lookups for), and not cachetools'
         # LRUCache, whose three Python-level calls per lookup were 40% of a hit.
+        # Never replaced (cleared in place): _cached_call holds it.
         self._lru: OrderedDict[Hashable, Entry] = OrderedDict()
         self._registry: dict[Hashable, _Flight] = {}
         self._registry_runner: Runner | None = None
@@ -297,6 +303,7 @@ class SWRFunction(Generic[P, T]):
         # The wrapped function's signature, computed on first need (see _check_args).
         self._signature: inspect.Signature | None = None
         self._signature_known = False
+        self._call: Callable[P, Coroutine[Any, Any, T]] = _cached_call(self)
 
     def __repr__(self) -> str:
         return f"<swr_cached {self._name} ttl={self._ttl} stale_ttl={self._stale_ttl}>"
@@ -304,50 +311,7 @@ class SWRFunction(Generic[P, T]):
     # -- the call ------------------------------------------------------------
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        if self._plain and not kwargs:  # no key=, no version callable: the common case
-            key: Hashable = args
-            version = self._version
-        else:
-            if self._key is not None:
-                key = self._key(*args, **kwargs)
-            elif len(kwargs) == 1:  # make_key's result, without two calls
-                key = (*args, KW_MARK, *kwargs.items())
-            else:
-                key = make_key(args, kwargs)
-            if self._version_fn is None:
-                version = self._version
-            else:
-                version = await self._current_version(args, kwargs)
-        lru = self._lru
-        try:
-            entry = lru[key]
-        except KeyError:
-            pass
-        except TypeError as exc:
-            raise self._key_error(exc) from exc
-        else:
-            lru.move_to_end(key)
-            now = self._clock()
-            # judge(entry, now, version) is FRESH, spelled out: the hot path.
-            if now < entry.fresh_until and entry.version == version:
-                self._hits += 1
-                if self._listener is not None:
-                    self._emit("hit", key)
-                return entry.value  # type: ignore[no-any-return]
-            if now < entry.serve_until:  # ...and is STALE, spelled out too
-                self._stale_hits += 1
-                if self._listener is not None:
-                    self._emit("stale_hit", key)
-                current = self._registry.get(key)
-                if current is None or current.doomed or not self._registry_is_here():
-                    self._start_refresh(key, entry, now, version, args, kwargs)
-                # else one runs or is queued already: a stale crowd's path
-                return entry.value  # type: ignore[no-any-return]
-            del lru[key]  # expired: lazy expiry
-        self._misses += 1
-        if self._listener is not None:
-            self._emit("miss", key)
-        return await self._miss(key, version, args, kwargs)  # type: ignore[no-any-return]
+        return await self._call(*args, **kwargs)
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
         """Recompute now (inline), store and return the new value.
@@ -835,7 +799,7 @@ class SWRFunction(Generic[P, T]):
     # -- invalidation, from the cache ----------------------------------------
 
     def _drop_memory(self) -> None:
-        self._lru = OrderedDict()
+        self._lru.clear()  # in place: the call closure holds this dict
         for flight in self._registry.values():
             flight.doomed = True
 
@@ -847,18 +811,133 @@ class SWRFunction(Generic[P, T]):
                 flight.doomed = True
 
 
+def decorated(engine: Engine[P, T], fn: Callable[P, Awaitable[T]]) -> SWRFunction[P, T]:
+    """What the decorator returns for ``fn``, given its engine.
+
+    * A function defined in a class body (its ``__qualname__`` says so) is a
+      method: it gets the engine itself, whose ``__get__`` binds it to the
+      instance, so ``obj.method.invalidate(x)`` keys on ``obj`` too.
+    * Anything else gets the engine's call closure, an ``async def`` function
+      carrying the engine's members (``refresh``, ``invalidate``,
+      ``cache_clear``, ``cache_info``, ``cache``, ``namespace``) and ``fn``'s
+      name, docstring and ``__wrapped__``.  It is the cheapest call there is,
+      and ``inspect.iscoroutinefunction`` is true of it.  Assigned to a class
+      attribute later, it still binds like any function when called, but
+      ``obj.method.invalidate(x)`` would not see ``obj``: decorate methods in
+      the class body.
+    """
+    if _in_class_body(fn):
+        return engine
+    front = functools.update_wrapper(engine._call, fn)
+    front.__dict__.update(
+        cache=engine.cache,
+        namespace=engine.namespace,
+        refresh=engine.refresh,
+        invalidate=engine.invalidate,
+        cache_clear=engine.cache_clear,
+        cache_info=engine.cache_info,
+    )
+    return cast("SWRFunction[P, T]", front)
+
+
+def engine_of(f: object) -> Engine[Any, Any]:
+    """The engine behind what the decorator returned (or its bound method): for tests and tools."""
+    if isinstance(f, BoundSWRFunction):
+        f = f.__func__
+    if isinstance(f, Engine):
+        return f
+    engine = getattr(getattr(f, "cache_info", None), "__self__", None)
+    if not isinstance(engine, Engine):
+        raise TypeError(f"{f!r} is not a function decorated by swr_cached")
+    return engine
+
+
+def _in_class_body(fn: object) -> bool:
+    """``fn`` is a function whose ``__qualname__`` places it in a class body."""
+    if not inspect.isfunction(fn):
+        return False
+    outer, dot, _ = fn.__qualname__.rpartition(".")
+    return bool(dot) and not outer.endswith("<locals>")
+
+
+def _cached_call(self: Engine[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """The cached call of ``self`` (SPEC section 2): the hot path, as a closure.
+
+    A closure, not a method, because calling a function is the cheapest call
+    CPython has: an instance with ``__call__`` costs about 15% more per hit
+    (20% with a keyword argument), and a cell is read faster than an
+    attribute.  What never changes after ``__init__`` is read from cells; the
+    counters and the rest from ``self``.
+    """
+    lru = self._lru
+    move_to_end = lru.move_to_end
+    clock = self._clock
+    listener = self._listener
+    plain = self._plain  # no key=, no version callable: the common case
+    key_fn = self._key
+    version_fn = self._version_fn
+    constant_version = self._version
+
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        if plain and not kwargs:
+            key: Hashable = args
+            version = constant_version
+        else:
+            if key_fn is not None:
+                key = key_fn(*args, **kwargs)
+            elif len(kwargs) == 1:  # make_key's result, without two calls
+                key = (*args, KW_MARK, *kwargs.items())
+            else:
+                key = make_key(args, kwargs)
+            if version_fn is None:
+                version = constant_version
+            else:
+                version = await self._current_version(args, kwargs)
+        try:
+            entry = lru[key]
+        except KeyError:
+            pass
+        except TypeError as exc:
+            raise self._key_error(exc) from exc
+        else:
+            move_to_end(key)
+            now = clock()
+            # judge(entry, now, version) is FRESH, spelled out: the hot path.
+            if now < entry.fresh_until and entry.version == version:
+                self._hits += 1
+                if listener is not None:
+                    self._emit("hit", key)
+                return entry.value  # type: ignore[no-any-return]
+            if now < entry.serve_until:  # ...and is STALE, spelled out too
+                self._stale_hits += 1
+                if listener is not None:
+                    self._emit("stale_hit", key)
+                current = self._registry.get(key)
+                if current is None or current.doomed or not self._registry_is_here():
+                    self._start_refresh(key, entry, now, version, args, kwargs)
+                # else one runs or is queued already: a stale crowd's path
+                return entry.value  # type: ignore[no-any-return]
+            del lru[key]  # expired: lazy expiry
+        self._misses += 1
+        if listener is not None:
+            self._emit("miss", key)
+        return await self._miss(key, version, args, kwargs)  # type: ignore[no-any-return]
+
+    return call
+
+
 @final
 class BoundSWRFunction(Generic[T]):
-    """An :class:`SWRFunction` used as a method, bound to one instance."""
+    """A decorated method, bound to one instance (the first argument of its key)."""
 
     __slots__ = ("__func__", "__self__")
 
-    def __init__(self, func: SWRFunction[..., T], instance: object) -> None:
+    def __init__(self, func: Engine[..., T], instance: object) -> None:
         self.__func__ = func
         self.__self__ = instance
 
     def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, T]:
-        return self.__func__(self.__self__, *args, **kwargs)
+        return self.__func__._call(self.__self__, *args, **kwargs)
 
     async def refresh(self, *args: Any, **kwargs: Any) -> T:
         return await self.__func__.refresh(self.__self__, *args, **kwargs)

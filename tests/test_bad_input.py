@@ -46,6 +46,7 @@ from aiocache_swr import (
     swr_cached,
 )
 from aiocache_swr._cache import _stores_by_path
+from aiocache_swr._function import engine_of
 from aiocache_swr._keys import stable_key
 from aiocache_swr._store import MemoryStore, Record
 from aiocache_swr.testing import FakeClock
@@ -101,7 +102,7 @@ async def assert_healthy(
 
     Returns the good argument it used.
     """
-    func: SWRFunction[Any, Any] = getattr(f, "__func__", f)  # type: ignore[assignment]
+    func = engine_of(f)
     await cache.wait_idle()
     assert func._registry == {}, f"in-flight registration leaked: {func._registry}"
     runner = cache._runner
@@ -693,7 +694,7 @@ async def test_refresh_with_arguments_the_function_cannot_take_leaves_nothing(
             await f.refresh(1, 2)
         with pytest.raises(TypeError, match=r"unexpected keyword argument 'y'"):
             await f.refresh(1, y=2)
-        assert f._registry == {}
+        assert engine_of(f)._registry == {}
         assert await f(1) == "1:1"  # the entry is untouched
         await assert_healthy(f, cache, caplog)
 

@@ -20,6 +20,7 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 from aiocache_swr import SWRCache, swr_cached
+from aiocache_swr._function import engine_of
 from aiocache_swr.testing import FakeClock
 
 from ._fetcher import Fetcher
@@ -526,7 +527,7 @@ async def test_a_fetch_cancelled_before_it_started_releases_its_caller(clock):
     assert caller is not None
     with anyio.fail_after(5), pytest.raises(RuntimeError, match="closed"):
         await caller
-    assert f._registry == {}
+    assert engine_of(f)._registry == {}
 
 
 async def test_stale_hits_while_a_cache_closes_never_strand_a_refresh(clock, fetcher):

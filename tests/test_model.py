@@ -58,6 +58,7 @@ from hypothesis.stateful import (
 
 from aiocache_swr import SQLiteStore, SWRCache
 from aiocache_swr._backoff import BACKOFF_BASE
+from aiocache_swr._function import engine_of
 from aiocache_swr._keys import stable_key
 from aiocache_swr._store import MemoryStore, Record
 from aiocache_swr.testing import FakeClock
@@ -250,12 +251,13 @@ class SWRModel(RuleBasedStateMachine):
             namespace=NAMESPACE,
             tags=lambda k: [f"t{k % 2}"],
         )(backend)
+        self.engine = engine_of(self.f)
 
     # -- plumbing ------------------------------------------------------------
 
     async def _backend(self, k: int) -> tuple[int, int, int]:
         """The function under test: one pending fetch, released by a rule."""
-        flight = self.f._registry.get((k,))
+        flight = self.engine._registry.get((k,))
         if flight is None or flight.doomed:
             self.problems.append(f"fetch of {k} started for a flight that is not live: {flight}")
         self.seq += 1
@@ -417,9 +419,9 @@ class SWRModel(RuleBasedStateMachine):
             if state == "expired":
                 del self.model[k]  # lazy expiry
                 state = "miss"
-        engine_entry = self.f._lru.get((k,))
+        engine_entry = self.engine._lru.get((k,))
         retry_at = engine_entry.retry_at if engine_entry is not None else None
-        reg_before = self.f._registry.get((k,))
+        reg_before = self.engine._registry.get((k,))
         refreshes_before = self.f.cache_info().refreshes
         row_state = "none"
         new_flight = reg_before is None or reg_before.doomed
@@ -453,7 +455,7 @@ class SWRModel(RuleBasedStateMachine):
             while len(self.model) > MAXSIZE:
                 self.model.popitem(last=False)
                 self.m_evictions += 1
-            reg_after = self.f._registry.get((k,))
+            reg_after = self.engine._registry.get((k,))
             if row_state == "fresh":
                 assert reg_after is None, f"f({k}): a fresh level-2 row started {reg_after}"
                 assert self.f.cache_info().refreshes == refreshes_before
@@ -477,7 +479,7 @@ class SWRModel(RuleBasedStateMachine):
         self.m_stale_hits += 1
         # Rule 3 / 6: a stale hit makes sure ONE refresh runs, unless backing off.
         assert retry_at is not None
-        reg_after = self.f._registry.get((k,))
+        reg_after = self.engine._registry.get((k,))
         if now < retry_at or (reg_before is not None and not reg_before.doomed):
             assert reg_after is reg_before, f"f({k}): a refresh started while backing off/running"
             assert self.f.cache_info().refreshes == refreshes_before
@@ -604,7 +606,7 @@ class SWRModel(RuleBasedStateMachine):
     @invariant()
     def lru_matches_model(self) -> None:
         """The in-memory LRU holds exactly the model's entries, in LRU order."""
-        lru = self.f._lru
+        lru = self.engine._lru
         assert list(lru.keys()) == [(k,) for k in self.model], (list(lru.keys()), self.model)
         for k, m in self.model.items():
             e = lru[(k,)]
@@ -633,7 +635,9 @@ class SWRModel(RuleBasedStateMachine):
             assert x.flight.doomed == x.doomed, f"fetch #{x.serial}: engine/model doom differ"
             assert not x.flight.done.is_set()
             if not x.doomed:
-                assert self.f._registry.get((x.key,)) is x.flight, f"live #{x.serial} unregistered"
+                assert self.engine._registry.get((x.key,)) is x.flight, (
+                    f"live #{x.serial} unregistered"
+                )
         for k in range(4):
             mine = sorted((x for x in self.pending if x.key == k), key=lambda x: x.start_seq)
             assert sum(not x.doomed for x in mine) <= 1
@@ -645,11 +649,11 @@ class SWRModel(RuleBasedStateMachine):
     def registry_has_no_leak(self) -> None:
         """Each registered flight is queued or has a pending fetch; idle means empty."""
         flights = {id(x.flight) for x in self.pending}
-        for key, flight in self.f._registry.items():
+        for key, flight in self.engine._registry.items():
             assert flight.key == key
             assert flight.queued or id(flight) in flights, f"{key}: leaked flight {flight}"
         if not self.pending:
-            assert not self.f._registry, f"registry leak: {self.f._registry}"
+            assert not self.engine._registry, f"registry leak: {self.engine._registry}"
         runner = self.cache._runner
         if runner is not None:
             assert runner.refreshing <= MAX_REFRESHES

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from aiocache_swr import SQLiteStore, SWRCache
+from aiocache_swr._function import engine_of
 from aiocache_swr.testing import FakeClock
 
 CHILD = Path(__file__).with_name("_persist_child.py")
@@ -139,7 +140,7 @@ async def test_path_stores_are_shared_per_file(tmp_path: Path) -> None:
 
     async with cache:
         assert (await a(1), await b(1)) == ("a1", "b1")
-    assert a._store is b._store
+    assert engine_of(a)._store is engine_of(b)._store
 
 
 @pytestmark_anyio

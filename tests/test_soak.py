@@ -54,6 +54,7 @@ import pytest
 
 from aiocache_swr import SQLiteStore, SWRCache
 from aiocache_swr._backoff import BACKOFF_CAP
+from aiocache_swr._function import engine_of
 from aiocache_swr.testing import FakeClock
 
 pytestmark = [pytest.mark.anyio, pytest.mark.soak]
@@ -243,6 +244,7 @@ class Soak:
             return await world.fetch(key)
 
         self.f = f
+        self.engine = engine_of(f)
 
     # -- operations -------------------------------------------------------------
 
@@ -585,7 +587,7 @@ async def test_soak_values_stay_correct_and_memory_tasks_threads_stay_flat(
     assert delta < MEMORY_BOUND, figures
     # Shared work is never cancelled by its callers; nothing is left running.
     assert (shared_cancelled, running) == (0, 0)
-    assert not soak.f._registry  # no flight left in the single-flight registry
+    assert not soak.engine._registry  # no flight left in the single-flight registry
     # Tasks: bounded by a round's concurrency (its workers, their flights, the previous
     # round's flights whose callers were cancelled, the refresh limit), not by the number
     # of operations; only the cache's host task once settled; the baseline once closed.
