@@ -257,9 +257,9 @@ class SWRCache:
 
     def _runner_here(self) -> Runner:
         """The runner of the running event loop (a new one for a new loop)."""
-        loop = current_loop()
         runner = self._runner
-        if runner is None or runner.loop is not loop:
+        if runner is None or not runner.is_current():
+            loop = current_loop()
             runner = self._runner = Runner(loop, self.max_concurrent_refreshes, self._close_stores)
         return runner
 

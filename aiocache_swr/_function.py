@@ -47,7 +47,6 @@ from ._events import CacheEvent, EventKind, emit
 from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
 from ._keys import KW_MARK, make_key, stable_key
-from ._runner import current_loop
 from ._store import Distrust, Record, Store, close_unstarted, distrust
 
 if TYPE_CHECKING:
@@ -474,7 +473,7 @@ class Engine(Generic[P, T]):
     def _registry_is_here(self) -> bool:
         """The registry belongs to the cache's open runner on the running event loop."""
         runner = self._registry_runner
-        return runner is not None and runner is self.cache._runner and runner.loop is current_loop()
+        return runner is not None and runner is self.cache._runner and runner.is_current()
 
     def _registry_here(self, runner: Runner) -> dict[Hashable, _Flight]:
         """This function's in-flight registry for ``runner``'s event loop, the running one."""

@@ -32,6 +32,7 @@ from anyio import wait_all_tasks_blocked
 
 from aiocache_swr import CacheEvent, SQLiteStore, SWRCache
 from aiocache_swr._keys import stable_key
+from aiocache_swr._runner import Runner
 from aiocache_swr.testing import FakeClock
 
 from ._fetcher import Fetcher
@@ -546,3 +547,34 @@ def test_keyboard_interrupt_in_a_background_refresh_under_asyncio_run(tmp_path, 
     assert loud(caplog, logging.ERROR) == []
     assert persisted_sync(db, clock, [1, 2]) == {1: "1:1", 2: "2:1"}
     assert run.problems == []  # the host task once re-raised it
+
+
+# -- which loop is running (Runner.is_current) --------------------------------------------
+
+
+def test_a_runner_is_current_only_on_its_own_running_loop() -> None:
+    """Current inside its loop; not in a later asyncio.run on the same thread, nor on a loop
+    that another thread runs while its own loop is still running."""
+
+    async def noop() -> None:
+        pass
+
+    def make() -> Runner:
+        return Runner(asyncio.get_running_loop(), 1, noop)
+
+    async def first() -> Runner:
+        runner = make()
+        assert runner.is_current()
+        seen: list[bool] = []
+        other = threading.Thread(target=lambda: seen.append(asyncio.run(check(runner))))
+        other.start()
+        await anyio.to_thread.run_sync(other.join)  # this loop keeps running meanwhile
+        assert seen == [False]
+        return runner
+
+    async def check(runner: Runner) -> bool:
+        return runner.is_current()
+
+    runner = asyncio.run(first())
+    assert not runner.is_current()  # no loop runs
+    assert asyncio.run(check(runner)) is False
