@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import assert_type
 
-from aiocache_swr import CacheInfo, SWRCache, swr_cached
+from aiocache_swr import CacheInfo, SWRCache, SWRFunction, swr_cached
 from aiocache_swr.testing import FakeClock
 
 
@@ -26,6 +26,16 @@ async def greet(name: str) -> str:
     return f"hi {name}"
 
 
+class Repo:
+    @cache.cached(ttl=60)
+    async def get(self, x: int) -> str:
+        return str(x)
+
+
+def takes_any_swr_function(f: SWRFunction[..., object]) -> CacheInfo:
+    return f.cache_info()
+
+
 async def uses() -> None:
     as_callable: Callable[[int], Awaitable[dict[str, int]]] = fetch_user
     assert_type(await as_callable(1), dict[str, int])
@@ -39,6 +49,11 @@ async def uses() -> None:
     await fetch_user("not an int")  # type: ignore[arg-type]
     await fetch_user(1, loud=True)  # type: ignore[call-arg]
     await greet.refresh(1)  # type: ignore[arg-type]
+    as_swr: SWRFunction[[str], str] = greet
+    assert_type(await as_swr("ann"), str)
+    assert_type(takes_any_swr_function(fetch_user), CacheInfo)
+    takes_any_swr_function(len)  # type: ignore[arg-type]
+    await Repo().get(1)
     await cache.invalidate_tags("user:1")
     await cache.wait_idle()
     async with cache:
