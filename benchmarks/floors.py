@@ -8,10 +8,10 @@ apart from "not possible this way".
 Three floors do what the SPEC requires of that call and nothing more, so they
 bound any implementation of the SPEC:
 
-* ``ttl_lru_hit``: a fresh hit through a closure (the cheapest callable; this
-  library's decorated object is a class instance, a choice that costs more),
-  doing only what the SPEC makes every hit do: one dictionary lookup, one move
-  to the LRU's end, one clock read and age comparison, one version comparison
+* ``ttl_lru_hit``: a fresh hit through a closure (the cheapest callable, as
+  this library's decorated function is; a decorated method is not), doing
+  only what the SPEC makes every hit do: one dictionary lookup, one move to
+  the LRU's end, one clock read and age comparison, one version comparison
   (SPEC section 3: fresh means young enough *and* of the current version), one
   hit counted (``cache_info().hits``);
 * ``single_flight``: a miss as the SPEC requires it: the running loop looked up
