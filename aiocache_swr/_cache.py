@@ -249,7 +249,8 @@ class SWRCache:
             self._functions.add(func)
             if resolved is not None and resolved not in self._stores:
                 self._stores.append(resolved)
-            return decorated(func, fn)
+            # The caller: a class body when decorating a method (see _is_method).
+            return decorated(func, fn, sys._getframe(1))
 
         return decorate
 

@@ -38,7 +38,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, cast, final
 
 from ._backoff import backoff_delay
@@ -301,6 +301,8 @@ class Engine(Generic[P, T]):
         # The wrapped function's signature, computed on first need (see _check_args).
         self._signature: inspect.Signature | None = None
         self._signature_known = False
+        # The call closure (the hot path) and its hit counter; decorated() takes
+        # the closure away when it returns the closure itself (see there).
         self._call: Callable[P, Coroutine[Any, Any, T]]
         self._hit_count: Callable[[], int]
         self._call, self._hit_count = _cached_call(self)
@@ -811,24 +813,32 @@ class Engine(Generic[P, T]):
                 flight.doomed = True
 
 
-def decorated(engine: Engine[P, T], fn: Callable[P, Awaitable[T]]) -> SWRFunction[P, T]:
-    """What the decorator returns for ``fn``, given its engine.
+def decorated(
+    engine: Engine[P, T], fn: Callable[P, Awaitable[T]], caller: FrameType | None
+) -> SWRFunction[P, T]:
+    """What the decorator returns for ``fn``, given its engine and the decorator's caller.
 
-    * A function defined in a class body (its ``__qualname__`` says so) is a
-      method: it gets the engine itself, whose ``__get__`` binds it to the
-      instance, so ``obj.method.invalidate(x)`` keys on ``obj`` too.
-    * Anything else gets the engine's call closure, an ``async def`` function
-      carrying the engine's members (``refresh``, ``invalidate``,
-      ``cache_clear``, ``cache_info``, ``cache``, ``namespace``) and ``fn``'s
-      name, docstring and ``__wrapped__``.  It is the cheapest call there is,
-      and ``inspect.iscoroutinefunction`` is true of it.  Assigned to a class
-      attribute later, it still binds like any function when called, but
-      ``obj.method.invalidate(x)`` would not see ``obj``: decorate methods in
-      the class body.
+    * A method (see :func:`_is_method`) gets the engine itself, whose
+      ``__get__`` binds it to the instance, so ``obj.method.invalidate(x)``
+      keys on ``obj`` too.  It keeps the call closure, so the two refer to
+      each other: a cycle, but a method lives as long as its class anyway.
+    * Anything else gets the call closure, an ``async def`` function carrying
+      the engine's members (``refresh``, ``invalidate``, ``cache_clear``,
+      ``cache_info``, ``cache``, ``namespace``) and ``fn``'s name, docstring,
+      ``__wrapped__`` and (if ``fn`` is a function) attributes.  It is the
+      cheapest call there is, and ``inspect.iscoroutinefunction`` is true of
+      it.  The engine lets go of it: no reference cycle, so a dropped function
+      is freed at once, its LRU with it.
     """
-    if _in_class_body(fn):
+    if _is_method(fn, caller):
         return engine
-    front = functools.update_wrapper(engine._call, fn)
+    front = engine._call
+    del engine._call
+    functools.update_wrapper(
+        front, fn, updated=functools.WRAPPER_UPDATES if inspect.isfunction(fn) else ()
+    )
+    front.__name__ = engine.__name__  # e.g. a partial's has none: not the closure's own
+    front.__qualname__ = engine.__qualname__
     front.__dict__.update(
         cache=engine.cache,
         namespace=engine.namespace,
@@ -852,8 +862,20 @@ def engine_of(f: object) -> Engine[Any, Any]:
     return engine
 
 
-def _in_class_body(fn: object) -> bool:
-    """``fn`` is a function whose ``__qualname__`` places it in a class body."""
+def _is_method(fn: object, caller: FrameType | None) -> bool:
+    """``fn`` is decorated as a method: in a class body, or defined in one.
+
+    Decorated in a class body: the decorator's caller is a class body (its
+    namespace has ``__module__`` and ``__qualname__``), which also catches a
+    method below a decorator that does not copy ``__qualname__``.  Defined in
+    one: ``fn`` is a function whose ``__qualname__`` places it in a class body
+    (e.g. decorated later, in a loop over a class's methods).  Erring towards
+    "method" is safe: the binding shape is slower, but right for a function;
+    the function shape used as a method would key ``obj.method.invalidate(x)``
+    without ``obj`` (a TypeError, or no entry dropped).
+    """
+    if caller is not None and {"__module__", "__qualname__"} <= caller.f_locals.keys():
+        return True
     if not inspect.isfunction(fn):
         return False
     outer, dot, _ = fn.__qualname__.rpartition(".")

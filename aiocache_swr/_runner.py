@@ -167,23 +167,30 @@ class Runner:
         )
         # Fetches running as plain tasks: job -> its task (None while being created).
         self._fetches: dict[Job, asyncio.Task[None] | None] = {}
-        self._thread = threading.get_ident()  # made on its loop's thread (see is_current)
+        self._thread = threading.get_ident()  # where its loop last ran (see is_current)
 
     def is_current(self) -> bool:
-        """Its loop is the running one: ``self.loop is current_loop()``, cheaper.
+        """Its loop is the running one: ``self.loop is current_loop()``, mostly cheaper.
 
-        On asyncio, a loop that is running in this very thread is the running
-        loop (a thread runs one loop at a time), and asking costs a fifth of
+        Asked on every miss and every stale hit.  On asyncio, a loop that is
+        running in the thread it last ran in, this one, is the running loop (a
+        thread runs one loop at a time), and asking costs a fifth of
         ``asyncio.get_running_loop()``, which makes a ``getpid()`` system call
-        on Python 3.11.  Asked on every miss and every stale hit.  (It would be
-        fooled by this loop running in another thread while this thread runs
-        another loop: using a cache from loops in several threads at the same
-        time is not supported.)
+        on Python 3.11.  Otherwise (another thread, or the loop is not running)
+        it asks ``current_loop()`` and, if its loop now runs in this thread,
+        remembers it.  Only a loop nested inside another running loop of the
+        same thread (which asyncio refuses) would fool it.
         """
         loop = self._asyncio
-        if loop is not None:
-            return self._thread == threading.get_ident() and loop.is_running()
-        return self.loop is current_loop()
+        if loop is None:
+            return self.loop is current_loop()
+        thread = threading.get_ident()
+        if thread == self._thread and loop.is_running():
+            return True
+        if loop is not current_loop():
+            return False
+        self._thread = thread
+        return True
 
     # -- starting work -------------------------------------------------------
 

@@ -9,7 +9,7 @@ member below, so ``isinstance(f, SWRFunction)`` holds for either.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
@@ -37,6 +37,13 @@ class SWRFunction(Protocol[P, T_co]):
 
     cache: SWRCache
     namespace: str
+    __name__: str
+    __qualname__: str
+
+    @property
+    def __wrapped__(self) -> Callable[P, Awaitable[T_co]]:
+        """The function that was decorated."""
+        ...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T_co]:
         """The cached call (SPEC section 2)."""

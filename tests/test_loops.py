@@ -576,5 +576,29 @@ def test_a_runner_is_current_only_on_its_own_running_loop() -> None:
         return runner.is_current()
 
     runner = asyncio.run(first())
-    assert not runner.is_current()  # no loop runs
     assert asyncio.run(check(runner)) is False
+
+
+def test_a_runner_follows_its_loop_to_another_thread() -> None:
+    """A loop run by one thread, then by another (one at a time): still its runner's loop."""
+
+    async def noop() -> None:
+        pass
+
+    async def make() -> Runner:
+        return Runner(asyncio.get_running_loop(), 1, noop)
+
+    async def check(runner: Runner) -> bool:
+        return runner.is_current()
+
+    loop = asyncio.new_event_loop()
+    try:
+        runner = loop.run_until_complete(make())
+        seen: list[bool] = []
+        other = threading.Thread(target=lambda: seen.append(loop.run_until_complete(check(runner))))
+        other.start()
+        other.join()
+        assert seen == [True]
+        assert loop.run_until_complete(check(runner))  # and back
+    finally:
+        loop.close()

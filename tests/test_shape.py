@@ -7,13 +7,15 @@ A fetch's result is ``"<key>:<n>"``, ``n`` counting the calls made for that key.
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
+import weakref
 from typing import Any
 
 import pytest
 
 from aiocache_swr import BoundSWRFunction, SWRCache, SWRFunction
-from aiocache_swr._function import _in_class_body, engine_of
+from aiocache_swr._function import _is_method, engine_of
 from aiocache_swr.testing import FakeClock
 
 from ._fetcher import Fetcher
@@ -54,11 +56,37 @@ def nested() -> Any:
         pytest.param(functools.partial(module_level), False, id="partial"),
     ],
 )
-def test_only_a_function_whose_qualname_is_in_a_class_body_counts_as_a_method(
+def test_decorated_elsewhere_a_function_whose_qualname_is_in_a_class_body_is_a_method(
     fn: Any, in_class_body: bool
 ) -> None:
-    """The rule that picks the binding shape reads __qualname__, of plain functions only."""
-    assert _in_class_body(fn) is in_class_body
+    """Outside a class body, the binding shape is picked by __qualname__, of functions only."""
+    assert _is_method(fn, caller=None) is in_class_body
+
+
+async def test_a_method_below_a_decorator_that_does_not_copy_its_name_still_binds(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """Decorated in a class body, whatever its __qualname__: obj.get.invalidate(x) keys on obj."""
+
+    def plain_decorator(fn: Any) -> Any:
+        async def wrapper(*args: Any) -> Any:
+            return await fn(*args)
+
+        return wrapper
+
+    async with SWRCache(clock=clock) as cache:
+
+        class Repo:
+            @cache.cached(ttl=10)
+            @plain_decorator
+            async def get(self, x: int) -> str:
+                return await fetcher(x)
+
+        repo = Repo()
+        assert await repo.get(1) == "1:1"
+        await repo.get.invalidate(1)
+        assert await repo.get(1) == "1:2"
+        assert await repo.get.refresh(1) == "1:3"
 
 
 async def test_a_decorated_function_is_a_coroutine_function_that_looks_like_the_original(
@@ -188,6 +216,41 @@ async def test_a_decorated_function_decorated_again_has_its_own_cache(
         inner = f.__wrapped__  # type: ignore[attr-defined]
         assert inner.cache is inner_cache
         assert (inner.cache_info().misses, inner.cache_info().hits) == (1, 0)
+
+
+async def test_a_callable_instance_lends_its_name_but_not_its_attributes(
+    clock: FakeClock,
+) -> None:
+    """Only a function's attributes are copied (as functools.wraps does); an object's are
+    its state, not copied; the decorated function is not named after the inner closure."""
+
+    class Client:
+        def __init__(self) -> None:
+            self.token = "secret"
+
+        async def __call__(self, x: int) -> int:
+            return x
+
+    f = SWRCache(clock=clock).cached(ttl=10)(Client())
+    assert not hasattr(f, "token")
+    assert "call" not in (f.__name__, f.__qualname__)
+    g = SWRCache(clock=clock).cached(ttl=10)(functools.partial(module_level))
+    assert "call" not in (g.__name__, g.__qualname__)
+
+
+def test_a_dropped_decorated_function_is_freed_without_the_garbage_collector(
+    clock: FakeClock,
+) -> None:
+    """No reference cycle between the function and its engine: its LRU goes with it."""
+    cache = SWRCache(clock=clock)
+    gc.disable()
+    try:
+        f = cache.cached(ttl=10)(module_level)
+        engine = weakref.ref(engine_of(f))
+        del f
+        assert engine() is None
+    finally:
+        gc.enable()
 
 
 def test_engine_of_refuses_an_undecorated_function() -> None:

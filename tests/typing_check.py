@@ -50,6 +50,8 @@ async def uses() -> None:
     await fetch_user(1, loud=True)  # type: ignore[call-arg]
     await greet.refresh(1)  # type: ignore[arg-type]
     as_swr: SWRFunction[[str], str] = greet
+    assert_type(fetch_user.__name__, str)
+    assert_type(await fetch_user.__wrapped__(1), dict[str, int])
     assert_type(await as_swr("ann"), str)
     assert_type(takes_any_swr_function(fetch_user), CacheInfo)
     takes_any_swr_function(len)  # type: ignore[arg-type]
