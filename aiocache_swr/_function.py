@@ -85,6 +85,7 @@ class _Flight:
         "ok",
         "queued",
         "registry",
+        "skey",
         "stale_loaded",
         "tags",
         "value",
@@ -123,6 +124,7 @@ class _Flight:
         self.queued = False
         self.stale_loaded: Entry | None = None
         self.context: contextvars.Context | None = None  # a batched miss's caller's
+        self.skey = ""  # a batched miss's stable key
 
     def run(self) -> Coroutine[Any, Any, None]:
         return self.func._execute(self)
@@ -171,7 +173,7 @@ class _Reads:
     def __init__(self, func: Engine[Any, Any], runner: Runner) -> None:
         self.func = func
         self.runner = runner
-        self.flights: list[tuple[str, _Flight]] = []  # (stable key, flight)
+        self.flights: list[_Flight] = []  # each with its stable key (skey)
         self.queued = False  # never queued: it starts at once
 
     def run(self) -> Coroutine[Any, Any, None]:
@@ -180,7 +182,7 @@ class _Reads:
     def abandon(self) -> None:
         if self.func._reads is self:
             self.func._reads = None
-        for _, flight in self.flights:
+        for flight in self.flights:
             flight.abandon()
 
 
@@ -700,12 +702,13 @@ class Engine(Generic[P, T]):
         # If the store lacks it, the batch starts its fetch in its caller's context
         # (as a miss without a store starts it), not in that of the batch's first caller.
         flight.context = contextvars.copy_context()
+        flight.skey = skey
         reads = self._reads
         if reads is not None and reads.runner is runner:
-            reads.flights.append((skey, flight))
+            reads.flights.append(flight)
             return
         reads = self._reads = _Reads(self, runner)
-        reads.flights.append((skey, flight))
+        reads.flights.append(flight)
         # Not eagerly: this turn's misses join it.  If it cannot start, it is
         # abandoned (its flights fail, self._reads is reset) before this returns.
         runner.start_fetch(reads, eager=False)
@@ -721,13 +724,14 @@ class Engine(Generic[P, T]):
             if not self.cache._store_reads_held:
                 assert self._store is not None
                 found = await self._store_op(
-                    "read", self._store.get_many(self.namespace, [skey for skey, _ in flights])
+                    "read",
+                    self._store.get_many(self.namespace, [f.skey for f in flights]),
                 )
             malformed: tuple[Hashable, Exception] | None = None
             now = self._clock()
-            for skey, flight in flights:
+            for flight in flights:
                 try:
-                    entry = self._loaded(flight, found, skey, now)
+                    entry = self._loaded(flight, found, flight.skey, now)
                 except Exception as exc:  # a store that answers garbage: a miss
                     entry = None
                     malformed = malformed or (flight.key, exc)
@@ -743,7 +747,7 @@ class Engine(Generic[P, T]):
                 bad_key, error = malformed
                 self._store_failed("read", TypeError(f"malformed record: {error!r}"), bad_key)
         finally:
-            for _, flight in flights[done:]:  # cancelled (the cache is closing)
+            for flight in flights[done:]:  # cancelled (the cache is closing)
                 self._finish(flight)
 
     def _loaded(self, flight: _Flight, found: Any, skey: str, now: float) -> Entry | None:

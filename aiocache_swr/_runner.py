@@ -78,14 +78,20 @@ class LoopEvent:
     ``wait()`` returns the waiter's future itself; a waiter that is cancelled
     leaves its (cancelled) future behind, and those are pruned as waiters are
     added.  Like ``asyncio.Event``, it is not thread-safe.
+
+    The first waiter has a slot of its own and a list is made only for a
+    second one: most misses have one caller, and every object the garbage
+    collector tracks costs a batch of 1,000 concurrent misses its share of
+    collections.
     """
 
-    __slots__ = ("_loop", "_prune_at", "_set", "_waiters")
+    __slots__ = ("_first", "_loop", "_more", "_prune_at", "_set")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._set = False
-        self._waiters: list[asyncio.Future[None]] = []
+        self._first: asyncio.Future[None] | None = None
+        self._more: list[asyncio.Future[None]] | None = None  # the second waiter on
         self._prune_at = 16  # prune cancelled waiters when the list gets this long
 
     def is_set(self) -> bool:
@@ -95,21 +101,33 @@ class LoopEvent:
         if self._set:
             return
         self._set = True
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+        first = self._first
+        if first is not None:
+            self._first = None
+            if not first.done():
+                first.set_result(None)
+        more = self._more
+        if more is not None:
+            self._more = None
+            for waiter in more:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def wait(self) -> asyncio.Future[None]:
         waiter = self._loop.create_future()
         if self._set:
             waiter.set_result(None)
             return waiter
-        waiters = self._waiters
-        if len(waiters) >= self._prune_at:  # amortized O(1): the bound doubles
-            waiters[:] = [w for w in waiters if not w.done()]
-            self._prune_at = max(16, 2 * len(waiters))
-        waiters.append(waiter)
+        if self._first is None:
+            self._first = waiter
+            return waiter
+        more = self._more
+        if more is None:
+            more = self._more = []
+        elif len(more) >= self._prune_at:  # amortized O(1): the bound doubles
+            more[:] = [w for w in more if not w.done()]
+            self._prune_at = max(16, 2 * len(more))
+        more.append(waiter)
         return waiter
 
 
