@@ -23,6 +23,7 @@ Peers without persistence are n/a.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 from typing import Any
 
@@ -76,6 +77,13 @@ def test_l2_read_batch(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
     if isinstance(peer, SWRPeer):
         batches_before = peer.store.stats.read_batches
     bench_async(benchmark, runner, body, calls=n, rounds=sizes.l2_batch_rounds, warmup=sizes.warmup)
+    # One more batch, untimed, counting the garbage collector's young-generation
+    # runs: every object a pending read keeps alive makes them more frequent.
+    young_before = gc.get_stats()[0]["collections"]
+    runner.run(body())
+    benchmark.extra_info["gc_young_collections_per_batch"] = (
+        gc.get_stats()[0]["collections"] - young_before
+    )
     assert not bad, f"{len(bad)} level-2 reads returned a wrong value"
     _check_reads_from_store(peer, n)
     if isinstance(peer, SWRPeer):
