@@ -219,7 +219,6 @@ class Engine(Generic[P, T]):
         "_maxsize",
         "_misses",
         "_name",
-        "_plain",
         "_reads",
         "_refresh_errors",
         "_refreshes",
@@ -279,7 +278,6 @@ class Engine(Generic[P, T]):
         else:
             self._version = version
             self._version_fn = None
-        self._plain = key is None and self._version_fn is None
         # The in-memory level, in least-recently-used order: a hit is lru[key] plus
         # lru.move_to_end(key), both in C.  An exact OrderedDict (not a subclass,
         # which CPython 3.11 cannot specialize lookups for), and not cachetools'
@@ -902,9 +900,9 @@ def _cached_call(
     move_to_end = lru.move_to_end
     clock = self._clock
     listener = self._listener
-    plain = self._plain  # no key=, no version callable: the common case
     key_fn = self._key
     version_fn = self._version_fn
+    plain = key_fn is None and version_fn is None  # the common case
     constant_version = self._version
     hits = 0
 
