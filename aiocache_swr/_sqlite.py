@@ -497,11 +497,12 @@ _MISS: Final = _Miss.MISS
 class _ReadBatch:
     """``get_many`` calls coalesced into one job on the database thread."""
 
-    __slots__ = ("complete", "error", "event", "found", "wanted")
+    __slots__ = ("complete", "error", "event", "found", "shared", "wanted")
 
     def __init__(self) -> None:
         self.wanted: dict[str, set[str]] = {}
-        self.found: dict[tuple[str, str], Record] = {}
+        self.shared: set[str] = set()  # namespaces asked for by more than one caller
+        self.found: dict[str, dict[str, Record]] = {}  # per namespace
         self.complete = False  # set by the database thread when ``found`` is final
         self.error: BaseException | None = None
         self.event: asyncio.Event | None = None  # created by the first caller that waits
@@ -512,6 +513,18 @@ class _ReadBatch:
             self.wanted[namespace] = set(keys)
         else:
             wanted.update(keys)
+            self.shared.add(namespace)
+
+    def found_for(self, namespace: str, keys: Iterable[str]) -> dict[str, Record]:
+        """What was found of ``keys``: the namespace's records themselves when
+        nobody else asked for that namespace (a batch of 1,000 keys then builds no
+        second dictionary), else a new dictionary of just those keys."""
+        got = self.found.get(namespace)
+        if got is None:
+            return {}
+        if namespace not in self.shared:
+            return got
+        return {key: got[key] for key in keys if key in got}
 
     def wait_event(self) -> asyncio.Event:
         # asyncio's own Event: the store runs on asyncio only, and anyio's costs
@@ -978,6 +991,8 @@ class SQLiteStore:
         if not need:
             return found
         rows = await self._read(namespace, need)
+        if not found and not self._buffer and self._inflight is None:
+            return rows  # nothing buffered to look through: no second dictionary
         if self._buffer or self._inflight is not None:
             for key in need:
                 seen = self._lookup(namespace, key, rows.get(key))
@@ -1059,13 +1074,7 @@ class SQLiteStore:
             await batch.wait_event().wait()
             if not batch.complete:
                 raise StoreError(f"{self!r}: read failed: {batch.error!r}") from batch.error
-        got = batch.found
-        out: dict[str, Record] = {}
-        for key in keys:
-            record = got.get((namespace, key))
-            if record is not None:
-                out[key] = record
-        return out
+        return batch.found_for(namespace, keys)
 
     async def _lead(self, st: _LoopState, batch: _ReadBatch) -> None:
         """Gather callers into ``batch``, run it, and wake them -- even if cancelled."""
@@ -1384,7 +1393,10 @@ class SQLiteStore:
                 try:
                     rows = []
                     for namespace, wanted in batch.wanted.items():
-                        keys = list(wanted)
+                        # In index order: the B-tree pages are then visited in
+                        # turn (a sixth faster than in set order, for far less
+                        # than the sort costs).
+                        keys = sorted(wanted)
                         for start in range(0, len(keys), _CHUNK):
                             chunk = keys[start : start + _CHUNK]
                             cursor = db.execute(_select_sql(len(chunk)), (namespace, *chunk))
@@ -1396,6 +1408,7 @@ class SQLiteStore:
                         raise
                     time.sleep(delay)
                     delay *= 2
+            batch.found = {namespace: {} for namespace in batch.wanted}
             self._decode_rows(db, rows, batch.found)
             batch.complete = True
         except BaseException as exc:
@@ -1403,9 +1416,13 @@ class SQLiteStore:
             raise
 
     def _decode_rows(
-        self, db: sqlite3.Connection, rows: list[tuple[Any, ...]], found: dict[Any, Record]
+        self,
+        db: sqlite3.Connection,
+        rows: list[tuple[Any, ...]],
+        found: dict[str, dict[str, Record]],
     ) -> None:
-        """Decode selected rows into ``found``; reject (delete, log) each that does not decode.
+        """Decode selected rows into ``found[namespace][key]`` (each namespace of the
+        rows is there already); reject (delete, log) each row that does not decode.
 
         One loop for the batch rather than a call per row, with the per-batch
         lookups hoisted and ``Record`` built positionally: for the common row
@@ -1453,7 +1470,7 @@ class SQLiteStore:
                     f"it cannot be deserialized ({type(exc).__name__}: {exc})",
                 )
             else:
-                found[namespace, key] = record
+                found[namespace][key] = record
 
     def _verify(
         self,
