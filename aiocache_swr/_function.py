@@ -73,7 +73,6 @@ class _Flight:
     __slots__ = (
         "args",
         "base",
-        "context",
         "done",
         "doomed",
         "error",
@@ -84,8 +83,6 @@ class _Flight:
         "kwargs",
         "ok",
         "queued",
-        "registry",
-        "skey",
         "stale_loaded",
         "tags",
         "value",
@@ -101,7 +98,6 @@ class _Flight:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         version: Any,
-        registry: dict[Hashable, _Flight],
         done: Event,
         base: Entry | None = None,
     ) -> None:
@@ -111,7 +107,6 @@ class _Flight:
         self.args = args
         self.kwargs = kwargs
         self.version = version
-        self.registry = registry
         self.base = base
         self.tags = func._tags_of(args, kwargs) if func._tags is not None else ()
         self.done = done
@@ -123,8 +118,6 @@ class _Flight:
         self.doomed = False
         self.queued = False
         self.stale_loaded: Entry | None = None
-        self.context: contextvars.Context | None = None  # a batched miss's caller's
-        self.skey = ""  # a batched miss's stable key
 
     def run(self) -> Coroutine[Any, Any, None]:
         return self.func._execute(self)
@@ -136,24 +129,35 @@ class _Flight:
         self.fail(
             RuntimeError(f"{self.func._name}: the cache was closed before this computation ran")
         )
-        if self.registry.get(self.key) is self:
-            del self.registry[self.key]
+        self._unregister()
         self.done.set()
+
+    def _unregister(self) -> None:
+        # A flight is in its function's registry of the running loop, if in
+        # any: the registry of a loop that has gone is garbage.
+        registry = self.func._registry
+        if registry.get(self.key) is self:
+            del registry[self.key]
 
     def fail(self, exc: BaseException) -> None:
         self.error = exc
         self.error_tb = exc.__traceback__
 
-    async def result(self, *, counted: bool = False) -> Any:
-        """Wait for the value (or raise the exception); ``counted``: the caller
-        already counted itself in ``waiters`` (before starting the flight, which
-        may run eagerly up to its end)."""
-        if not counted:
-            self.waiters += 1
+    async def result(self) -> Any:
+        """Wait for the outcome, as a caller counted in ``waiters`` (counted before
+        the flight starts, as it may run eagerly up to its end).
+
+        The cached call spells this out instead of awaiting it: one coroutine
+        fewer to make, and to resume, per miss.
+        """
         try:
             await self.done.wait()
         finally:
             self.waiters -= 1
+        return self.outcome()
+
+    def outcome(self) -> Any:
+        """The value, or raise the exception, of a flight that is done."""
         if self.error is not None:
             # Every waiter raises the one exception: restore its traceback each
             # time, as asyncio.Future does, so it does not grow with the waiters.
@@ -168,13 +172,23 @@ class _Reads:
     the first miss joined it, so the misses of that turn join it too.
     """
 
-    __slots__ = ("flights", "func", "queued", "runner")
+    __slots__ = ("contexts", "flights", "func", "queued", "runner", "skeys")
 
     def __init__(self, func: Engine[Any, Any], runner: Runner) -> None:
         self.func = func
         self.runner = runner
-        self.flights: list[_Flight] = []  # each with its stable key (skey)
+        # Per miss, in step: its flight, its stable key, its caller's context.
+        self.flights: list[_Flight] = []
+        self.skeys: list[str] = []
+        self.contexts: list[contextvars.Context] = []
         self.queued = False  # never queued: it starts at once
+
+    def add(self, flight: _Flight, skey: str) -> None:
+        # If the store lacks it, its fetch starts in its caller's context (as a
+        # miss without a store starts it), not in that of the batch's first caller.
+        self.flights.append(flight)
+        self.skeys.append(skey)
+        self.contexts.append(contextvars.copy_context())
 
     def run(self) -> Coroutine[Any, Any, None]:
         return self.func._read_store(self)
@@ -329,7 +343,7 @@ class Engine(Generic[P, T]):
         runner = self.cache._runner_here()
         registry = self._registry_here(runner)
         # Built first (it evaluates tags=): a refresh that fails here supersedes nothing.
-        flight = _Flight(self, _FORCE, key, args, kwargs, version, registry, runner.new_event())
+        flight = _Flight(self, _FORCE, key, args, kwargs, version, runner.new_event())
         old = registry.get(key)
         if old is not None:
             old.doomed = True
@@ -337,7 +351,7 @@ class Engine(Generic[P, T]):
         self._refreshes += 1
         flight.waiters = 1
         runner.start_fetch(flight)
-        return await flight.result(counted=True)  # type: ignore[no-any-return]
+        return await flight.result()  # type: ignore[no-any-return]
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
         """Drop the entry of these arguments from memory and the store.
@@ -504,7 +518,7 @@ class Engine(Generic[P, T]):
             return
         try:
             flight = _Flight(
-                self, _REFRESH, key, args, kwargs, version, registry, runner.new_event(), base=entry
+                self, _REFRESH, key, args, kwargs, version, runner.new_event(), base=entry
             )
         except Exception as exc:  # tags= raised: the refresh failed, the stale value is served
             self._refresh_not_started(key, entry, exc)
@@ -534,17 +548,18 @@ class Engine(Generic[P, T]):
 
     def _miss(
         self, key: Hashable, version: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Coroutine[Any, Any, Any]:
-        """Join or start the flight of ``key``; the returned coroutine waits for its result.
+    ) -> _Flight:
+        """Join or start the flight of ``key``, counted as one more waiter of it.
 
-        Not a coroutine itself: it never waits, and each coroutine level costs
-        every miss about 0.3 µs (made, then resumed when the value is ready).
+        Not a coroutine: it never waits, and each coroutine level costs every
+        miss about 0.3 µs (made, then resumed when the value is ready).  The
+        caller waits for the flight as ``_Flight.result`` does.
         """
         runner = self.cache._runner_here()
         registry = self._registry_here(runner)
         flight = registry.get(key)
         if flight is None or flight.doomed:
-            flight = _Flight(self, _MISS, key, args, kwargs, version, registry, runner.new_event())
+            flight = _Flight(self, _MISS, key, args, kwargs, version, runner.new_event())
             skey = self._read_key(key) if self._store is not None else None
             registry[key] = flight
             flight.waiters = 1
@@ -557,10 +572,11 @@ class Engine(Generic[P, T]):
                 if registry.get(key) is flight:
                     del registry[key]
                 raise
-            return flight.result(counted=True)
+            return flight
+        flight.waiters += 1
         if flight.queued:
             runner.promote(flight)
-        return flight.result()
+        return flight
 
     # -- a flight, in a task the cache owns -----------------------------------
 
@@ -597,8 +613,7 @@ class Engine(Generic[P, T]):
                     f"{self._name}: the cache was closed before this call's value was computed"
                 )
             )
-        if flight.registry.get(flight.key) is flight:
-            del flight.registry[flight.key]
+        flight._unregister()
         flight.done.set()
         stale = flight.stale_loaded
         if stale is not None and not flight.doomed:
@@ -697,16 +712,12 @@ class Engine(Generic[P, T]):
 
     def _read_first(self, runner: Runner, flight: _Flight, skey: str) -> None:
         """Queue the miss ``flight`` to read the store first (see ``_Reads``)."""
-        # If the store lacks it, the batch starts its fetch in its caller's context
-        # (as a miss without a store starts it), not in that of the batch's first caller.
-        flight.context = contextvars.copy_context()
-        flight.skey = skey
         reads = self._reads
         if reads is not None and reads.runner is runner:
-            reads.flights.append(flight)
+            reads.add(flight, skey)
             return
         reads = self._reads = _Reads(self, runner)
-        reads.flights.append(flight)
+        reads.add(flight, skey)
         # Not eagerly: this turn's misses join it.  If it cannot start, it is
         # abandoned (its flights fail, self._reads is reset) before this returns.
         runner.start_fetch(reads, eager=False)
@@ -723,19 +734,18 @@ class Engine(Generic[P, T]):
                 assert self._store is not None
                 found = await self._store_op(
                     "read",
-                    self._store.get_many(self.namespace, [f.skey for f in flights]),
+                    self._store.get_many(self.namespace, reads.skeys),
                 )
             malformed: tuple[Hashable, Exception] | None = None
             now = self._clock()
-            for flight in flights:
+            for flight, skey, context in zip(flights, reads.skeys, reads.contexts, strict=True):
                 try:
-                    entry = self._loaded(flight, found, flight.skey, now)
+                    entry = self._loaded(flight, found, skey, now)
                 except Exception as exc:  # a store that answers garbage: a miss
                     entry = None
                     malformed = malformed or (flight.key, exc)
                 if entry is None:
-                    assert flight.context is not None  # set by _read_first
-                    flight.context.run(reads.runner.start_fetch, flight)
+                    context.run(reads.runner.start_fetch, flight)
                 else:
                     flight.value = entry.value
                     flight.ok = True
@@ -950,7 +960,12 @@ def _cached_call(
         self._misses += 1
         if listener is not None:
             self._emit("miss", key)
-        return await self._miss(key, version, args, kwargs)  # type: ignore[no-any-return]
+        flight = self._miss(key, version, args, kwargs)
+        try:  # await flight.result(), spelled out (see _Flight.result)
+            await flight.done.wait()
+        finally:
+            flight.waiters -= 1
+        return flight.outcome()  # type: ignore[no-any-return]
 
     def hit_count() -> int:
         return hits
