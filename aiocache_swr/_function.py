@@ -573,9 +573,9 @@ class Engine(Generic[P, T]):
                     del registry[key]
                 raise
             return flight
-        flight.waiters += 1
         if flight.queued:
             runner.promote(flight)
+        flight.waiters += 1  # after: if promoting raises, this caller never waits
         return flight
 
     # -- a flight, in a task the cache owns -----------------------------------
@@ -734,7 +734,8 @@ class Engine(Generic[P, T]):
                 assert self._store is not None
                 found = await self._store_op(
                     "read",
-                    self._store.get_many(self.namespace, reads.skeys),
+                    # A copy: the keys must stay in step with the flights.
+                    self._store.get_many(self.namespace, tuple(reads.skeys)),
                 )
             malformed: tuple[Hashable, Exception] | None = None
             now = self._clock()

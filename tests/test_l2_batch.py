@@ -102,6 +102,27 @@ async def test_concurrent_misses_read_the_store_in_one_call(clock: FakeClock) ->
     assert f.cache_info().store_hits == 50
 
 
+async def test_a_store_that_reorders_the_keys_it_is_given_answers_each_miss_rightly(
+    clock: FakeClock,
+) -> None:
+    """Each miss of a batch gets its own record, even if the store sorts ``keys`` in place."""
+
+    class SortingStore(MemoryStore):
+        async def get_many(self, namespace: str, keys: Collection[str]) -> dict[str, Record]:
+            if isinstance(keys, list):
+                keys.sort(reverse=True)
+            return await super().get_many(namespace, keys)
+
+    store = SortingStore()
+    seed(store, range(5), clock())
+    calls: list[int] = []
+    async with SWRCache(clock=clock) as cache:
+        f = cache.cached(ttl=60, store=store, namespace=NS)(source(calls))
+        results = await call_concurrently(f, list(range(5)))
+    assert results == [f"stored-{k}" for k in range(5)]
+    assert calls == []
+
+
 async def test_keys_the_store_lacks_are_computed_once_each(clock: FakeClock) -> None:
     """In one batch, stored keys are served and the others computed, each exactly once."""
     store = CountingStore()
