@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import time
 from typing import Any
 
 import floors
@@ -84,6 +85,10 @@ def test_l2_read_batch(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
     benchmark.extra_info["gc_young_collections_per_batch"] = (
         gc.get_stats()[0]["collections"] - young_before
     )
+    # And a few with the collector paused (untimed by pytest-benchmark, shown by
+    # the report apart from the table): what the same reads cost without the
+    # collections they cause, to tell that cost from the rest.
+    benchmark.extra_info["gc_paused_s"] = _best_batch_without_gc(runner, body, n)
     assert not bad, f"{len(bad)} level-2 reads returned a wrong value"
     _check_reads_from_store(peer, n)
     if isinstance(peer, SWRPeer):
@@ -95,6 +100,23 @@ def test_l2_read_batch(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
         benchmark.extra_info["floor_s"] = runner.run(
             floors.batched_read(peer.store.path, "bench.l2", key_sets)
         )
+
+
+def _best_batch_without_gc(runner: Any, body: Any, calls: int, batches: int = 10) -> float:
+    """Per call, the fastest of ``batches`` runs of ``body`` with the collector paused."""
+    best = float("inf")
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(batches):
+            start = time.perf_counter()
+            runner.run(body())
+            best = min(best, (time.perf_counter() - start) / calls)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return best
 
 
 def test_l2_write_sustained(benchmark, runner, peer: Peer, sizes: Sizes) -> None:

@@ -260,6 +260,17 @@ def figures(bench_json: dict[str, Any], collector: Collector) -> list[dict[str, 
                     p: e.get("fresh_median_ns") for p, e in extras.items() if "fresh_median_ns" in e
                 }
                 or None,
+                # per call with the garbage collector paused (an untimed check), if measured
+                "gc_paused_s": {
+                    p: e["gc_paused_s"] for p, e in extras.items() if "gc_paused_s" in e
+                }
+                or None,
+                "gc_young_per_round": {
+                    p: e["gc_young_collections_per_batch"]
+                    for p, e in extras.items()
+                    if "gc_young_collections_per_batch" in e
+                }
+                or None,
                 **against_floor(row, result, ours, values, extras.get(OURS, {})),
             }
         )
@@ -435,6 +446,33 @@ def floor_table(rows: list[dict[str, Any]]) -> str:
         [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
         + [line(cells) for cells in body]
     )
+
+
+def gc_note(rows: list[dict[str, Any]]) -> str:
+    """Rows also measured with the garbage collector paused: ours against the reference.
+
+    Not a figure of the table (nobody runs with the collector off): it tells the
+    cost of the collections a scenario causes from the rest of it.
+    """
+    lines = []
+    for r in rows:
+        paused = r.get("gc_paused_s") or {}
+        ours, ref = paused.get(OURS), paused.get(r["reference"])
+        if ours is None or ref is None:
+            continue
+        young = r.get("gc_young_per_round") or {}
+        counts = ""
+        if OURS in young and r["reference"] in young:
+            counts = (
+                f"; young-generation collections per round: {young[OURS]} against "
+                f"{young[r['reference']]}"
+            )
+        lines.append(
+            f"{r['scenario']}, with the garbage collector paused (untimed check): "
+            f"{fmt_value('time', ours)} against {r['reference']} {fmt_value('time', ref)}, "
+            f"{ours / ref:.3g}× (with it: {fmt_ratio(r)}){counts}."
+        )
+    return "\n".join(lines)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -714,6 +752,9 @@ def main(argv: list[str] | None = None) -> int:
     print("Against the floors (benchmarks/floors.py), measured in this run:")
     print(floor_table(rows))
     print(summary(rows))
+    note = gc_note(rows)
+    if note:
+        print(note)
     write_json(args.json, rows, bench_json, collector, info)
     chart(args.png, rows, peers, info)
     print(f"wrote {args.json} and {args.png}")

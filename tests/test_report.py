@@ -259,3 +259,34 @@ def test_summary_tells_apart_two_rows_of_one_scenario(report: ModuleType) -> Non
     )
     text = report.summary(list(rows.values()))
     assert "fresh hit, 1 int arg (≤ 0.5× async-lru); fresh hit, 1 int arg (≤ 2× the floor)" in text  # noqa: RUF001
+
+
+def test_the_gc_note_sets_ours_against_the_reference_with_the_collector_paused(
+    report: ModuleType,
+) -> None:
+    """A row measured with the collector paused gets a line: both figures, ratio and counts."""
+    rows = figures(
+        report,
+        bench(
+            "test_l2_read_batch",
+            report.OURS,
+            12e-6,
+            gc_paused_s=10e-6,
+            gc_young_collections_per_batch=17,
+        ),
+        bench(
+            "test_l2_read_batch",
+            "diskcache",
+            10e-6,
+            gc_paused_s=8e-6,
+            gc_young_collections_per_batch=8,
+        ),
+        bench("test_first_stale_caller", report.OURS, 1e-6),
+        bench("test_first_stale_caller", "cashews-early", 10e-6),
+    )
+    note = report.gc_note(list(rows.values()))
+    assert note == (
+        "L2 reads, 1000 keys at once, with the garbage collector paused (untimed check): "
+        "10 µs against diskcache 8 µs, 1.25× (with it: 1.2× diskcache); "  # noqa: RUF001
+        "young-generation collections per round: 17 against 8."
+    )
