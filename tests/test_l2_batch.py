@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from aiocache_swr import SWRCache
+from aiocache_swr import CacheInfo, SWRCache
 from aiocache_swr._function import _Reads
 from aiocache_swr._keys import stable_key
 from aiocache_swr._runner import Runner
@@ -87,19 +87,28 @@ async def call_concurrently(f: Callable[[int], Awaitable[str]], keys: list[int])
     return [results[i] for i in range(len(keys))]
 
 
+async def read_through(
+    store: MemoryStore, keys: list[int], clock: FakeClock
+) -> tuple[list[str], list[int], CacheInfo]:
+    """Call a function cached over ``store`` for every key at once: the results,
+    the keys it computed, and its ``cache_info()``."""
+    calls: list[int] = []
+    async with SWRCache(clock=clock) as cache:
+        f = cache.cached(ttl=60, store=store, namespace=NS)(source(calls))
+        results = await call_concurrently(f, keys)
+    return results, calls, f.cache_info()
+
+
 async def test_concurrent_misses_read_the_store_in_one_call(clock: FakeClock) -> None:
     """50 concurrent misses of distinct keys make one get_many; nothing is recomputed."""
     store = CountingStore()
     seed(store, range(50), clock())
-    calls: list[int] = []
-    async with SWRCache(clock=clock) as cache:
-        f = cache.cached(ttl=60, store=store, namespace=NS)(source(calls))
-        results = await call_concurrently(f, list(range(50)))
+    results, calls, info = await read_through(store, list(range(50)), clock)
     assert results == [f"stored-{k}" for k in range(50)]
     assert calls == []
     assert len(store.reads) == 1
     assert sorted(store.reads[0]) == sorted(stable_key((k,)) for k in range(50))
-    assert f.cache_info().store_hits == 50
+    assert info.store_hits == 50
 
 
 async def test_a_store_that_reorders_the_keys_it_is_given_answers_each_miss_rightly(
@@ -115,10 +124,7 @@ async def test_a_store_that_reorders_the_keys_it_is_given_answers_each_miss_righ
 
     store = SortingStore()
     seed(store, range(5), clock())
-    calls: list[int] = []
-    async with SWRCache(clock=clock) as cache:
-        f = cache.cached(ttl=60, store=store, namespace=NS)(source(calls))
-        results = await call_concurrently(f, list(range(5)))
+    results, calls, _ = await read_through(store, list(range(5)), clock)
     assert results == [f"stored-{k}" for k in range(5)]
     assert calls == []
 
@@ -127,11 +133,8 @@ async def test_keys_the_store_lacks_are_computed_once_each(clock: FakeClock) -> 
     """In one batch, stored keys are served and the others computed, each exactly once."""
     store = CountingStore()
     seed(store, range(0, 10, 2), clock())  # the even keys
-    calls: list[int] = []
     keys = [k for k in range(10) for _ in range(3)]  # three callers per key share one flight
-    async with SWRCache(clock=clock) as cache:
-        f = cache.cached(ttl=60, store=store, namespace=NS)(source(calls))
-        results = await call_concurrently(f, keys)
+    results, calls, _ = await read_through(store, keys, clock)
     assert sorted(calls) == [1, 3, 5, 7, 9]
     assert len(store.reads) == 1
     assert len(store.reads[0]) == 10
