@@ -555,12 +555,20 @@ class Engine(Generic[P, T]):
         miss about 0.3 µs (made, then resumed when the value is ready).  The
         caller waits for the flight as ``_Flight.result`` does.
         """
-        runner = self.cache._runner_here()
-        registry = self._registry_here(runner)
+        runner = self._registry_runner
+        if runner is not None and runner is self.cache._runner and runner.is_current():
+            registry = self._registry  # _registry_is_here(), spelled out: two calls fewer
+        else:
+            runner = self.cache._runner_here()
+            registry = self._registry_here(runner)
         flight = registry.get(key)
         if flight is None or flight.doomed:
             flight = _Flight(self, _MISS, key, args, kwargs, version, runner.new_event())
-            skey = self._read_key(key) if self._store is not None else None
+            # The stable key to read the store with; None: compute it now (no
+            # store, or an invalidation is being written: do not read what it removes).
+            skey = None
+            if self._store is not None and not self.cache._store_reads_held:
+                skey = self._stable_key(key)
             registry[key] = flight
             flight.waiters = 1
             try:
@@ -613,7 +621,9 @@ class Engine(Generic[P, T]):
                     f"{self._name}: the cache was closed before this call's value was computed"
                 )
             )
-        flight._unregister()
+        registry = self._registry  # flight._unregister(), spelled out: one call fewer
+        if registry.get(flight.key) is flight:
+            del registry[flight.key]
         flight.done.set()
         stale = flight.stale_loaded
         if stale is not None and not flight.doomed:
@@ -703,12 +713,6 @@ class Engine(Generic[P, T]):
         logger.warning("%s: store %s failed: %r", self._name, what, exc, exc_info=exc)
         if self._listener is not None:
             self._emit("store_error", key, exc)
-
-    def _read_key(self, key: Hashable) -> str | None:
-        """The stable key a miss of ``key`` reads the store with; None: compute it now."""
-        if self.cache._store_reads_held:
-            return None  # an invalidation is being written: do not read what it removes
-        return self._stable_key(key)
 
     def _read_first(self, runner: Runner, flight: _Flight, skey: str) -> None:
         """Queue the miss ``flight`` to read the store first (see ``_Reads``)."""
