@@ -238,6 +238,17 @@ def test_best_of_keeps_the_fastest_pass_and_the_fastest_floor_of_any_pass(
     assert first["benchmarks"][0]["extra_info"]["floor_s"] == 1.0  # inputs left as they were
 
 
+def test_best_of_keeps_the_fastest_collector_paused_check_of_any_pass(
+    report: ModuleType,
+) -> None:
+    """``gc_paused_s`` is a best of batches too: the fastest over passes, like a floor."""
+    first = {"benchmarks": [bench("t", report.OURS, 2.0, gc_paused_s=1.5)]}
+    second = {"benchmarks": [bench("t", report.OURS, 3.0, gc_paused_s=1.0)]}
+    (kept,) = report.best_of([first, second])["benchmarks"]
+    assert (kept["stats"]["min"], kept["extra_info"]["gc_paused_s"]) == (2.0, 1.0)
+    assert first["benchmarks"][0]["extra_info"]["gc_paused_s"] == 1.5  # inputs left as they were
+
+
 def test_best_of_names_the_floor_even_when_the_fastest_pass_has_none(
     report: ModuleType,
 ) -> None:
