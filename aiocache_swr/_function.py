@@ -696,7 +696,7 @@ class Engine(Generic[P, T]):
         try:
             if timeout is None:
                 return await op
-            async with runner.time_limit(timeout):
+            with runner.time_limit(timeout):
                 return await op
         except Exception as exc:
             if isinstance(exc, TimeoutError):

@@ -1,0 +1,335 @@
+"""``store_timeout`` on asyncio: a store call that hangs gives up, and nothing else does.
+
+These run on an asyncio loop whose clock the test moves (:class:`VirtualTimeLoop`):
+a time limit expires when the test advances the loop's time past it, and never
+otherwise, so nothing here sleeps or depends on the machine's speed.  (The trio
+side, ``anyio.fail_after``, is covered by ``TestNoStoreTimeout`` in test_faults.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import anyio
+import pytest
+
+from aiocache_swr import SWRCache
+from aiocache_swr._store import MemoryStore
+from aiocache_swr._watchdog import Watchdog
+from aiocache_swr.testing import FakeClock
+
+from ._faulty_store import FaultyStore, hang, raises
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 5.0  # store_timeout, in the loop's (virtual) seconds
+TTL = 60.0
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose ``time()`` runs ahead of the real clock by what the test adds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return super().time() + self.offset
+
+
+@pytest.fixture
+def anyio_backend() -> Any:
+    return ("asyncio", {"loop_factory": VirtualTimeLoop})
+
+
+async def advance(seconds: float) -> None:
+    """Move the loop's clock on by ``seconds``; let what that expires run."""
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualTimeLoop)
+    loop.offset += seconds
+    # One loop turn first: timers due are run in the turn after this task yields,
+    # behind its own wake-up, so only then can "every task is blocked" be trusted.
+    await anyio.lowlevel.checkpoint()
+    await anyio.wait_all_tasks_blocked()
+
+
+def hanging_store(*ops: str) -> FaultyStore:
+    store = FaultyStore(MemoryStore())
+    for op in ops:
+        store.always(op, hang())
+    return store
+
+
+async def test_a_hung_read_gives_up_after_store_timeout_and_the_miss_is_computed(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The miss waits store_timeout for a hung read, then computes; the failure is
+    counted and logged with the limit."""
+    store = hanging_store("get_many")
+    async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
+
+        @cache.cached(ttl=TTL)
+        async def f(key: int) -> str:
+            return f"{key}!"
+
+        results: list[str] = []
+        with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: _append(results, f(1)))
+                await store.wait_hanging()
+                await advance(TIMEOUT * 0.9)
+                assert results == [], "gave up before store_timeout"
+                await advance(TIMEOUT * 0.2)
+            assert results == ["1!"], "the read never gave up"
+        assert f.cache_info().store_errors == 1
+        assert store.calls.count(("get_many", "cancelled")) == 1
+        assert f"store_timeout={TIMEOUT}s" in caplog.text
+        store.heal()
+
+
+async def test_a_read_that_ends_in_time_is_never_cancelled_later(clock: FakeClock) -> None:
+    """A read answered before its limit is not touched when the limit's time comes;
+    the next read gets a limit of its own, counted from its own start."""
+    store = FaultyStore(MemoryStore())
+    store.plan("get_many", hang(), hang())
+    async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
+
+        @cache.cached(ttl=TTL)
+        async def f(key: int) -> str:
+            return f"{key}!"
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(f, 1)
+            await store.wait_hanging()
+            await advance(TIMEOUT * 0.6)
+            store.release()  # answers in time
+        assert f.cache_info().store_errors == 0
+
+        results: list[str] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: _append(results, f(2)))
+            await store.wait_hanging()
+            await advance(TIMEOUT * 0.6)  # past the first read's limit, not this one's
+            assert results == []
+            assert f.cache_info().store_errors == 0
+            await advance(TIMEOUT * 0.6)
+            assert results == ["2!"], "the second read never gave up"
+        assert f.cache_info().store_errors == 1
+
+
+async def test_concurrent_hung_reads_each_give_up(clock: FakeClock) -> None:
+    """Two functions' reads hang at once: both give up, each counted once, and a
+    third read afterwards works."""
+    store = hanging_store("get_many")
+    async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
+
+        @cache.cached(ttl=TTL)
+        async def f(key: int) -> str:
+            return f"f{key}"
+
+        @cache.cached(ttl=TTL)
+        async def g(key: int) -> str:
+            return f"g{key}"
+
+        results: list[str] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: _append(results, f(1)))
+            await store.wait_hanging()
+            await advance(1.0)
+            tg.start_soon(lambda: _append(results, g(1)))
+            await store.wait_hanging(2)
+            await advance(TIMEOUT - 0.5)  # f's read is past its limit, g's is not
+            assert results == ["f1"]
+            await advance(1.0)
+            assert results == ["f1", "g1"], "g's read never gave up"
+        assert f.cache_info().store_errors == g.cache_info().store_errors == 1
+        store.heal()
+        assert await f(3) == "f3"
+        assert f.cache_info().store_errors == 1
+
+
+async def test_a_caller_cancelled_during_a_hung_invalidation_is_cancelled_not_timed_out(
+    clock: FakeClock,
+) -> None:
+    """invalidate() awaits the store in its caller's task: a cancellation from outside
+    reaches the caller as such, and its time limit never fires later."""
+    store = hanging_store("delete")
+    async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
+
+        @cache.cached(ttl=TTL)
+        async def f(key: int) -> str:
+            return f"{key}!"
+
+        await f(1)
+        with anyio.move_on_after(1.0) as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(f.invalidate, 1)
+                await store.wait_hanging()
+                await advance(2.0)
+        assert scope.cancelled_caught
+        assert f.cache_info().store_errors == 0
+        await advance(TIMEOUT * 2)  # the store call's limit has ended with it
+        assert f.cache_info().store_errors == 0
+        store.heal()
+
+
+async def test_a_cancellation_in_the_same_turn_as_the_time_limit_reaches_the_caller(
+    clock: FakeClock,
+) -> None:
+    """The caller's own asyncio deadline passes in the loop turn in which the store's
+    time limit expires: the caller gets its own timeout, not an invalidation that
+    returned as if only the store had timed out."""
+    store = hanging_store("delete")
+    async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
+
+        @cache.cached(ttl=TTL)
+        async def f(key: int) -> str:
+            return f"{key}!"
+
+        await f(1)
+        outcome: list[str] = []
+
+        async def invalidate_within(seconds: float) -> None:
+            try:
+                async with asyncio.timeout(seconds):
+                    await f.invalidate(1)
+            except TimeoutError:
+                outcome.append("the caller's own timeout")
+            else:
+                outcome.append("returned")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(invalidate_within, TIMEOUT + 0.5)
+            await store.wait_hanging()
+            await advance(TIMEOUT + 1.0)  # both deadlines pass at once
+        assert outcome == ["the caller's own timeout"]
+        store.heal()
+
+
+async def test_a_time_limit_does_not_outlive_a_failing_call(clock: FakeClock) -> None:
+    """A store call that raises before its limit: the limit is gone with it, and the
+    task that made the call is not cancelled later."""
+    store = FaultyStore(MemoryStore())
+    store.plan("delete", hang(then=raises()))
+    async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
+
+        @cache.cached(ttl=TTL)
+        async def f(key: int) -> str:
+            return f"{key}!"
+
+        await f(1)
+
+        async def release_it() -> None:
+            await store.wait_hanging()
+            store.release()  # then it raises: a store error, counted
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release_it)
+            await f.invalidate(1)  # in this task, which goes on afterwards
+        assert f.cache_info().store_errors == 1
+        with anyio.CancelScope() as scope:
+            await advance(TIMEOUT * 2)
+            await anyio.lowlevel.checkpoint()
+        assert not scope.cancelled_caught, "this task was cancelled after its call ended"
+        assert f.cache_info().store_errors == 1
+
+
+async def test_closing_the_cache_during_a_hung_read_is_not_a_store_timeout(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cache closes while a read hangs: the read is cancelled, its caller is told
+    the cache closed, and no store timeout is reported."""
+    store = hanging_store("get_many")
+    cache = SWRCache(clock=clock, store=store, store_timeout=TIMEOUT, close_timeout=0.0)
+
+    @cache.cached(ttl=TTL)
+    async def f(key: int) -> str:
+        return f"{key}!"
+
+    errors: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await f(1)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await store.wait_hanging()
+            store.heal()
+            await cache.aclose()
+        await advance(TIMEOUT * 2)
+    assert len(errors) == 1
+    assert "closed" in str(errors[0])
+    assert "store_timeout" not in caplog.text
+    assert f.cache_info().store_errors == 0
+
+
+async def _append(results: list[str], call: Any) -> None:
+    results.append(await call)
+
+
+async def test_a_changed_store_timeout_applies_to_later_calls(clock: FakeClock) -> None:
+    """store_timeout set on a running cache: the next store call gets the new limit."""
+    store = hanging_store("get_many")
+    async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
+
+        @cache.cached(ttl=TTL)
+        async def f(key: int) -> str:
+            return f"{key}!"
+
+        cache.store_timeout = 1.0
+        results: list[str] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: _append(results, f(1)))
+            await store.wait_hanging()
+            await advance(1.5)
+            assert results == ["1!"], "the read kept the old store_timeout"
+        store.heal()
+
+
+async def test_limits_one_after_another_do_not_pile_up() -> None:
+    """Each limit that ends is dropped when the next one starts: 1,000 limits in a
+    row leave one queued, not 1,000 waiting for the timer."""
+    watchdog = Watchdog(asyncio.get_running_loop(), TIMEOUT)
+    for _ in range(1000):
+        with watchdog.limit():
+            await anyio.lowlevel.checkpoint()
+    assert watchdog.pending == 1
+
+
+async def test_the_timer_drops_what_ended_behind_a_long_call() -> None:
+    """Calls that end while an older one still runs stay queued behind it until the
+    timer expires the older one; then none is left, and the next limit still fires."""
+    watchdog = Watchdog(asyncio.get_running_loop(), TIMEOUT)
+    outcome: list[str] = []
+
+    async def long_call() -> None:
+        try:
+            with watchdog.limit():
+                await anyio.sleep_forever()
+        except TimeoutError:
+            outcome.append("timed out")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(long_call)
+        await anyio.wait_all_tasks_blocked()
+        for _ in range(10):
+            with watchdog.limit():
+                await anyio.lowlevel.checkpoint()
+        assert watchdog.pending == 11
+        await advance(TIMEOUT + 1)
+        assert outcome == ["timed out"]
+        assert watchdog.pending == 0
+
+    async def limited_wait() -> None:
+        with watchdog.limit():
+            await advance(TIMEOUT + 1)
+            await anyio.sleep_forever()
+
+    with pytest.raises(TimeoutError):
+        await limited_wait()
