@@ -24,6 +24,8 @@ from types import TracebackType
 
 __all__ = ["TimeLimit", "Watchdog"]
 
+_COMPACT_MIN = 64
+
 
 class Watchdog:
     """Time limits of ``seconds`` for tasks running on ``loop`` (see the module docstring).
@@ -31,13 +33,17 @@ class Watchdog:
     Not thread-safe, like the loop's own timers: use it from the loop's thread.
     """
 
-    __slots__ = ("_limits", "_loop", "_timer", "seconds")
+    __slots__ = ("_armed", "_compact_at", "_limits", "_loop", "_when", "seconds")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         self._loop = loop
         self.seconds = seconds
         self._limits: deque[TimeLimit] = deque()  # in deadline order
-        self._timer: asyncio.TimerHandle | None = None
+        self._compact_at = _COMPACT_MIN  # drop every ended limit when this many are queued
+        # The timer: whether it is armed, and for which deadline.  Its handle is not
+        # kept (it is never cancelled): the loop's reference to it is the only one.
+        self._armed = False
+        self._when = 0.0
 
     def limit(self) -> TimeLimit:
         """A context manager: the body is cancelled, as ``TimeoutError``, after ``seconds``."""
@@ -52,20 +58,34 @@ class Watchdog:
         limits = self._limits
         while limits and limits[0].task is None:  # ended: drop them now
             limits.popleft()
+        if len(limits) >= self._compact_at:
+            # Limits that ended behind one that still runs (a slow call): drop them
+            # too, or they pile up until its deadline.  Amortized O(1): the bound doubles.
+            limits = self._limits = deque(running for running in limits if running.task is not None)
+            self._compact_at = max(_COMPACT_MIN, 2 * len(limits))
         limits.append(limit)
-        if self._timer is None:
-            self._timer = self._loop.call_at(limit.deadline, self._fire)
+        if not self._armed:
+            self._arm(limit.deadline)
+
+    def _arm(self, when: float) -> None:
+        self._armed = True
+        self._when = when
+        self._loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
-        self._timer = None
-        now = self._loop.time()
+        self._armed = False
+        # Expire only what is due by the deadline the timer was armed for, even if
+        # the loop runs it late: a later deadline waits for a timer of its own, so
+        # that (as with a timer per limit) other timers due before it run first,
+        # e.g. the caller's own deadline, whose cancellation must then win.
+        when = self._when
         limits = self._limits
         while limits:
             limit = limits[0]
             task = limit.task
             if task is not None:
-                if limit.deadline > now:  # the oldest still running: wake up for it
-                    self._timer = self._loop.call_at(limit.deadline, self._fire)
+                if limit.deadline > when:  # the oldest still running: wake up for it
+                    self._arm(limit.deadline)
                     return
                 limit.expired = True
                 task.cancel()
@@ -78,7 +98,7 @@ class TimeLimit:
     __slots__ = ("_cancelling", "_watchdog", "deadline", "expired", "task")
 
     def __init__(self, watchdog: Watchdog) -> None:
-        self._watchdog = watchdog
+        self._watchdog: Watchdog | None = watchdog
         self.task: asyncio.Task[object] | None = None  # while the body runs
         self.deadline = 0.0
         self.expired = False
@@ -89,6 +109,9 @@ class TimeLimit:
         if task is None:
             raise RuntimeError("a time limit needs to run in a task")
         watchdog = self._watchdog
+        if watchdog is None:
+            raise RuntimeError("a TimeLimit is entered once")
+        self._watchdog = None  # queued by it: no reference cycle left for the collector
         self._cancelling = task.cancelling()
         self.deadline = watchdog._loop.time() + watchdog.seconds
         self.task = task

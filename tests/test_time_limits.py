@@ -9,7 +9,10 @@ side, ``anyio.fail_after``, is covered by ``TestNoStoreTimeout`` in test_faults.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -29,14 +32,20 @@ TTL = 60.0
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose ``time()`` runs ahead of the real clock by what the test adds."""
+    """An asyncio loop whose ``time()`` runs ahead of the real clock by what the test adds.
 
-    def __init__(self) -> None:
+    ``frozen=True``: only what the test adds moves it (for exact deadlines; then
+    nothing may wait for a timer the test does not reach by advancing).
+    """
+
+    def __init__(self, *, frozen: bool = False) -> None:
         super().__init__()
         self.offset = 0.0
+        self._frozen_at = super().time() if frozen else None
 
     def time(self) -> float:
-        return super().time() + self.offset
+        now = super().time() if self._frozen_at is None else self._frozen_at
+        return now + self.offset
 
 
 @pytest.fixture
@@ -273,22 +282,64 @@ async def _append(results: list[str], call: Any) -> None:
     results.append(await call)
 
 
-async def test_a_changed_store_timeout_applies_to_later_calls(clock: FakeClock) -> None:
-    """store_timeout set on a running cache: the next store call gets the new limit."""
+async def test_a_changed_store_timeout_applies_to_later_calls_only(clock: FakeClock) -> None:
+    """store_timeout lowered while a call hangs: a later call gives up at the new limit,
+    before the older call, which keeps the limit it started with."""
     store = hanging_store("get_many")
+    async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
+
+        @cache.cached(ttl=TTL)
+        async def f(key: int) -> str:
+            return f"f{key}"
+
+        @cache.cached(ttl=TTL)
+        async def g(key: int) -> str:
+            return f"g{key}"
+
+        results: list[str] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: _append(results, f(1)))  # limit: TIMEOUT
+            await store.wait_hanging()
+            cache.store_timeout = 1.0
+            tg.start_soon(lambda: _append(results, g(1)))  # limit: 1.0
+            await store.wait_hanging(2)
+            await advance(1.5)
+            assert results == ["g1"], "the later call kept the old store_timeout"
+            await advance(TIMEOUT)
+            assert results == ["g1", "f1"], "the older call lost its limit"
+        store.heal()
+
+
+async def test_a_loop_stalled_past_two_deadlines_lets_the_earlier_one_win(
+    clock: FakeClock,
+) -> None:
+    """The caller's own deadline comes before its store call's, and the loop runs late
+    past both: the caller is cancelled; its call is not answered as a store timeout
+    first (the shared timer, armed for an older store call, must not jump the queue)."""
+    store = FaultyStore(MemoryStore())
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
 
         @cache.cached(ttl=TTL)
         async def f(key: int) -> str:
             return f"{key}!"
 
-        cache.store_timeout = 1.0
-        results: list[str] = []
+        await f(1)  # a store read that ends at once: the timer is armed for its limit
+        await advance(3.0)
+        store.always("delete", hang())
+        outcome: list[str] = []
+
+        async def invalidate_within(seconds: float) -> None:
+            with anyio.move_on_after(seconds) as scope:  # due before the store's limit
+                await f.invalidate(1)
+                outcome.append("invalidate returned")
+            outcome.append(f"cancelled: {scope.cancelled_caught}")
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: _append(results, f(1)))
+            tg.start_soon(invalidate_within, TIMEOUT / 2)
             await store.wait_hanging()
-            await advance(1.5)
-            assert results == ["1!"], "the read kept the old store_timeout"
+            await advance(TIMEOUT * 2)  # past both deadlines at once
+        assert outcome == ["cancelled: True"]
+        assert f.cache_info().store_errors == 0
         store.heal()
 
 
@@ -333,3 +384,181 @@ async def test_the_timer_drops_what_ended_behind_a_long_call() -> None:
 
     with pytest.raises(TimeoutError):
         await limited_wait()
+
+
+# -- the watchdog on its own, on loops the tests run themselves -------------------
+
+
+def run_frozen(main: Callable[[VirtualTimeLoop], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main(loop)`` on a new loop whose time only the test moves."""
+    loop = VirtualTimeLoop(frozen=True)
+    try:
+        loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+async def turns(n: int = 3) -> None:
+    """Let the loop run ``n`` turns (with a frozen clock no timer fires by itself)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def finished(task: asyncio.Task[Any]) -> Any:
+    """``task``'s result, which must be ready within a few turns: on a frozen clock,
+    awaiting a task that waits for a timer nobody reaches would hang, not fail."""
+    await turns()
+    assert task.done(), f"{task!r} is still waiting"
+    return task.result()
+
+
+def test_a_limit_expires_at_its_deadline_not_a_microsecond_before() -> None:
+    """Exact deadlines, on the first timer and on the timer re-armed for a later limit."""
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        watchdog = Watchdog(loop, TIMEOUT)
+        expired: list[str] = []
+
+        async def call(name: str, release: asyncio.Event) -> None:
+            try:
+                with watchdog.limit():
+                    await release.wait()
+            except TimeoutError:
+                expired.append(name)
+
+        quick, slow = asyncio.Event(), asyncio.Event()
+        first = loop.create_task(call("quick", quick))
+        await turns()
+        loop.offset += 1.0
+        second = loop.create_task(call("slow", slow))  # its deadline: TIMEOUT + 1
+        await turns()
+        quick.set()  # the first ends in time; the timer stays armed for its deadline
+        await turns()
+        loop.offset += TIMEOUT - 1.0  # the first's deadline: nothing left to expire
+        await turns()
+        loop.offset += 1.0 - 1e-6
+        await turns()
+        assert expired == []
+        loop.offset += 2e-6
+        await turns()
+        assert expired == ["slow"]
+        await finished(first)
+        await finished(second)
+
+    run_frozen(main)
+
+
+def test_a_cancellation_requested_before_the_limit_does_not_stop_it_timing_out() -> None:
+    """A task that caught a cancellation and goes on (cancelling() > 0, as in cleanup
+    code) still gets TimeoutError from a limit that expires afterwards."""
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        watchdog = Watchdog(loop, TIMEOUT)
+
+        async def cleanup_after_a_cancellation() -> str:
+            with contextlib.suppress(asyncio.CancelledError):  # cancelling() stays 1
+                await asyncio.Event().wait()
+            try:
+                with watchdog.limit():
+                    await asyncio.Event().wait()
+            except TimeoutError:
+                return "timed out"
+            return "not timed out"
+
+        task = loop.create_task(cleanup_after_a_cancellation())
+        await turns()
+        task.cancel()
+        await turns()
+        loop.offset += TIMEOUT + 1
+        assert await finished(task) == "timed out"
+
+    run_frozen(main)
+
+
+def test_a_body_that_swallows_or_replaces_the_cancellation_keeps_its_outcome() -> None:
+    """After the limit expires, a body that returns normally returns, and one that raises
+    something else raises that: only the cancellation itself becomes TimeoutError."""
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        watchdog = Watchdog(loop, TIMEOUT)
+
+        async def swallowing() -> str:
+            with watchdog.limit():
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    return "swallowed"
+            return "unreachable"
+
+        async def replacing() -> str:
+            with watchdog.limit():
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    raise ValueError("replaced") from None
+            return "unreachable"
+
+        swallowed = loop.create_task(swallowing())
+        replaced = loop.create_task(replacing())
+        await turns()
+        loop.offset += TIMEOUT + 1
+        assert await finished(swallowed) == "swallowed"
+        with pytest.raises(ValueError, match="replaced"):
+            await finished(replaced)
+
+    run_frozen(main)
+
+
+def test_calls_that_end_behind_a_slow_one_do_not_pile_up() -> None:
+    """10,000 calls end while one older call still runs: the queue stays small, and
+    the older call still times out at its deadline."""
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        watchdog = Watchdog(loop, TIMEOUT)
+        outcome: list[str] = []
+
+        async def slow() -> None:
+            try:
+                with watchdog.limit():
+                    await asyncio.Event().wait()
+            except TimeoutError:
+                outcome.append("timed out")
+
+        task = loop.create_task(slow())
+        await turns()
+        most = 0
+        for _ in range(10_000):
+            with watchdog.limit():
+                await asyncio.sleep(0)
+            most = max(most, watchdog.pending)
+        assert most <= 200
+        loop.offset += TIMEOUT
+        await finished(task)
+        assert outcome == ["timed out"]
+
+    run_frozen(main)
+
+
+def test_a_watchdog_is_freed_without_the_garbage_collector() -> None:
+    """Once its loop is closed, a watchdog (and what it queued) is freed by reference
+    counting alone: it keeps no reference cycle."""
+
+    def watchdogs() -> int:  # those of other tests' caches may still be in use
+        return sum(isinstance(o, Watchdog) for o in gc.get_objects())
+
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        before = watchdogs()
+
+        async def main(loop: VirtualTimeLoop) -> None:
+            watchdog = Watchdog(loop, TIMEOUT)
+            with watchdog.limit():
+                await asyncio.sleep(0)
+
+        run_frozen(main)  # closes the loop with the watchdog's timer still armed
+        assert watchdogs() == before
+    finally:
+        if enabled:
+            gc.enable()
