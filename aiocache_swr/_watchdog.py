@@ -74,22 +74,44 @@ class Watchdog:
 
     def _fire(self) -> None:
         self._armed = False
-        # Expire only what is due by the deadline the timer was armed for, even if
-        # the loop runs it late: a later deadline waits for a timer of its own, so
-        # that (as with a timer per limit) other timers due before it run first,
-        # e.g. the caller's own deadline, whose cancellation must then win.
-        when = self._when
         limits = self._limits
-        while limits:
-            limit = limits[0]
-            task = limit.task
-            if task is not None:
-                if limit.deadline > when:  # the oldest still running: wake up for it
-                    self._arm(limit.deadline)
-                    return
-                limit.expired = True
-                task.cancel()
+        while limits and limits[0].task is None:  # ended
             limits.popleft()
+        if not limits:
+            return
+        if limits[0].deadline > self._when:
+            # Armed for a limit that has ended: wake up again at the oldest running
+            # one's own deadline, even if the loop runs late and it is already past,
+            # so that other timers due before it (a caller's own deadline, whose
+            # cancellation must win) run first, as with a timer per limit.
+            self._arm(limits[0].deadline)
+            return
+        # Due: expire, in this one turn, every limit due by now, as the loop runs
+        # every timer that is due in one turn.
+        due = max(self._loop.time(), self._when)
+        expiring: list[TimeLimit] = []
+        while limits and (limits[0].task is None or limits[0].deadline <= due):
+            limit = limits.popleft()
+            if limit.task is not None:
+                expiring.append(limit)
+        if limits:
+            self._arm(limits[0].deadline)
+        for limit in expiring:
+            task = limit.task
+            assert task is not None
+            try:
+                task.cancel()
+            except Exception as exc:  # e.g. an awaited future whose cancel() fails
+                # Reported as the loop reports a failing timer; the other limits go on.
+                self._loop.call_exception_handler(
+                    {
+                        "message": "aiocache_swr: a time limit could not cancel its task",
+                        "exception": exc,
+                        "task": task,
+                    }
+                )
+            else:
+                limit.expired = True  # after: a failed cancel() leaves nothing to undo
 
 
 class TimeLimit:

@@ -562,3 +562,79 @@ def test_a_watchdog_is_freed_without_the_garbage_collector() -> None:
     finally:
         if enabled:
             gc.enable()
+
+
+def test_limits_overdue_together_all_expire_in_one_turn() -> None:
+    """The loop runs late past 1,000 deadlines: every one expires within a couple of
+    loop turns, as 1,000 separate timers would, not one limit per turn."""
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        watchdog = Watchdog(loop, TIMEOUT)
+        expired: list[int] = []
+
+        async def call(n: int) -> None:
+            try:
+                with watchdog.limit():
+                    await asyncio.Event().wait()
+            except TimeoutError:
+                expired.append(n)
+
+        tasks = []
+        for n in range(1000):
+            tasks.append(loop.create_task(call(n)))
+            await asyncio.sleep(0)
+            loop.offset += 1e-3  # a deadline of its own for each
+        loop.offset += TIMEOUT * 2
+        await turns(3)
+        assert sorted(expired) == list(range(1000))
+        for task in tasks:
+            await finished(task)
+
+    run_frozen(main)
+
+
+class _Uncancellable(asyncio.Future[None]):
+    """A future whose ``cancel()`` fails, as a broken awaitable's might."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        raise RuntimeError("cancel failed")
+
+
+def test_a_limit_that_cannot_cancel_its_task_does_not_stop_the_others() -> None:
+    """One task's cancellation raises: the loop's exception handler is told, and the
+    other limits due with it, and those due later, still expire."""
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        watchdog = Watchdog(loop, TIMEOUT)
+        outcome: list[str] = []
+        stuck = _Uncancellable(loop=loop)
+
+        async def call(name: str, awaited: asyncio.Future[None] | None = None) -> None:
+            try:
+                with watchdog.limit():
+                    await (awaited if awaited is not None else asyncio.Event().wait())
+            except TimeoutError:
+                outcome.append(name)
+
+        first = loop.create_task(call("first"))
+        broken = loop.create_task(call("broken", stuck))
+        second = loop.create_task(call("second"))
+        await turns()
+        loop.offset += 1.0
+        later = loop.create_task(call("later"))  # due a second after the others
+        await turns()
+        loop.offset += TIMEOUT - 0.5
+        await turns()
+        assert outcome == ["first", "second"]
+        assert [str(context["exception"]) for context in reported] == ["cancel failed"]
+        loop.offset += 1.0
+        await turns()
+        assert outcome == ["first", "second", "later"]
+        stuck.set_result(None)  # let it end: its limit never expired
+        await finished(broken)
+        for task in (first, second, later):
+            await finished(task)
+
+    run_frozen(main)
