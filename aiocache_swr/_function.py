@@ -696,7 +696,7 @@ class Engine(Generic[P, T]):
         try:
             if timeout is None:
                 return await op
-            with runner.time_limit(timeout):
+            async with runner.time_limit(timeout):
                 return await op
         except Exception as exc:
             if isinstance(exc, TimeoutError):

@@ -33,8 +33,8 @@ import logging
 import sys
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Protocol
 
@@ -43,8 +43,6 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 import anyio
 import anyio.abc
-
-from ._watchdog import Watchdog
 
 __all__ = ["Event", "Job", "LoopEvent", "Runner", "current_loop"]
 
@@ -145,6 +143,12 @@ class Job(Protocol):
         for it.  Does nothing once it has finished."""
 
 
+@asynccontextmanager
+async def _fail_after(seconds: float) -> AsyncIterator[None]:
+    with anyio.fail_after(seconds):
+        yield
+
+
 def _retrieve(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()
@@ -182,7 +186,6 @@ class Runner:
         # Fetches running as plain tasks: job -> its task (None while being created).
         self._fetches: dict[Job, asyncio.Task[None] | None] = {}
         self._thread = threading.get_ident()  # where its loop last ran (see is_current)
-        self._watchdog: Watchdog | None = None  # store calls' time limits, on asyncio
 
     def is_current(self) -> bool:
         """Its loop is the running one: ``self.loop is current_loop()``, mostly cheaper.
@@ -214,21 +217,15 @@ class Runner:
         self._busy += 1
         self._start(fn)
 
-    def time_limit(self, seconds: float) -> AbstractContextManager[object]:
+    def time_limit(self, seconds: float) -> AbstractAsyncContextManager[object]:
         """Raise ``TimeoutError`` in the body after ``seconds``.
 
-        It guards every store call.  On asyncio (3.11+, whose tasks count their
-        cancellations) the limits of one length share one timer, a
-        :class:`~aiocache_swr._watchdog.Watchdog`; elsewhere ``anyio.fail_after``.
+        ``asyncio.timeout`` where it exists (3.11+): a third of the cost of
+        ``anyio.fail_after``, and it guards every level-2 read.
         """
-        loop = self._asyncio
-        if loop is not None and sys.version_info >= (3, 11):
-            watchdog = self._watchdog
-            if watchdog is None or watchdog.seconds != seconds:
-                # store_timeout changed: limits already running keep the old one.
-                watchdog = self._watchdog = Watchdog(loop, seconds)
-            return watchdog.limit()
-        return anyio.fail_after(seconds)
+        if self._asyncio is not None and sys.version_info >= (3, 11):
+            return asyncio.timeout(seconds)
+        return _fail_after(seconds)
 
     def start_fetch(self, job: Job, *, eager: bool = True) -> None:
         """Run ``job``, a fetch that callers wait for, now (see the module docstring).

@@ -9,10 +9,7 @@ side, ``anyio.fail_after``, is covered by ``TestNoStoreTimeout`` in test_faults.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -20,7 +17,6 @@ import pytest
 
 from aiocache_swr import SWRCache
 from aiocache_swr._store import MemoryStore
-from aiocache_swr._watchdog import Watchdog
 from aiocache_swr.testing import FakeClock
 
 from ._faulty_store import FaultyStore, hang, raises
@@ -32,20 +28,14 @@ TTL = 60.0
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose ``time()`` runs ahead of the real clock by what the test adds.
+    """An asyncio loop whose ``time()`` runs ahead of the real clock by what the test adds."""
 
-    ``frozen=True``: only what the test adds moves it (for exact deadlines; then
-    nothing may wait for a timer the test does not reach by advancing).
-    """
-
-    def __init__(self, *, frozen: bool = False) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.offset = 0.0
-        self._frozen_at = super().time() if frozen else None
 
     def time(self) -> float:
-        now = super().time() if self._frozen_at is None else self._frozen_at
-        return now + self.offset
+        return super().time() + self.offset
 
 
 @pytest.fixture
@@ -315,7 +305,7 @@ async def test_a_loop_stalled_past_two_deadlines_lets_the_earlier_one_win(
 ) -> None:
     """The caller's own deadline comes before its store call's, and the loop runs late
     past both: the caller is cancelled; its call is not answered as a store timeout
-    first (the shared timer, armed for an older store call, must not jump the queue)."""
+    first (the case a timer shared by every store call, armed for an older one, got wrong)."""
     store = FaultyStore(MemoryStore())
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
 
@@ -343,298 +333,41 @@ async def test_a_loop_stalled_past_two_deadlines_lets_the_earlier_one_win(
         store.heal()
 
 
-async def test_limits_one_after_another_do_not_pile_up() -> None:
-    """Each limit that ends is dropped when the next one starts: 1,000 limits in a
-    row leave one queued, not 1,000 waiting for the timer."""
-    watchdog = Watchdog(asyncio.get_running_loop(), TIMEOUT)
-    for _ in range(1000):
-        with watchdog.limit():
-            await anyio.lowlevel.checkpoint()
-    assert watchdog.pending == 1
+async def test_a_loop_stalled_past_two_deadlines_behind_a_hung_call_lets_the_earlier_win(
+    clock: FakeClock,
+) -> None:
+    """As above, with another function's read still hanging when the loop runs late:
+    the caller's own, earlier deadline still wins over its store call's later one."""
+    store = FaultyStore(MemoryStore())
+    async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
 
+        @cache.cached(ttl=TTL)
+        async def f(key: int) -> str:
+            return f"{key}!"
 
-async def test_the_timer_drops_what_ended_behind_a_long_call() -> None:
-    """Calls that end while an older one still runs stay queued behind it until the
-    timer expires the older one; then none is left, and the next limit still fires."""
-    watchdog = Watchdog(asyncio.get_running_loop(), TIMEOUT)
-    outcome: list[str] = []
+        @cache.cached(ttl=TTL)
+        async def g(key: int) -> str:
+            return f"g{key}"
 
-    async def long_call() -> None:
-        try:
-            with watchdog.limit():
-                await anyio.sleep_forever()
-        except TimeoutError:
-            outcome.append("timed out")
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(long_call)
-        await anyio.wait_all_tasks_blocked()
-        for _ in range(10):
-            with watchdog.limit():
-                await anyio.lowlevel.checkpoint()
-        assert watchdog.pending == 11
+        await f(1)
         await advance(TIMEOUT + 1)
-        assert outcome == ["timed out"]
-        assert watchdog.pending == 0
-
-    async def limited_wait() -> None:
-        with watchdog.limit():
-            await advance(TIMEOUT + 1)
-            await anyio.sleep_forever()
-
-    with pytest.raises(TimeoutError):
-        await limited_wait()
-
-
-# -- the watchdog on its own, on loops the tests run themselves -------------------
-
-
-def run_frozen(main: Callable[[VirtualTimeLoop], Coroutine[Any, Any, None]]) -> None:
-    """Run ``main(loop)`` on a new loop whose time only the test moves."""
-    loop = VirtualTimeLoop(frozen=True)
-    try:
-        loop.run_until_complete(main(loop))
-    finally:
-        loop.close()
-
-
-async def turns(n: int = 3) -> None:
-    """Let the loop run ``n`` turns (with a frozen clock no timer fires by itself)."""
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-async def finished(task: asyncio.Task[Any]) -> Any:
-    """``task``'s result, which must be ready within a few turns: on a frozen clock,
-    awaiting a task that waits for a timer nobody reaches would hang, not fail."""
-    await turns()
-    assert task.done(), f"{task!r} is still waiting"
-    return task.result()
-
-
-def test_a_limit_expires_at_its_deadline_not_a_microsecond_before() -> None:
-    """Exact deadlines, on the first timer and on the timer re-armed for a later limit."""
-
-    async def main(loop: VirtualTimeLoop) -> None:
-        watchdog = Watchdog(loop, TIMEOUT)
-        expired: list[str] = []
-
-        async def call(name: str, release: asyncio.Event) -> None:
-            try:
-                with watchdog.limit():
-                    await release.wait()
-            except TimeoutError:
-                expired.append(name)
-
-        quick, slow = asyncio.Event(), asyncio.Event()
-        first = loop.create_task(call("quick", quick))
-        await turns()
-        loop.offset += 1.0
-        second = loop.create_task(call("slow", slow))  # its deadline: TIMEOUT + 1
-        await turns()
-        quick.set()  # the first ends in time; the timer stays armed for its deadline
-        await turns()
-        loop.offset += TIMEOUT - 1.0  # the first's deadline: nothing left to expire
-        await turns()
-        loop.offset += 1.0 - 1e-6
-        await turns()
-        assert expired == []
-        loop.offset += 2e-6
-        await turns()
-        assert expired == ["slow"]
-        await finished(first)
-        await finished(second)
-
-    run_frozen(main)
-
-
-def test_a_cancellation_requested_before_the_limit_does_not_stop_it_timing_out() -> None:
-    """A task that caught a cancellation and goes on (cancelling() > 0, as in cleanup
-    code) still gets TimeoutError from a limit that expires afterwards."""
-
-    async def main(loop: VirtualTimeLoop) -> None:
-        watchdog = Watchdog(loop, TIMEOUT)
-
-        async def cleanup_after_a_cancellation() -> str:
-            with contextlib.suppress(asyncio.CancelledError):  # cancelling() stays 1
-                await asyncio.Event().wait()
-            try:
-                with watchdog.limit():
-                    await asyncio.Event().wait()
-            except TimeoutError:
-                return "timed out"
-            return "not timed out"
-
-        task = loop.create_task(cleanup_after_a_cancellation())
-        await turns()
-        task.cancel()
-        await turns()
-        loop.offset += TIMEOUT + 1
-        assert await finished(task) == "timed out"
-
-    run_frozen(main)
-
-
-def test_a_body_that_swallows_or_replaces_the_cancellation_keeps_its_outcome() -> None:
-    """After the limit expires, a body that returns normally returns, and one that raises
-    something else raises that: only the cancellation itself becomes TimeoutError."""
-
-    async def main(loop: VirtualTimeLoop) -> None:
-        watchdog = Watchdog(loop, TIMEOUT)
-
-        async def swallowing() -> str:
-            with watchdog.limit():
-                try:
-                    await asyncio.Event().wait()
-                except asyncio.CancelledError:
-                    return "swallowed"
-            return "unreachable"
-
-        async def replacing() -> str:
-            with watchdog.limit():
-                try:
-                    await asyncio.Event().wait()
-                except asyncio.CancelledError:
-                    raise ValueError("replaced") from None
-            return "unreachable"
-
-        swallowed = loop.create_task(swallowing())
-        replaced = loop.create_task(replacing())
-        await turns()
-        loop.offset += TIMEOUT + 1
-        assert await finished(swallowed) == "swallowed"
-        with pytest.raises(ValueError, match="replaced"):
-            await finished(replaced)
-
-    run_frozen(main)
-
-
-def test_calls_that_end_behind_a_slow_one_do_not_pile_up() -> None:
-    """10,000 calls end while one older call still runs: the queue stays small, and
-    the older call still times out at its deadline."""
-
-    async def main(loop: VirtualTimeLoop) -> None:
-        watchdog = Watchdog(loop, TIMEOUT)
+        store.always("get_many", hang())
+        store.always("delete", hang())
         outcome: list[str] = []
 
-        async def slow() -> None:
-            try:
-                with watchdog.limit():
-                    await asyncio.Event().wait()
-            except TimeoutError:
-                outcome.append("timed out")
+        async def invalidate_within(seconds: float) -> None:
+            with anyio.move_on_after(seconds) as scope:
+                await f.invalidate(1)
+                outcome.append("invalidate returned")
+            outcome.append(f"cancelled: {scope.cancelled_caught}")
 
-        task = loop.create_task(slow())
-        await turns()
-        most = 0
-        for _ in range(10_000):
-            with watchdog.limit():
-                await asyncio.sleep(0)
-            most = max(most, watchdog.pending)
-        assert most <= 200
-        loop.offset += TIMEOUT
-        await finished(task)
-        assert outcome == ["timed out"]
-
-    run_frozen(main)
-
-
-def test_a_watchdog_is_freed_without_the_garbage_collector() -> None:
-    """Once its loop is closed, a watchdog (and what it queued) is freed by reference
-    counting alone: it keeps no reference cycle."""
-
-    def watchdogs() -> int:  # those of other tests' caches may still be in use
-        return sum(isinstance(o, Watchdog) for o in gc.get_objects())
-
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        before = watchdogs()
-
-        async def main(loop: VirtualTimeLoop) -> None:
-            watchdog = Watchdog(loop, TIMEOUT)
-            with watchdog.limit():
-                await asyncio.sleep(0)
-
-        run_frozen(main)  # closes the loop with the watchdog's timer still armed
-        assert watchdogs() == before
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def test_limits_overdue_together_all_expire_in_one_turn() -> None:
-    """The loop runs late past 1,000 deadlines: every one expires within a couple of
-    loop turns, as 1,000 separate timers would, not one limit per turn."""
-
-    async def main(loop: VirtualTimeLoop) -> None:
-        watchdog = Watchdog(loop, TIMEOUT)
-        expired: list[int] = []
-
-        async def call(n: int) -> None:
-            try:
-                with watchdog.limit():
-                    await asyncio.Event().wait()
-            except TimeoutError:
-                expired.append(n)
-
-        tasks = []
-        for n in range(1000):
-            tasks.append(loop.create_task(call(n)))
-            await asyncio.sleep(0)
-            loop.offset += 1e-3  # a deadline of its own for each
-        loop.offset += TIMEOUT * 2
-        await turns(3)
-        assert sorted(expired) == list(range(1000))
-        for task in tasks:
-            await finished(task)
-
-    run_frozen(main)
-
-
-class _Uncancellable(asyncio.Future[None]):
-    """A future whose ``cancel()`` fails, as a broken awaitable's might."""
-
-    def cancel(self, msg: Any = None) -> bool:
-        raise RuntimeError("cancel failed")
-
-
-def test_a_limit_that_cannot_cancel_its_task_does_not_stop_the_others() -> None:
-    """One task's cancellation raises: the loop's exception handler is told, and the
-    other limits due with it, and those due later, still expire."""
-
-    async def main(loop: VirtualTimeLoop) -> None:
-        reported: list[dict[str, Any]] = []
-        loop.set_exception_handler(lambda _loop, context: reported.append(context))
-        watchdog = Watchdog(loop, TIMEOUT)
-        outcome: list[str] = []
-        stuck = _Uncancellable(loop=loop)
-
-        async def call(name: str, awaited: asyncio.Future[None] | None = None) -> None:
-            try:
-                with watchdog.limit():
-                    await (awaited if awaited is not None else asyncio.Event().wait())
-            except TimeoutError:
-                outcome.append(name)
-
-        first = loop.create_task(call("first"))
-        broken = loop.create_task(call("broken", stuck))
-        second = loop.create_task(call("second"))
-        await turns()
-        loop.offset += 1.0
-        later = loop.create_task(call("later"))  # due a second after the others
-        await turns()
-        loop.offset += TIMEOUT - 0.5
-        await turns()
-        assert outcome == ["first", "second"]
-        assert [str(context["exception"]) for context in reported] == ["cancel failed"]
-        loop.offset += 1.0
-        await turns()
-        assert outcome == ["first", "second", "later"]
-        stuck.set_result(None)  # let it end: its limit never expired
-        await finished(broken)
-        for task in (first, second, later):
-            await finished(task)
-
-    run_frozen(main)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(g, 1)  # its read hangs; its limit is due first
+            await store.wait_hanging()
+            await advance(3.0)
+            tg.start_soon(invalidate_within, TIMEOUT / 2)  # due before its delete's limit
+            await store.wait_hanging(2)
+            await advance(TIMEOUT * 2)  # past every deadline at once
+        assert outcome == ["cancelled: True"]
+        assert f.cache_info().store_errors == 0
+        store.heal()
