@@ -54,6 +54,20 @@ async def advance(seconds: float) -> None:
     await anyio.wait_all_tasks_blocked()
 
 
+def functions(cache: SWRCache) -> tuple[Any, Any]:
+    """Two functions cached by ``cache``: ``f(k) == f"f{k}"`` and ``g(k) == f"g{k}"``."""
+
+    @cache.cached(ttl=TTL)
+    async def f(key: int) -> str:
+        return f"f{key}"
+
+    @cache.cached(ttl=TTL)
+    async def g(key: int) -> str:
+        return f"g{key}"
+
+    return f, g
+
+
 def hanging_store(*ops: str) -> FaultyStore:
     store = FaultyStore(MemoryStore())
     for op in ops:
@@ -68,10 +82,7 @@ async def test_a_hung_read_gives_up_after_store_timeout_and_the_miss_is_computed
     counted and logged with the limit."""
     store = hanging_store("get_many")
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
-
-        @cache.cached(ttl=TTL)
-        async def f(key: int) -> str:
-            return f"{key}!"
+        f, _ = functions(cache)
 
         results: list[str] = []
         with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
@@ -81,7 +92,7 @@ async def test_a_hung_read_gives_up_after_store_timeout_and_the_miss_is_computed
                 await advance(TIMEOUT * 0.9)
                 assert results == [], "gave up before store_timeout"
                 await advance(TIMEOUT * 0.2)
-            assert results == ["1!"], "the read never gave up"
+            assert results == ["f1"], "the read never gave up"
         assert f.cache_info().store_errors == 1
         assert store.calls.count(("get_many", "cancelled")) == 1
         assert f"store_timeout={TIMEOUT}s" in caplog.text
@@ -94,10 +105,7 @@ async def test_a_read_that_ends_in_time_is_never_cancelled_later(clock: FakeCloc
     store = FaultyStore(MemoryStore())
     store.plan("get_many", hang(), hang())
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
-
-        @cache.cached(ttl=TTL)
-        async def f(key: int) -> str:
-            return f"{key}!"
+        f, _ = functions(cache)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(f, 1)
@@ -114,7 +122,7 @@ async def test_a_read_that_ends_in_time_is_never_cancelled_later(clock: FakeCloc
             assert results == []
             assert f.cache_info().store_errors == 0
             await advance(TIMEOUT * 0.6)
-            assert results == ["2!"], "the second read never gave up"
+            assert results == ["f2"], "the second read never gave up"
         assert f.cache_info().store_errors == 1
 
 
@@ -123,14 +131,7 @@ async def test_concurrent_hung_reads_each_give_up(clock: FakeClock) -> None:
     third read afterwards works."""
     store = hanging_store("get_many")
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
-
-        @cache.cached(ttl=TTL)
-        async def f(key: int) -> str:
-            return f"f{key}"
-
-        @cache.cached(ttl=TTL)
-        async def g(key: int) -> str:
-            return f"g{key}"
+        f, g = functions(cache)
 
         results: list[str] = []
         async with anyio.create_task_group() as tg:
@@ -156,10 +157,7 @@ async def test_a_caller_cancelled_during_a_hung_invalidation_is_cancelled_not_ti
     reaches the caller as such, and its time limit never fires later."""
     store = hanging_store("delete")
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
-
-        @cache.cached(ttl=TTL)
-        async def f(key: int) -> str:
-            return f"{key}!"
+        f, _ = functions(cache)
 
         await f(1)
         with anyio.move_on_after(1.0) as scope:
@@ -182,10 +180,7 @@ async def test_a_cancellation_in_the_same_turn_as_the_time_limit_reaches_the_cal
     returned as if only the store had timed out."""
     store = hanging_store("delete")
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
-
-        @cache.cached(ttl=TTL)
-        async def f(key: int) -> str:
-            return f"{key}!"
+        f, _ = functions(cache)
 
         await f(1)
         outcome: list[str] = []
@@ -213,10 +208,7 @@ async def test_a_time_limit_does_not_outlive_a_failing_call(clock: FakeClock) ->
     store = FaultyStore(MemoryStore())
     store.plan("delete", hang(then=raises()))
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
-
-        @cache.cached(ttl=TTL)
-        async def f(key: int) -> str:
-            return f"{key}!"
+        f, _ = functions(cache)
 
         await f(1)
 
@@ -243,9 +235,7 @@ async def test_closing_the_cache_during_a_hung_read_is_not_a_store_timeout(
     store = hanging_store("get_many")
     cache = SWRCache(clock=clock, store=store, store_timeout=TIMEOUT, close_timeout=0.0)
 
-    @cache.cached(ttl=TTL)
-    async def f(key: int) -> str:
-        return f"{key}!"
+    f, _ = functions(cache)
 
     errors: list[BaseException] = []
 
@@ -277,14 +267,7 @@ async def test_a_changed_store_timeout_applies_to_later_calls_only(clock: FakeCl
     before the older call, which keeps the limit it started with."""
     store = hanging_store("get_many")
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
-
-        @cache.cached(ttl=TTL)
-        async def f(key: int) -> str:
-            return f"f{key}"
-
-        @cache.cached(ttl=TTL)
-        async def g(key: int) -> str:
-            return f"g{key}"
+        f, g = functions(cache)
 
         results: list[str] = []
         async with anyio.create_task_group() as tg:
@@ -308,10 +291,7 @@ async def test_a_loop_stalled_past_two_deadlines_lets_the_earlier_one_win(
     first (the case a timer shared by every store call, armed for an older one, got wrong)."""
     store = FaultyStore(MemoryStore())
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
-
-        @cache.cached(ttl=TTL)
-        async def f(key: int) -> str:
-            return f"{key}!"
+        f, _ = functions(cache)
 
         await f(1)  # a store read that ends at once: the timer is armed for its limit
         await advance(3.0)
@@ -340,14 +320,7 @@ async def test_a_loop_stalled_past_two_deadlines_behind_a_hung_call_lets_the_ear
     the caller's own, earlier deadline still wins over its store call's later one."""
     store = FaultyStore(MemoryStore())
     async with SWRCache(clock=clock, store=store, store_timeout=TIMEOUT) as cache:
-
-        @cache.cached(ttl=TTL)
-        async def f(key: int) -> str:
-            return f"{key}!"
-
-        @cache.cached(ttl=TTL)
-        async def g(key: int) -> str:
-            return f"g{key}"
+        f, g = functions(cache)
 
         await f(1)
         await advance(TIMEOUT + 1)
