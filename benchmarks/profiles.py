@@ -13,8 +13,8 @@ many calls it made in how long, and how long the garbage collector ran meanwhile
 (``gc.callbacks``).  py-spy reads the process from outside, so the
 code runs at full speed (pyinstrument's per-call hooks made a level-2 batch four
 times slower), and it sees every thread: the SQLite thread's share shows.  It
-needs permission to trace another process (``ptrace``); when it has none, this
-script says so and stops.
+needs permission to trace another process (``ptrace``); when py-spy or a child
+fails, this script prints what it said and stops.
 
 A sample of the event loop's thread goes to the layer of its innermost frame
 that is in one (``LAYERS``), or to "waiting" when the loop waits in ``select``
@@ -42,6 +42,7 @@ import os
 import platform
 import random
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,8 @@ import floors  # noqa: E402
 from conftest import PRIME, Counter, SWRPeer  # noqa: E402
 
 RATE = 250  # samples per second: py-spy's own work stays small beside the child's
+READY_WITHIN = 120.0  # seconds a child may take to set up
+CHILD_STOPS_WITHIN = 60.0  # seconds a child may take to stop once told (after its sampling)
 WAITING = "waiting (select)"
 SQLITE = "a SQLite thread, running a job"
 
@@ -71,7 +74,7 @@ LAYERS: list[tuple[str, re.Pattern[str]]] = [
     ("floor's own code", re.compile(r"floors\.py$")),
     ("aiosqlite (loop side)", re.compile(r"aiosqlite/")),
     ("asyncio", re.compile(r"(asyncio/|selectors\.py$|_weakrefset\.py$)")),
-    ("the driver's loop of calls", re.compile(r"(profiles|conftest)\.py$")),
+    ("the driver: its loop of calls, its source", re.compile(r"(profiles|conftest)\.py$")),
 ]
 OTHER = "other"
 TOP_LINES = 12
@@ -164,10 +167,19 @@ def _floor(row: str, runner: asyncio.Runner, peer: SWRPeer) -> Once:
         keys = list(range(MISS_CALLS))
         return lambda: _counted(floors.single_flight(keys), repeat * MISS_CALLS)
     if row == "churn":
+        # The floor's cache, filled once as ours is (floors.single_flight fills a new
+        # one for each repetition, which would count those misses too).
+        get = floors._single_flight_cache(CHURN_MAXSIZE)
+        for k in range(CHURN_KEYSPACE):
+            runner.run(get(k))
         drawn = _churn_keys()
-        # Each repetition first fills its LRU (2 x maxsize misses): calls too.
-        calls = repeat * (len(drawn) + 2 * CHURN_MAXSIZE)
-        return lambda: _counted(floors.single_flight(drawn, maxsize=CHURN_MAXSIZE), calls)
+
+        async def churn() -> int:
+            for k in drawn:
+                await get(k)
+            return len(drawn)
+
+        return churn
     # The level-2 floors read the rows the store wrote, from its own file.
     runner.run(peer.l2_populate(list(range(2 * L2_KEYS))))
     runner.run(peer.aclose())
@@ -206,8 +218,9 @@ class Collector:
 
 
 def child(row: str, side: str, result: Path) -> None:
-    """Set ``row`` up for ``side``, say "ready", make calls until a line arrives on
-    stdin, then write what was done to ``result``."""
+    """Set ``row`` up for ``side``; say it is ready, with the ids py-spy may give its
+    event loop's thread; make calls until a line arrives on stdin; then write what
+    was done to ``result``."""
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
     with tempfile.TemporaryDirectory() as tmp, asyncio.Runner() as runner:
@@ -216,15 +229,15 @@ def child(row: str, side: str, result: Path) -> None:
         runner.run(once())  # warm up: state made on first use, caches
         collector = Collector()
         gc.callbacks.append(collector)
-        print("ready", flush=True)
+        print(f"ready {threading.get_native_id()} {threading.get_ident()}", flush=True)
         calls, start = 0, time.perf_counter()
         while not stop.is_set():
             calls += runner.run(once())
         elapsed = time.perf_counter() - start
         gc.callbacks.remove(collector)
         runner.run(peer.aclose())
-    done = {"calls": calls, "seconds": elapsed}
-    result.write_text(json.dumps({**done, "gc_seconds": collector.seconds, "gc": collector.runs}))
+    done = {"calls": calls, "seconds": elapsed, "gc_seconds": collector.seconds}
+    result.write_text(json.dumps({**done, "gc": collector.runs}))
 
 
 # ------------------------------------------------------------------ the samples
@@ -258,10 +271,14 @@ class Profile:
 
 
 # py-spy's raw format, with --threads: "thread (TID): NAME;frame;...;frame COUNT", where
-# ": NAME" is left out when py-spy could not read it.  Names are not used: py-spy can
-# keep an ended thread's name for a new one that reuses its ident.  Nor is the stack's
-# outer end: for a coroutine, py-spy may give only the frames above the task's step.
-_LINE = re.compile(r"^thread \((?P<tid>\d+)\)(?:: [^;]*)?;(?P<stack>.*) (?P<count>\d+)$")
+# TID is decimal (the native id) or hex (``threading.get_ident()``, where py-spy has no
+# native id), ": NAME" is left out when py-spy could not read it, and the frames are
+# left out when it read none.  Names are not used: py-spy can keep an ended thread's
+# name for a new one that reuses its ident.  Nor is the stack's outer end: for a
+# coroutine, py-spy may give only the frames above the task's step.
+_LINE = re.compile(
+    r"^thread \((?P<tid>0[xX][0-9a-fA-F]+|\d+)\)(?:: [^;]*)?(?:;(?P<stack>.*))? (?P<count>\d+)$"
+)
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::\d+)?\)$")
 
 
@@ -285,26 +302,28 @@ def layer_of(stack: list[tuple[str, str]]) -> str:
     return OTHER
 
 
-def reduce(lines: Iterable[str], loop_thread: int) -> Profile:
-    """Sort py-spy raw lines (``--threads --idle``) of a child whose event loop runs in
-    thread ``loop_thread`` (its main thread: the process id) into a :class:`Profile`."""
+def reduce(lines: Iterable[str], loop_thread: Collection[int]) -> Profile:
+    """Sort py-spy raw lines (``--threads --idle``) of a child into a :class:`Profile`;
+    ``loop_thread``: the ids py-spy may give the child's event loop thread."""
     profile = Profile()
     for line in lines:
         m = _LINE.match(line.rstrip("\n"))
         if m is None:
             continue
-        count, stack = int(m["count"]), frames(m["stack"])
-        if int(m["tid"]) == loop_thread:
+        count, stack = int(m["count"]), frames(m["stack"] or "")
+        if int(m["tid"], 0) in loop_thread:
             profile.ticks += count
-            layer = layer_of(stack)
+            layer = layer_of(stack) if m["stack"] else OTHER
             profile.layers[layer] += count
-            if layer != WAITING:
+            if layer != WAITING and m["stack"]:
                 profile.lines[m["stack"].rsplit(";", 1)[-1]] += count
         elif (
             any(func == "_connection_worker_thread" for func, _ in stack)
             and stack[-1][0] != "_connection_worker_thread"
         ):
-            # aiosqlite's thread, inside a job: not in its own loop, waiting for one.
+            # aiosqlite's thread, inside a job.  Innermost in its own loop, it waits
+            # for a job (in a C call: aiosqlite >= 0.22 takes jobs from a SimpleQueue);
+            # the few samples taken between two jobs are left out with those.
             profile.layers[SQLITE] += count
     return profile
 
@@ -319,72 +338,91 @@ def py_spy() -> str:
     return spy
 
 
-def record(row: str, side: str, seconds: float, work: Path) -> Profile:
-    raw, result = work / f"{row}-{side}.raw", work / f"{row}-{side}.json"
+class ProfileError(Exception):
+    """A child or py-spy failed: the message says which, and what they printed."""
+
+
+def record(row: str, side: str, seconds: int, work: Path) -> Profile:
+    """Profile ``side`` of ``row`` for ``seconds`` in a child process (files in ``work``)."""
+    turn = work / f"{row}-{side}-{len(list(work.iterdir()))}"
+    raw, result = turn.with_suffix(".raw"), turn.with_suffix(".json")
     command = [sys.executable, __file__, "--child", row, side, str(result)]
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as c:
-        assert c.stdin is not None
-        assert c.stdout is not None
-        if c.stdout.readline().strip() != "ready":
-            sys.exit(f"profiles.py: the {side} child of {row} failed before it was ready")
-        # fmt: off
-        sampler = [
-            py_spy(), "record", "--pid", str(c.pid), "--duration", str(max(1, round(seconds))),
-            "--rate", str(RATE), "--format", "raw", "--threads", "--idle", "--nonblocking",
-            "--output", str(raw),
-        ]
-        # fmt: on
-        spy = subprocess.run(
-            sampler,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        c.stdin.write("stop\n")
-        c.stdin.close()
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as c:
+        try:
+            ids = _ready(c, READY_WITHIN)
+            # fmt: off
+            sampler = [
+                py_spy(), "record", "--pid", str(c.pid), "--duration", str(seconds),
+                "--rate", str(RATE), "--format", "raw", "--threads", "--idle", "--nonblocking",
+                "--output", str(raw),
+            ]
+            # fmt: on
+            spy = subprocess.run(sampler, capture_output=True, text=True, check=False)
+            _, errors = c.communicate("stop\n", timeout=CHILD_STOPS_WITHIN + seconds)
+        finally:
+            if c.poll() is None:
+                c.kill()
+    if c.returncode != 0:
+        raise ProfileError(f"the {side} child of {row} failed:\n{errors.strip()}")
     if spy.returncode != 0 or not raw.exists():
-        sys.exit(
-            f"profiles.py: py-spy could not sample {row} ({side}); it needs permission to "
-            f"trace another process (ptrace).\n{spy.stderr.strip()}"
-        )
+        raise ProfileError(f"py-spy could not sample {row} ({side}):\n{spy.stderr.strip()}")
     done = json.loads(result.read_text())
     with raw.open() as lines:
-        profile = reduce(lines, loop_thread=c.pid)
+        profile = reduce(lines, loop_thread=ids)
+    if not profile.ticks:
+        raise ProfileError(f"no sample of the event loop's thread in {raw.name}: {ids=}")
     profile.calls, profile.seconds = done["calls"], done["seconds"]
     profile.gc_seconds, profile.collections = done["gc_seconds"], done["gc"]
     return profile
 
 
-def render(row: str, ours: Profile, floor: Profile, seconds: float, rounds: int) -> str:
+def _ready(c: subprocess.Popen[str], timeout: float) -> set[int]:
+    """Wait for the child's "ready" line; the thread ids it gives."""
+    assert c.stdout is not None
+    readable, _, _ = select.select([c.stdout], [], [], timeout)
+    line = c.stdout.readline() if readable else ""
+    words = line.split()
+    if len(words) != 3 or words[0] != "ready":
+        c.kill()
+        _, errors = c.communicate()
+        raise ProfileError(f"the child did not get ready ({line!r}):\n{errors.strip()}")
+    return {int(words[1]), int(words[2])}
+
+
+def figures(p: Profile) -> dict[str, float]:
+    """``p``'s lines of the table, in order: label -> figure."""
+    out = {f"  {name}": p.micros(p.layers[name]) for name, _ in [*LAYERS, (OTHER, None)]}
+    out[f"  {WAITING}"] = p.micros(p.layers[WAITING])
+    out["  the whole call (wall time)"] = p.seconds / p.calls * 1e6
+    out["  of which the garbage collector (timed, any thread)"] = p.gc_seconds / p.calls * 1e6
+    for g in range(3):
+        out[f"  collections of generation {g}, per 1,000 calls"] = 1000 * p.collections[g] / p.calls
+    out[SQLITE] = p.micros(p.layers[SQLITE])
+    return out
+
+
+def render(row: str, ours: Profile, floor: Profile, turns: int, per_turn: int) -> str:
     spec = ROWS[row]
-    sides = (ours, floor)
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"{spec.title} ({row}): where the time goes, against its floor (floors.{spec.floor})",
-        f"py-spy, {RATE} samples/s, {seconds:g} s per side in {rounds} turns; CPython "
-        f"{platform.python_version()}, {os.cpu_count()} CPUs, {now}",
+        f"py-spy, {RATE} samples/s, {turns} turns of {per_turn} s per side "
+        f"({ours.ticks:,} and {floor.ticks:,} samples of the event loop's thread); "
+        f"CPython {platform.python_version()}, {os.cpu_count()} CPUs, {now}",
         f"Regenerate: python benchmarks/profiles.py {row}",
         "",
         f"{'microseconds per call (means)':<52}{'ours':>10}{'floor':>10}",
         "the event loop's thread:",
     ]
 
-    def add(label: str, mine: float, theirs: float, unit: str = "") -> None:
-        lines.append(f"{label:<52}{mine:10.3f}{theirs:10.3f}{unit}")
-
-    for name in [name for name, _ in LAYERS] + [OTHER, WAITING]:
-        if ours.layers[name] or floor.layers[name]:
-            add(f"  {name}", ours.micros(ours.layers[name]), floor.micros(floor.layers[name]))
-    add("  the whole call (wall time)", *(p.seconds / p.calls * 1e6 for p in sides))
-    add("  of which the garbage collector (timed)", *(p.gc_seconds / p.calls * 1e6 for p in sides))
-    for generation in range(3):
-        per_1000 = (1000 * p.collections[generation] / p.calls for p in sides)
-        add(f"  collections of generation {generation}", *per_1000, " per 1,000 calls")
-    if ours.layers[SQLITE] or floor.layers[SQLITE]:
-        add(SQLITE, ours.micros(ours.layers[SQLITE]), floor.micros(floor.layers[SQLITE]))
-    lines.append(
-        "(the floor's own code includes its loop of calls; ours is the driver's, in profiles.py)"
-    )
+    mine, theirs = figures(ours), figures(floor)
+    layers = {f"  {name}" for name, _ in LAYERS} | {f"  {OTHER}", f"  {WAITING}", SQLITE}
+    for label, value in mine.items():
+        if label not in layers or max(value, theirs[label]) >= 0.0005:  # leave out empty layers
+            lines.append(f"{label:<52}{value:10.3f}{theirs[label]:10.3f}")
+    lines.append("(a floor's loop of calls is its own code, but for churn's: the driver's)")
     for name, side in (("ours", ours), ("the floor", floor)):
         lines += ["", f"{name}: the event loop thread's busiest lines, by self time (µs per call)"]
         for where, count in side.lines.most_common(TOP_LINES):
@@ -413,14 +451,19 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown rows {unknown}: choose from {', '.join(ROWS)}")
     py_spy()
+    per_turn = max(1, round(args.seconds / args.turns))  # py-spy samples whole seconds
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         for row in args.rows or list(ROWS):
             ours, floor = Profile(), Profile()
-            for _ in range(args.turns):
-                ours += record(row, "ours", args.seconds / args.turns, Path(work))
-                floor += record(row, "floor", args.seconds / args.turns, Path(work))
-            text = render(row, ours, floor, args.seconds, args.turns)
+            try:
+                for _ in range(args.turns):
+                    ours += record(row, "ours", per_turn, Path(work))
+                    floor += record(row, "floor", per_turn, Path(work))
+            except ProfileError as exc:
+                print(f"profiles.py: {exc}", file=sys.stderr)
+                return 1
+            text = render(row, ours, floor, args.turns, per_turn)
             (args.out / f"{row}.txt").write_text(text)
             print(text)
     return 0
