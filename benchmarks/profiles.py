@@ -50,9 +50,10 @@ import tempfile
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # conftest and floors, as pytest imports them
@@ -128,17 +129,7 @@ def _ours(row: str, runner: asyncio.Runner, peer: SWRPeer) -> Once:
 
         return misses
     if row == "churn":
-        f = peer.decorate(Counter().fn(), maxsize=CHURN_MAXSIZE)
-        for k in range(CHURN_KEYSPACE):  # the steady state: a full LRU
-            runner.run(f(k))
-        drawn = _churn_keys()
-
-        async def churn() -> int:
-            for k in drawn:
-                await f(k)
-            return len(drawn)
-
-        return churn
+        return _churn(peer.decorate(Counter().fn(), maxsize=CHURN_MAXSIZE), runner)
     runner.run(peer.l2_populate(list(range(2 * L2_KEYS))))
     read = peer.l2_reader()
     if row == "l2-read":
@@ -169,17 +160,7 @@ def _floor(row: str, runner: asyncio.Runner, peer: SWRPeer) -> Once:
     if row == "churn":
         # The floor's cache, filled once as ours is (floors.single_flight fills a new
         # one for each repetition, which would count those misses too).
-        get = floors._single_flight_cache(CHURN_MAXSIZE)
-        for k in range(CHURN_KEYSPACE):
-            runner.run(get(k))
-        drawn = _churn_keys()
-
-        async def churn() -> int:
-            for k in drawn:
-                await get(k)
-            return len(drawn)
-
-        return churn
+        return _churn(floors._single_flight_cache(CHURN_MAXSIZE), runner)
     # The level-2 floors read the rows the store wrote, from its own file.
     runner.run(peer.l2_populate(list(range(2 * L2_KEYS))))
     runner.run(peer.aclose())
@@ -191,9 +172,19 @@ def _floor(row: str, runner: asyncio.Runner, peer: SWRPeer) -> Once:
     return lambda: _counted(floors.batched_read(path, "bench.l2", key_sets), calls)
 
 
-def _churn_keys() -> list[int]:
+def _churn(f: Callable[[int], Coroutine[Any, Any, Any]], runner: asyncio.Runner) -> Once:
+    """The churn row's calls of ``f`` (bounded to ``CHURN_MAXSIZE``), from a full LRU."""
+    for k in range(CHURN_KEYSPACE):  # the steady state
+        runner.run(f(k))
     rng = random.Random(1234)  # the benchmark's draw
-    return [rng.randrange(CHURN_KEYSPACE) for _ in range(CHURN_CALLS)]
+    drawn = [rng.randrange(CHURN_KEYSPACE) for _ in range(CHURN_CALLS)]
+
+    async def churn() -> int:
+        for k in drawn:
+            await f(k)
+        return len(drawn)
+
+    return churn
 
 
 async def _counted(run: Awaitable[float], calls: int) -> int:
