@@ -11,9 +11,11 @@ every step.  Time only moves through ``FakeClock``; the loop is settled by
 ``asyncio.sleep(0)`` passes (and, with a SQLite store, by waiting until no store
 operation is in progress on its worker thread), never by real time.
 
-Three machines run the same rules:
+Four machines run the same rules:
 
 * :class:`TestSWRModel`: memory only;
+* :class:`TestSWRModelPlain`: memory only, with a constant ``version`` (never bumped),
+  which the cache serves through its other call closure (see ``_function._cached_call``);
 * :class:`TestSWRModelMemoryL2`: with a ``MemoryStore`` as level 2;
 * :class:`TestSWRModelSQLite`: with a ``SQLiteStore`` as level 2, in a file of its own
   per example.
@@ -205,6 +207,9 @@ class SWRModel(RuleBasedStateMachine):
     """
 
     store: Any = None  # the level-2 store of the current cache (subclasses set one)
+    # version= is a function of the call (bumped by a rule), so the cache uses its
+    # general call closure; False: a constant version, its plain one (never bumped).
+    versioned = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -246,12 +251,13 @@ class SWRModel(RuleBasedStateMachine):
         self.f = self.cache.cached(
             ttl=TTL,
             stale_ttl=STALE_TTL,
-            version=lambda k: machine.version,
+            version=(lambda k: machine.version) if self.versioned else self.version,
             maxsize=MAXSIZE,
             namespace=NAMESPACE,
             tags=lambda k: [f"t{k % 2}"],
         )(backend)
         self.engine = engine_of(self.f)
+        assert self.f.__code__.co_name == ("general" if self.versioned else "plain")
 
     # -- plumbing ------------------------------------------------------------
 
@@ -567,6 +573,7 @@ class SWRModel(RuleBasedStateMachine):
         """Move the FakeClock."""
         self.clock.advance(dt)
 
+    @precondition(lambda self: self.versioned)
     @rule()
     def bump_version(self) -> None:
         """The data changes: every cached entry becomes stale (not expired)."""
@@ -684,6 +691,12 @@ class SWRModel(RuleBasedStateMachine):
         finally:
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+
+
+class SWRModelPlain(SWRModel):
+    """Memory only, with a constant version: the cache's plain call closure."""
+
+    versioned = False
 
 
 class _LevelTwoModel(SWRModel):
@@ -810,6 +823,8 @@ def _settings(examples: int, long_examples: int) -> settings:
 
 SWRModel.TestCase.settings = _settings(60, 1000)
 TestSWRModel = SWRModel.TestCase
+SWRModelPlain.TestCase.settings = _settings(40, 1000)
+TestSWRModelPlain = SWRModelPlain.TestCase
 SWRModelMemoryL2.TestCase.settings = _settings(50, 1000)
 TestSWRModelMemoryL2 = SWRModelMemoryL2.TestCase
 SWRModelSQLite.TestCase.settings = _settings(50, 300)
