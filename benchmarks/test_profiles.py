@@ -123,7 +123,7 @@ def test_a_row_is_written_against_its_floor(tmp_path: Path) -> None:
         "the whole call (wall time)",
         "of which the garbage collector",
         "ours: the event loop thread's busiest lines",
-        "_cached_call.<locals>.call (aiocache_swr/_function.py:",
+        "_cached_call.<locals>.plain (aiocache_swr/_function.py:",
     ):
         assert expected in text, f"{expected!r} missing from:\n{text}"
 
