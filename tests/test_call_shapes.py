@@ -121,20 +121,6 @@ async def test_a_stale_value_is_served_at_once_and_refreshed_once(
 
 
 @bounded
-async def test_past_the_stale_window_the_call_recomputes_inline(
-    shape: Shape, clock: FakeClock
-) -> None:
-    """Past ttl + stale_ttl the entry is dropped and the caller waits for a new value."""
-    fetch = Fetcher()
-    f = shape.decorate(fetch)
-    assert await f(1) == "1:1"
-    clock.advance(31)
-    assert await f(1) == "1:2"
-    info = f.cache_info()
-    assert (info.misses, info.stale_hits, info.refreshes) == (2, 0, 0)
-
-
-@bounded
 async def test_concurrent_misses_share_one_computation(shape: Shape) -> None:
     """Callers arriving while a key is computed wait for that one computation (3 misses)."""
     fetch = Fetcher()
