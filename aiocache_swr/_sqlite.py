@@ -368,8 +368,9 @@ def _placeholders(n: int) -> str:
 
 
 def _select_sql(n: int) -> str:
+    # Not the namespace column: the query names it, and it would be one more str per row.
     return (
-        "SELECT namespace, key, blob, created, expires, tags, mac FROM swr_entries"
+        "SELECT key, blob, created, expires, tags, mac FROM swr_entries"
         f" WHERE namespace = ? AND key IN ({_placeholders(n)})"
     )
 
@@ -1387,50 +1388,51 @@ class SQLiteStore:
 
     def _read_sync(self, db: sqlite3.Connection, batch: _ReadBatch) -> None:
         try:
-            rows: list[tuple[Any, ...]] = []
+            selected: list[tuple[str, list[tuple[Any, ...]]]] = []  # (namespace, its rows)
             delay = 0.01
             for attempt in range(1, _READ_ATTEMPTS + 1):
                 try:
-                    rows = []
+                    selected = []
                     for namespace, wanted in batch.wanted.items():
                         # In index order: the B-tree pages are then visited in
                         # turn (a sixth faster than in set order, for far less
                         # than the sort costs).
                         keys = sorted(wanted)
+                        rows: list[tuple[Any, ...]] = []
                         for start in range(0, len(keys), _CHUNK):
                             chunk = keys[start : start + _CHUNK]
                             cursor = db.execute(_select_sql(len(chunk)), (namespace, *chunk))
                             rows.extend(cursor.fetchall())
                             self.stats.read_queries += 1
+                        selected.append((namespace, rows))
                     break
                 except sqlite3.OperationalError as exc:
                     if not _is_busy(exc) or attempt == _READ_ATTEMPTS:
                         raise
                     time.sleep(delay)
                     delay *= 2
-            batch.found = {namespace: {} for namespace in batch.wanted}
-            self._decode_rows(db, rows, batch.found)
+            batch.found = {
+                namespace: self._decode_rows(db, namespace, rows) for namespace, rows in selected
+            }
             batch.complete = True
         except BaseException as exc:
             batch.error = exc
             raise
 
     def _decode_rows(
-        self,
-        db: sqlite3.Connection,
-        rows: list[tuple[Any, ...]],
-        found: dict[str, dict[str, Record]],
-    ) -> None:
-        """Decode selected rows into ``found[namespace][key]`` (each namespace of the
-        rows is there already); reject (delete, log) each row that does not decode.
+        self, db: sqlite3.Connection, namespace: str, rows: list[tuple[Any, ...]]
+    ) -> dict[str, Record]:
+        """The records of the rows selected from ``namespace``, by key; reject (delete,
+        log) each row that does not decode.
 
         One loop for the batch rather than a call per row, with the per-batch
         lookups hoisted and ``Record`` built positionally: for the common row
         (unsigned, untagged) this costs little more than the ``loads`` itself.
         """
+        found: dict[str, Record] = {}
         loads = self._loads
         signed = self._secret is not None
-        for namespace, key, blob, created, expires, tags_json, mac in rows:
+        for key, blob, created, expires, tags_json, mac in rows:
             if not isinstance(blob, bytes):
                 self._reject(db, namespace, key, blob, mac, "its value is not a blob")
                 continue
@@ -1470,7 +1472,8 @@ class SQLiteStore:
                     f"it cannot be deserialized ({type(exc).__name__}: {exc})",
                 )
             else:
-                found[namespace][key] = record
+                found[key] = record
+        return found
 
     def _verify(
         self,

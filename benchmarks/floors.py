@@ -242,7 +242,7 @@ async def batched_read(
                 chunk = keys[start : start + step]
                 rows += await db.execute_fetchall(_select_sql(len(chunk)), (namespace, *chunk))
             now = time.time()
-            found = {row[1]: (*pickle.loads(row[2]), row[3], row[4]) for row in rows}
+            found = {row[0]: (*pickle.loads(row[1]), row[2], row[3]) for row in rows}
             for skey, (key, futures) in batch.items():
                 value = None
                 record = found.get(skey)
