@@ -795,7 +795,9 @@ class Engine(Generic[P, T]):
         if self._distrust.at and not self._distrust.trusts(self.namespace, skey, record.created):
             return None  # from before an invalidation the store failed to apply
         fresh_until, serve_until = deadlines(record.created, self._ttl, self._stale_ttl)
-        tags = tuple(record.tags)
+        tags = record.tags
+        if type(tags) is not tuple:  # not a call for the common case, a tuple already
+            tags = tuple(tags)
         if tags and not all(type(tag) is str for tag in tags):
             raise TypeError(f"tags must be str, got {tags!r}")
         entry = Entry(record.value, record.version, record.created, fresh_until, serve_until, tags)

@@ -104,12 +104,15 @@ def stable_key(key: object) -> str:
     ``key=`` that returns such values.
     """
     if type(key) is tuple and len(key) == 1:  # one int or str argument: the common key
+        # What _spell writes for it, in one step: a third of the time.
         item = key[0]
-        if type(item) is int or type(item) is str:
-            # What _spell writes for it, in one step: a third of the time.
-            spelled = f"({type(item).__name__}:{item!r},)"
-            if len(spelled) <= MAX_STABLE_KEY:
-                return spelled
+        spelled = None
+        if type(item) is int:
+            spelled = f"(int:{item!r},)"
+        elif type(item) is str:
+            spelled = f"(str:{item!r},)"
+        if spelled is not None and len(spelled) <= MAX_STABLE_KEY:
+            return spelled
     out: list[str] = []
     try:
         _spell(key, out)
