@@ -58,7 +58,7 @@ def test_l2_read_sequential(benchmark, runner, peer: Peer, sizes: Sizes) -> None
     if isinstance(peer, SWRPeer):
         benchmark.extra_info["floor"] = "aiosqlite_round_trip"
         benchmark.extra_info["floor_s"] = runner.run(
-            floors.aiosqlite_round_trip(peer.store.path, len(keys))
+            floors.aiosqlite_round_trip(peer.store_connection(), len(keys))
         )
 
 
@@ -98,7 +98,7 @@ def test_l2_read_batch(benchmark, runner, peer: Peer, sizes: Sizes) -> None:
         benchmark.extra_info["store_round_trips_per_round"] = round(timed_batches / rounds, 2)
         benchmark.extra_info["floor"] = "batched_read"
         benchmark.extra_info["floor_s"] = runner.run(
-            floors.batched_read(peer.store.path, "bench.l2", key_sets)
+            floors.batched_read(peer.store_connection(), "bench.l2", key_sets)
         )
 
 

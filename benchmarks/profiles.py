@@ -166,10 +166,21 @@ def _floor(row: str, runner: asyncio.Runner, peer: SWRPeer) -> Once:
     runner.run(peer.aclose())
     path = peer.store.path
     if row == "l2-read":
-        return lambda: _counted(floors.aiosqlite_round_trip(path, L2_KEYS), repeat * L2_KEYS)
+        return lambda: _counted(
+            _connected(path, floors.aiosqlite_round_trip, L2_KEYS), repeat * L2_KEYS
+        )
     key_sets = [list(range(L2_KEYS)), list(range(L2_KEYS, 2 * L2_KEYS))]
     calls = repeat * 2 * L2_KEYS
-    return lambda: _counted(floors.batched_read(path, "bench.l2", key_sets), calls)
+    return lambda: _counted(_connected(path, floors.batched_read, "bench.l2", key_sets), calls)
+
+
+async def _connected(path: Path, floor: Callable[..., Awaitable[float]], *args: Any) -> float:
+    """``floor(db, *args)`` on an aiosqlite connection of its own: this child has no
+    store open (each side of a row runs in children of its own)."""
+    import aiosqlite
+
+    async with aiosqlite.connect(path) as db:
+        return await floor(db, *args)
 
 
 def _churn(f: Callable[[int], Coroutine[Any, Any, Any]], runner: asyncio.Runner) -> Once:
