@@ -38,8 +38,9 @@ Two are only the core of their mechanism, so they are looser lower bounds:
 * ``aiosqlite_round_trip``: one query answered on aiosqlite's thread (this
   library never runs level-2 work on the event loop's thread), without a key,
   a time limit or unpickling;
-* ``batched_insert``: one row of a 2,000-row ``executemany`` ``INSERT OR REPLACE`` of a ready
-  blob into the store's own table, in one transaction, on the calling thread.
+* ``batched_insert``: one row of a 2,000-row ``executemany`` ``INSERT`` of a ready
+  blob under a new key into the store's own table, in one transaction, on the
+  calling thread.
 
 The two read floors run on the aiosqlite connection they are given, and the
 benchmarks give them the store's own: a round trip costs about twice as much
@@ -182,7 +183,7 @@ async def aiosqlite_round_trip(db: aiosqlite.Connection, calls: int) -> float:
 
 
 def batched_insert(path: Path, rows: int = 2_000) -> float:
-    from aiocache_swr._sqlite import _REPLACE_SQL, _SCHEMA
+    from aiocache_swr._sqlite import _INSERT_SQL, _SCHEMA
 
     best = float("inf")
     with sqlite3.connect(path, isolation_level=None) as db:
@@ -206,7 +207,7 @@ def batched_insert(path: Path, rows: int = 2_000) -> float:
             ]
             start = time.perf_counter()
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(_REPLACE_SQL, batch)
+            db.executemany(_INSERT_SQL, batch)
             db.execute("COMMIT")
             best = min(best, (time.perf_counter() - start) / rows)
     db.close()

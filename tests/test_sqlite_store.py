@@ -494,6 +494,35 @@ async def test_row_counter_stays_exact(db_path: Path) -> None:
     await other.aclose()
 
 
+async def test_rows_replaced_the_old_way_keep_the_counter_exact(db_path: Path) -> None:
+    """Rows rewritten the way this store used to (INSERT OR REPLACE under recursive
+    triggers) and the way it does now share a file with an exact counter and tags."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "a", rec(1, tags=("t",)))
+    store.put(NS, "b", rec(2))
+    await store.flush()
+    with raw(db_path) as db:  # the earlier version's write of a batch of two rows
+        db.execute("PRAGMA recursive_triggers = ON")
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(
+            "INSERT OR REPLACE INTO swr_entries"
+            " (namespace, key, blob, created, expires, tags, mac, written)"
+            " VALUES (?, ?, ?, 1000.0, NULL, NULL, NULL, 0)",
+            [(NS, "a", pickle.dumps((10, 1))), (NS, "c", pickle.dumps((30, 1)))],
+        )
+        db.execute("UPDATE swr_meta SET value = value + 2 WHERE name = 'entries'")
+        db.execute("COMMIT")
+    assert exact_count(db_path) == 3
+    assert tag_rows(db_path) == set()  # the replaced row's tag went with it
+    store.put(NS, "c", rec(3, tags=("t",)))
+    store.put(NS, "d", rec(4))
+    await store.flush()
+    assert exact_count(db_path) == 4
+    assert tag_rows(db_path) == {(NS, "c", "t")}
+    assert await store.get_many(NS, ["a", "c"]) == {"a": rec(10), "c": rec(3, tags=("t",))}
+    await store.aclose()
+
+
 async def test_replacing_a_tagged_row_leaves_exactly_its_new_tags(db_path: Path) -> None:
     """Rewriting a row replaces its tag rows: the old version's tags go, the new version's stay."""
     store = SQLiteStore(db_path)
