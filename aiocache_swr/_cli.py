@@ -54,7 +54,7 @@ _BUSY_TIMEOUT = 5.0  # seconds purge/vacuum wait for another process's lock
 _REQUIRED_TABLES = ("swr_entries", "swr_tags", "swr_meta")
 # Schema versions these commands read (and purge/vacuum), with the ORDER BY of
 # "newest written first": version 1 numbered writes in ``written``; version 2
-# writes with INSERT OR REPLACE, so a rewritten row gets the highest rowid.
+# deletes a rewritten key and inserts it again, so it gets the highest rowid.
 _NEWEST_FIRST = {1: "written DESC", 2: "rowid DESC"}
 assert max(_NEWEST_FIRST) == SCHEMA_VERSION
 _KEY_WIDTH = 48
