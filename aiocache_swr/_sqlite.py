@@ -472,8 +472,10 @@ class _Layer:
 
     Range deletions (``clears``: namespaces, ``tag_deletes``: tags) apply to the
     layers below this one, never to this layer's own puts: a put buffered before a
-    range deletion is removed from the layer when the deletion is buffered, so
-    every put left in the layer is newer than its range deletions.
+    range deletion is removed from the layer when the deletion is buffered (a tag
+    deletion leaves a deletion of the put's key instead, as the put had replaced
+    the key's older row, which need not carry the tag), so every put left in the
+    layer is newer than its range deletions.
     """
 
     __slots__ = ("clears", "ops", "tag_deletes")
@@ -950,11 +952,9 @@ class SQLiteStore:
         buffer = self._buffer
         for k, op in list(buffer.ops.items()):
             if op is not None and not wanted.isdisjoint(op.tags):
-                kept = _dropped(op)  # a deletion it had replaced stays
-                if kept is _MISS:
-                    del buffer.ops[k]
-                else:
-                    buffer.ops[k] = kept
+                # A deletion of the key, not nothing: the put superseded the key's
+                # older row, which need not carry the tag.
+                buffer.ops[k] = None
         buffer.tag_deletes |= wanted
         self._hold = False
         await self.flush()
@@ -1649,7 +1649,9 @@ class SQLiteStore:
                     newer.after_delete = True  # ...and inherits the deletion it hides
                 continue
             kept: _Put | Literal[_Miss.MISS] | None = op
-            if op is not None and (not keep_puts or buffer.hides(k[0], op.tags)):
+            if op is not None and buffer.hides(k[0], op.tags):
+                kept = None  # a newer range deletion removes it, and the older row it replaced
+            elif op is not None and not keep_puts:
                 kept = _dropped(op)  # dropped; a deletion it had replaced stays
             if kept is not _MISS:
                 ops[k] = kept

@@ -523,6 +523,64 @@ async def test_rows_replaced_the_old_way_keep_the_counter_exact(db_path: Path) -
     await store.aclose()
 
 
+async def test_deleting_a_tag_of_a_buffered_put_leaves_no_older_row(db_path: Path) -> None:
+    """A buffered put supersedes its key's older row, which may lack the tag: deleting the
+    put's tag leaves the key without a row (as in MemoryStore), not with the older one."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "x", rec("old"))
+    await store.flush()
+    store.put(NS, "x", rec("new", tags=("t",)))
+    await store.delete_tags(["t"])
+    assert await store.get_many(NS, ["x"]) == {}
+    assert stored_keys(db_path) == set()
+    assert exact_count(db_path) == 0
+    await store.aclose()
+
+
+async def test_deleting_a_tag_of_a_put_whose_flush_is_cancelled_leaves_no_older_row(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put whose batch goes back into the buffer under a newer deletion of its tag leaves
+    its key without a row, not with the older row it had superseded."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "x", rec("old"))
+    await store.flush()
+    entered, gate = threading.Event(), threading.Event()
+    real = store._write_sync
+    attempts: list[int] = []
+
+    def busy_first(db: sqlite3.Connection, job: Any) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:  # held, then not written: the file is busy
+            entered.set()
+            assert gate.wait(GATE_TIMEOUT)
+            raise sqlite3.OperationalError("database is locked")
+        real(db, job)
+
+    monkeypatch.setattr(store, "_write_sync", busy_first)
+    store.put(NS, "x", rec("new", tags=("t",)))
+    scope = anyio.CancelScope()
+
+    async def flush() -> None:
+        with scope:
+            await store.flush()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(flush)
+        assert await anyio.to_thread.run_sync(entered.wait, GATE_TIMEOUT)
+        tg.start_soon(store.delete_tags, ["t"])  # buffered; its flush waits for the first
+        await wait_all_tasks_blocked()
+        scope.cancel()  # the unwritten batch goes back, under the tag deletion
+        await wait_all_tasks_blocked()
+        gate.set()
+    assert scope.cancelled_caught
+    assert not store.pending
+    assert await store.get_many(NS, ["x"]) == {}
+    assert stored_keys(db_path) == set()
+    assert exact_count(db_path) == 0
+    await store.aclose()
+
+
 async def test_replacing_a_tagged_row_leaves_exactly_its_new_tags(db_path: Path) -> None:
     """Rewriting a row replaces its tag rows: the old version's tags go, the new version's stay."""
     store = SQLiteStore(db_path)
