@@ -19,7 +19,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,19 @@ def exact_count(path: Path) -> int:
 def tag_rows(path: Path) -> set[tuple[str, str, str]]:
     with raw(path) as db:
         return set(db.execute("SELECT namespace, key, tag FROM swr_tags"))
+
+
+def cancellable(
+    call: Callable[[], Awaitable[object]],
+) -> tuple[anyio.CancelScope, Callable[[], Awaitable[None]]]:
+    """A task body awaiting ``call()``, and the scope that cancels it."""
+    scope = anyio.CancelScope()
+
+    async def body() -> None:
+        with scope:
+            await call()
+
+    return scope, body
 
 
 def join_store_threads(before: set[threading.Thread]) -> list[threading.Thread]:
@@ -257,12 +270,7 @@ async def test_cancelled_flush_still_completes_its_transaction(
 
     monkeypatch.setattr(store, "_write_sync", gated)
     store.put(NS, "k", rec(1))
-    scope = anyio.CancelScope()
-
-    async def flush() -> None:
-        with scope:
-            await store.flush()
-
+    scope, flush = cancellable(store.flush)
     async with anyio.create_task_group() as tg:
         tg.start_soon(flush)
         assert await anyio.to_thread.run_sync(entered.wait, GATE_TIMEOUT)
@@ -559,12 +567,7 @@ async def test_deleting_a_tag_of_a_put_whose_flush_is_cancelled_leaves_no_older_
 
     monkeypatch.setattr(store, "_write_sync", busy_first)
     store.put(NS, "x", rec("new", tags=("t",)))
-    scope = anyio.CancelScope()
-
-    async def flush() -> None:
-        with scope:
-            await store.flush()
-
+    scope, flush = cancellable(store.flush)
     async with anyio.create_task_group() as tg:
         tg.start_soon(flush)
         assert await anyio.to_thread.run_sync(entered.wait, GATE_TIMEOUT)
