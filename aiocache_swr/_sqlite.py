@@ -178,7 +178,7 @@ logger = logging.getLogger("aiocache_swr")
 #: Version of the on-disk schema (``PRAGMA user_version``) this module writes.
 SCHEMA_VERSION: Final = 2
 
-_CHUNK: Final = 500  # keys per SELECT / tags per DELETE: under SQLite's old 999-variable limit
+_CHUNK: Final = 500  # keys or tags per statement: under SQLite's old 999-variable limit
 _MAX_BATCH: Final = 2000  # buffered operations written per transaction
 _PURGE_LIMIT: Final = 1000  # expired rows removed per batch
 _OPEN_ATTEMPTS: Final = 8
@@ -950,7 +950,7 @@ class SQLiteStore:
         if not wanted:
             return
         buffer = self._buffer
-        for k, op in list(buffer.ops.items()):
+        for k, op in buffer.ops.items():  # values replaced, no key added or removed
             if op is not None and not wanted.isdisjoint(op.tags):
                 # A deletion of the key, not nothing: the put superseded the key's
                 # older row, which need not carry the tag.
