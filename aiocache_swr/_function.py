@@ -47,11 +47,14 @@ from ._events import CacheEvent, EventKind, emit
 from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
 from ._keys import KW_MARK, make_key, stable_key
+from ._runner import Signal
 from ._store import Distrust, Record, Store, close_unstarted, distrust
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ._cache import SWRCache
-    from ._runner import Event, Runner
+    from ._runner import Runner
     from ._types import SWRFunction
 
 __all__ = ["BoundSWRFunction", "Engine", "decorated", "engine_of"]
@@ -67,13 +70,16 @@ _REFRESH: Final = "refresh"  # background refresh of a stale entry; failure keep
 _FORCE: Final = "force"  # refresh(): compute now, never from the store
 
 
-class _Flight:
-    """One computation of one key, shared by every caller waiting for it."""
+class _Flight(Signal):
+    """One computation of one key, shared by every caller waiting for it.
+
+    Its callers wait for it as a :class:`~aiocache_swr._runner.Signal`, set when
+    it is done (the value or error is in place).
+    """
 
     __slots__ = (
         "args",
         "base",
-        "done",
         "doomed",
         "error",
         "error_tb",
@@ -98,9 +104,10 @@ class _Flight:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         version: Any,
-        done: Event,
+        loop: asyncio.AbstractEventLoop | None,
         base: Entry | None = None,
     ) -> None:
+        Signal.__init__(self, loop)
         self.func = func
         self.kind = kind
         self.key = key
@@ -109,7 +116,6 @@ class _Flight:
         self.version = version
         self.base = base
         self.tags = func._tags_of(args, kwargs) if func._tags is not None else ()
-        self.done = done
         self.value: Any = None
         self.error: BaseException | None = None
         self.error_tb: TracebackType | None = None
@@ -124,13 +130,13 @@ class _Flight:
 
     def abandon(self) -> None:
         """It will never run (the cache closed before): fail it for its callers."""
-        if self.done.is_set():
+        if self.is_set():
             return
         self.fail(
             RuntimeError(f"{self.func._name}: the cache was closed before this computation ran")
         )
         self._unregister()
-        self.done.set()
+        self.set()  # done: wake its callers
 
     def _unregister(self) -> None:
         # A flight is in its function's registry of the running loop, if in
@@ -151,7 +157,7 @@ class _Flight:
         fewer to make, and to resume, per miss.
         """
         try:
-            await self.done.wait()
+            await self.wait()
         finally:
             self.waiters -= 1
         return self.outcome()
@@ -343,7 +349,7 @@ class Engine(Generic[P, T]):
         runner = self.cache._runner_here()
         registry = self._registry_here(runner)
         # Built first (it evaluates tags=): a refresh that fails here supersedes nothing.
-        flight = _Flight(self, _FORCE, key, args, kwargs, version, runner.new_event())
+        flight = _Flight(self, _FORCE, key, args, kwargs, version, runner.asyncio_loop)
         old = registry.get(key)
         if old is not None:
             old.doomed = True
@@ -518,7 +524,7 @@ class Engine(Generic[P, T]):
             return
         try:
             flight = _Flight(
-                self, _REFRESH, key, args, kwargs, version, runner.new_event(), base=entry
+                self, _REFRESH, key, args, kwargs, version, runner.asyncio_loop, base=entry
             )
         except Exception as exc:  # tags= raised: the refresh failed, the stale value is served
             self._refresh_not_started(key, entry, exc)
@@ -585,7 +591,7 @@ class Engine(Generic[P, T]):
             registry = self._registry_here(runner)
         flight = registry.get(key)
         if flight is None or flight.doomed:
-            flight = _Flight(self, _MISS, key, args, kwargs, version, runner.new_event())
+            flight = _Flight(self, _MISS, key, args, kwargs, version, runner.asyncio_loop)
             # The stable key to read the store with; None: compute it now (no
             # store, or an invalidation is being written: do not read what it removes).
             skey = None
@@ -646,7 +652,7 @@ class Engine(Generic[P, T]):
         registry = self._registry  # flight._unregister(), spelled out: one call fewer
         if registry.get(flight.key) is flight:
             del registry[flight.key]
-        flight.done.set()
+        flight.set()  # done: wake its callers
         stale = flight.stale_loaded
         if stale is not None and not flight.doomed:
             self._start_refresh(
@@ -979,7 +985,7 @@ def _cached_call(
                 del lru[key]  # expired: lazy expiry
             flight = self._miss(key, version, args, kwargs)
             try:  # await flight.result(), spelled out (see _Flight.result)
-                await flight.done.wait()
+                await flight.wait()
             finally:
                 flight.waiters -= 1
             return flight.outcome()  # type: ignore[no-any-return]
@@ -1023,7 +1029,7 @@ def _cached_call(
                 del lru[key]
             flight = self._miss(key, version, args, kwargs)
             try:
-                await flight.done.wait()
+                await flight.wait()
             finally:
                 flight.waiters -= 1
             return flight.outcome()  # type: ignore[no-any-return]

@@ -44,7 +44,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 import anyio
 import anyio.abc
 
-__all__ = ["Event", "Job", "LoopEvent", "Runner", "current_loop"]
+__all__ = ["Job", "Runner", "Signal", "current_loop"]
 
 logger = logging.getLogger("aiocache_swr")
 
@@ -59,40 +59,35 @@ def current_loop() -> object:
         return trio.lowlevel.current_trio_token()
 
 
-class Event(Protocol):
-    """What a flight needs of an event: ``asyncio.Event`` or ``anyio.Event``."""
+class Signal:
+    """Set once, waited for by any number of waiters: a flight's "done" (the base of one).
 
-    def set(self) -> object: ...
+    On asyncio (``loop`` given) it is made once per miss, so it is cheaper than an
+    ``asyncio.Event``: that one looks the running loop up on every ``wait()`` (a
+    ``getpid()`` system call on Linux), keeps a deque, and its ``wait()`` is a
+    coroutine, one more coroutine level for each waiter to make and resume.
+    This one's ``wait()`` returns the waiter's future itself; a waiter that is
+    cancelled leaves its (cancelled) future behind, and those are pruned as
+    waiters are added.  The first waiter has a slot of its own and a list is
+    made only for a second one: most misses have one caller.  Like
+    ``asyncio.Event``, it is not thread-safe.
 
-    def is_set(self) -> bool: ...
+    On any other backend (``loop`` None: trio) an ``anyio.Event`` does the work.
 
-    def wait(self) -> Awaitable[object]: ...
-
-
-class LoopEvent:
-    """An ``asyncio.Event`` for one known loop, made once per miss by the engine.
-
-    asyncio's own looks the running loop up on every ``wait()`` (a ``getpid()``
-    system call on Linux), keeps a deque, and its ``wait()`` is a coroutine: one
-    more coroutine level for each waiter to make and resume.  This one's
-    ``wait()`` returns the waiter's future itself; a waiter that is cancelled
-    leaves its (cancelled) future behind, and those are pruned as waiters are
-    added.  Like ``asyncio.Event``, it is not thread-safe.
-
-    The first waiter has a slot of its own and a list is made only for a
-    second one: most misses have one caller, and every object the garbage
-    collector tracks costs a batch of 1,000 concurrent misses its share of
-    collections.
+    A flight *is* its signal, a subclass, rather than holding one: every object
+    a pending miss keeps alive costs a batch of 1,000 concurrent misses its
+    share of garbage collections (one object fewer: about 3% of such a batch).
     """
 
-    __slots__ = ("_first", "_loop", "_more", "_prune_at", "_set")
+    __slots__ = ("_event", "_first", "_loop", "_more", "_prune_at", "_set")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self._loop = loop
         self._set = False
         self._first: asyncio.Future[None] | None = None
         self._more: list[asyncio.Future[None]] | None = None  # the second waiter on
         self._prune_at = 16  # prune cancelled waiters when the list gets this long
+        self._event = None if loop is not None else anyio.Event()
 
     def is_set(self) -> bool:
         return self._set
@@ -101,6 +96,9 @@ class LoopEvent:
         if self._set:
             return
         self._set = True
+        if self._event is not None:
+            self._event.set()
+            return
         first = self._first
         if first is not None:
             self._first = None
@@ -113,8 +111,12 @@ class LoopEvent:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def wait(self) -> asyncio.Future[None]:
-        waiter = self._loop.create_future()
+    def wait(self) -> Awaitable[object]:
+        loop = self._loop
+        if loop is None:
+            assert self._event is not None
+            return self._event.wait()
+        waiter = loop.create_future()
         if self._set:
             waiter.set_result(None)
             return waiter
@@ -178,11 +180,8 @@ class Runner:
         self.flushing: set[object] = set()  # stores with a flush scheduled or running
         self._closing = False
         # On asyncio: fetches run as plain tasks (see the module docstring), and a
-        # LoopEvent costs a twentieth of an anyio.Event to make.
-        self._asyncio = loop if isinstance(loop, asyncio.AbstractEventLoop) else None
-        self.new_event: Callable[[], Event] = (
-            partial(LoopEvent, self._asyncio) if self._asyncio else anyio.Event
-        )
+        # Signal waits with the loop's futures (a twentieth of an anyio.Event's cost).
+        self.asyncio_loop = loop if isinstance(loop, asyncio.AbstractEventLoop) else None
         # Fetches running as plain tasks: job -> its task (None while being created).
         self._fetches: dict[Job, asyncio.Task[None] | None] = {}
         self._thread = threading.get_ident()  # where its loop last ran (see is_current)
@@ -199,7 +198,7 @@ class Runner:
         remembers it.  Only a loop nested inside another running loop of the
         same thread (which asyncio refuses) would fool it.
         """
-        loop = self._asyncio
+        loop = self.asyncio_loop
         if loop is None:
             return self.loop is current_loop()
         thread = threading.get_ident()
@@ -223,7 +222,7 @@ class Runner:
         ``asyncio.timeout`` where it exists (3.11+): a third of the cost of
         ``anyio.fail_after``, and it guards every level-2 read.
         """
-        if self._asyncio is not None and sys.version_info >= (3, 11):
+        if self.asyncio_loop is not None and sys.version_info >= (3, 11):
             return asyncio.timeout(seconds)
         return _fail_after(seconds)
 
@@ -232,7 +231,7 @@ class Runner:
 
         ``eager=False``: its first step waits for the next loop turn, even on 3.12+.
         """
-        loop = self._asyncio
+        loop = self.asyncio_loop
         if loop is None:
             if self._closing and self._explicit_tg is None and self._host_tg is None:
                 job.abandon()  # nothing would ever run it (see _start)

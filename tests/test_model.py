@@ -640,7 +640,7 @@ class SWRModel(RuleBasedStateMachine):
         """At most one live fetch per key; doomed ones are bounded by the doom events since."""
         for x in self.pending:
             assert x.flight.doomed == x.doomed, f"fetch #{x.serial}: engine/model doom differ"
-            assert not x.flight.done.is_set()
+            assert not x.flight.is_set()
             if not x.doomed:
                 assert self.engine._registry.get((x.key,)) is x.flight, (
                     f"live #{x.serial} unregistered"

@@ -18,7 +18,7 @@ from anyio import wait_all_tasks_blocked
 
 from aiocache_swr import SWRCache
 from aiocache_swr._backoff import BACKOFF_CAP
-from aiocache_swr._runner import LoopEvent
+from aiocache_swr._runner import Signal
 from aiocache_swr.testing import FakeClock
 
 from ._fetcher import Fetcher
@@ -673,10 +673,10 @@ async def test_serving_stale_never_extends_an_entrys_life(clock, fetcher):
         assert f.cache_info().misses == 2
 
 
-async def test_a_cancelled_waiter_of_a_loop_event_leaves_the_others_waiting() -> None:
-    """LoopEvent (a flight's done signal): cancelling one waiter neither wakes nor
+async def test_a_cancelled_waiter_of_a_signal_leaves_the_others_waiting() -> None:
+    """Signal (a flight's done signal, on asyncio): cancelling one waiter neither wakes nor
     cancels the others; set() wakes every remaining waiter; wait() after set returns."""
-    event = LoopEvent(asyncio.get_running_loop())
+    event = Signal(asyncio.get_running_loop())
     woke: list[int] = []
 
     async def waiter(n: int) -> None:
@@ -698,10 +698,10 @@ async def test_a_cancelled_waiter_of_a_loop_event_leaves_the_others_waiting() ->
     await event.wait()
 
 
-async def test_cancelled_waiters_of_a_loop_event_do_not_pile_up() -> None:
-    """A LoopEvent that 10,000 waiters gave up on (e.g. callers timing out on a hung
+async def test_cancelled_waiters_of_a_signal_do_not_pile_up() -> None:
+    """A Signal that 10,000 waiters gave up on (e.g. callers timing out on a hung
     computation) holds a bounded number of their futures, and still wakes the live one."""
-    event = LoopEvent(asyncio.get_running_loop())
+    event = Signal(asyncio.get_running_loop())
     live = event.wait()
     for _ in range(10_000):
         event.wait().cancel()
