@@ -709,3 +709,26 @@ async def test_cancelled_waiters_of_a_signal_do_not_pile_up() -> None:
     assert len(event._more) < 64
     event.set()
     await live
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_signal_without_a_loop_wakes_its_waiters_through_an_anyio_event() -> None:
+    """Signal(None) (a flight's done signal off asyncio, e.g. on trio): set() wakes every
+    waiter, is_set() says so, and wait() after set returns at once."""
+    signal = Signal(None)
+    woke: list[int] = []
+
+    async def waiter(n: int) -> None:
+        await signal.wait()
+        woke.append(n)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, 1)
+        tg.start_soon(waiter, 2)
+        await wait_all_tasks_blocked()
+        assert woke == []
+        assert not signal.is_set()
+        signal.set()
+    assert sorted(woke) == [1, 2]
+    assert signal.is_set()
+    await signal.wait()
