@@ -215,9 +215,14 @@ def batched_insert(path: Path, rows: int = 2_000) -> float:
 
 
 async def batched_read(
-    db: aiosqlite.Connection, namespace: str, key_sets: list[list[int]], maxsize: int = 1
+    db: aiosqlite.Connection,
+    namespace: str,
+    key_sets: list[list[int]],
+    maxsize: int = 1,
+    repeat: int = REPEAT,
 ) -> float:
-    """``key_sets``: int keys whose rows are in the store's table, read a set at a time."""
+    """``key_sets``: int keys whose rows are in the store's table, read a set at a time,
+    ``repeat`` times over."""
     from aiocache_swr._keys import stable_key
     from aiocache_swr._sqlite import _select_sql
 
@@ -286,7 +291,7 @@ async def batched_read(
                 task.add_done_callback(batches.discard)
         return await future
 
-    for _ in range(REPEAT):
+    for _ in range(repeat):
         for keys in key_sets:
             start = time.perf_counter()
             values = await asyncio.gather(*(read(k) for k in keys))

@@ -482,6 +482,35 @@ def gc_note(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def turns_note(rows: list[dict[str, Any]]) -> str:
+    """Rows whose sides also took turns in one loop (``taking_turns``, an untimed check).
+
+    The table sets each side's fastest round, timed in tests of their own, against
+    the other's; taking turns puts a slow phase of the machine on every side, and
+    the medians tell what a typical round costs, ours and the floor's, against the
+    reference.
+    """
+    lines = []
+    for r in rows:
+        turns = (r.get("ours_extra") or {}).get("taking_turns")
+        if not turns:
+            continue
+        best, median = turns["best_s"], turns["median_s"]
+        ref = r["reference"]
+        sides = [s for s in (OURS, "floor") if s in median]
+        if ref not in median or not sides:
+            continue
+        medians = ", ".join(f"{s} {fmt_value('time', median[s])}" for s in [*sides, ref])
+        ratios = ", ".join(f"{s} {median[s] / median[ref]:.3g}×" for s in sides)
+        fastest = ", ".join(f"{s} {best[s] / best[ref]:.3g}×" for s in sides)
+        lines.append(
+            f"{r['scenario']}, taking turns in one loop (untimed check, {turns['rounds']} "
+            f"rounds): median per call {medians}; against {ref}: {ratios} "
+            f"(fastest rounds: {fastest})."
+        )
+    return "\n".join(lines)
+
+
 def summary(rows: list[dict[str, Any]]) -> str:
     """One line: SPEC targets met, and each miss by kind.
 
@@ -759,9 +788,9 @@ def main(argv: list[str] | None = None) -> int:
     print("Against the floors (benchmarks/floors.py), measured in this run:")
     print(floor_table(rows))
     print(summary(rows))
-    note = gc_note(rows)
-    if note:
-        print(note)
+    for note in (gc_note(rows), turns_note(rows)):
+        if note:
+            print(note)
     write_json(args.json, rows, bench_json, collector, info)
     chart(args.png, rows, peers, info)
     print(f"wrote {args.json} and {args.png}")

@@ -272,6 +272,30 @@ def test_summary_tells_apart_two_rows_of_one_scenario(report: ModuleType) -> Non
     assert "fresh hit, 1 int arg (≤ 0.5× async-lru); fresh hit, 1 int arg (≤ 2× the floor)" in text  # noqa: RUF001
 
 
+def test_the_turns_note_sets_ours_and_the_floor_against_the_reference_by_median(
+    report: ModuleType,
+) -> None:
+    """A row whose sides took turns gets a line: medians, their ratios, the fastest rounds'."""
+    turns = {
+        "rounds": 40,
+        "best_s": {report.OURS: 11e-6, "floor": 9e-6, "diskcache": 10e-6},
+        "median_s": {report.OURS: 12e-6, "floor": 10e-6, "diskcache": 10e-6},
+    }
+    rows = figures(
+        report,
+        bench("test_l2_read_batch", report.OURS, 12e-6, taking_turns=turns),
+        bench("test_l2_read_batch", "diskcache", 10e-6),
+        bench("test_first_stale_caller", report.OURS, 1e-6),
+        bench("test_first_stale_caller", "cashews-early", 10e-6),
+    )
+    note = report.turns_note(list(rows.values()))
+    assert note == (
+        "L2 reads, 1000 keys at once, taking turns in one loop (untimed check, 40 rounds): "
+        "median per call aiocache-swr 12 µs, floor 10 µs, diskcache 10 µs; against "
+        "diskcache: aiocache-swr 1.2×, floor 1× (fastest rounds: aiocache-swr 1.1×, floor 0.9×)."  # noqa: RUF001
+    )
+
+
 def test_the_gc_note_sets_ours_against_the_reference_with_the_collector_paused(
     report: ModuleType,
 ) -> None:
