@@ -219,10 +219,10 @@ async def batched_read(
     namespace: str,
     key_sets: list[list[int]],
     maxsize: int = 1,
-    repeat: int = REPEAT,
+    repeat: int | None = None,
 ) -> float:
     """``key_sets``: int keys whose rows are in the store's table, read a set at a time,
-    ``repeat`` times over."""
+    ``repeat`` times over (default ``REPEAT``)."""
     from aiocache_swr._keys import stable_key
     from aiocache_swr._sqlite import _select_sql
 
@@ -291,7 +291,7 @@ async def batched_read(
                 task.add_done_callback(batches.discard)
         return await future
 
-    for _ in range(repeat):
+    for _ in range(REPEAT if repeat is None else repeat):
         for keys in key_sets:
             start = time.perf_counter()
             values = await asyncio.gather(*(read(k) for k in keys))
