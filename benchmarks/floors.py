@@ -48,7 +48,8 @@ when the kernel runs the connection's thread on the other CPU than the event
 loop's, and a thread tends to stay where it was put.  On a connection of its
 own, a floor could be timed on the cheap CPU and ours on the dear one.
 
-Each returns seconds per operation: the best of ``REPEAT`` repetitions.
+Each returns seconds per operation: the best of ``REPEAT`` repetitions
+(``batched_read``: of ``repeat``, if given).
 """
 
 from __future__ import annotations

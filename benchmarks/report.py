@@ -166,10 +166,12 @@ def best_of(passes: list[dict[str, Any]]) -> dict[str, Any]:
     """One pytest-benchmark document: per benchmark, the pass with the fastest round,
     and the fastest of its floors (``floor_s``) and of its collector-paused checks
     (``gc_paused_s``) over every pass: those are bests of repetitions too, and must
-    not depend on which pass our own figure came from."""
+    not depend on which pass our own figure came from.  For the same reason its
+    taking-turns checks (``taking_turns``) are kept from every pass, as a list."""
     best: dict[str, dict[str, Any]] = {}
     floors: dict[str, float] = {}
     paused: dict[str, float] = {}
+    turns: dict[str, list[dict[str, Any]]] = {}
     for doc in passes:
         for bench in doc.get("benchmarks", []):
             name = bench["fullname"]
@@ -182,10 +184,15 @@ def best_of(passes: list[dict[str, Any]]) -> dict[str, Any]:
             paused_s = bench.get("extra_info", {}).get("gc_paused_s")
             if paused_s:
                 paused[name] = min(paused.get(name, math.inf), float(paused_s))
+            taking_turns = bench.get("extra_info", {}).get("taking_turns")
+            if taking_turns:
+                turns.setdefault(name, []).append(taking_turns)
     benchmarks = []
     for name, bench in best.items():
         if name in paused:
             bench = {**bench, "extra_info": {**bench["extra_info"], "gc_paused_s": paused[name]}}
+        if name in turns:
+            bench = {**bench, "extra_info": {**bench["extra_info"], "taking_turns": turns[name]}}
         if name in floors:
             floor_name = next(
                 b["extra_info"]["floor"]
@@ -482,31 +489,48 @@ def gc_note(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _ratio_span(checks: list[dict[str, Any]], stat: str, side: str, base: str) -> str:
+    """``side`` over ``base`` in ``stat`` of each check: one ratio, or their range."""
+    ratios = [c[stat][side] / c[stat][base] for c in checks]
+    low, high = f"{min(ratios):.3g}", f"{max(ratios):.3g}"
+    return f"{low}×" if low == high else f"{low}–{high}×"
+
+
 def turns_note(rows: list[dict[str, Any]]) -> str:
     """Rows whose sides also took turns in one loop (``taking_turns``, an untimed check).
 
     The table sets each side's fastest round, timed in tests of their own, against
     the other's; taking turns puts a slow phase of the machine on every side, and
     the medians tell what a typical round costs, ours and the floor's, against the
-    reference.
+    reference.  ``taking_turns`` is one check or a list of them (one per pass):
+    each ratio is shown as its range over the passes.
     """
     lines = []
     for r in rows:
-        turns = (r.get("ours_extra") or {}).get("taking_turns")
-        if not turns:
-            continue
-        best, median = turns["best_s"], turns["median_s"]
+        checks = (r.get("ours_extra") or {}).get("taking_turns")
+        if isinstance(checks, dict):
+            checks = [checks]
         ref = r["reference"]
-        sides = [s for s in (OURS, "floor") if s in median]
-        if ref not in median or not sides:
+        checks = [
+            c
+            for c in checks or []
+            if OURS in c["median_s"] and c["median_s"].get(ref) and c["best_s"].get(ref)
+        ]
+        if not checks:
             continue
-        medians = ", ".join(f"{s} {fmt_value('time', median[s])}" for s in [*sides, ref])
-        ratios = ", ".join(f"{s} {median[s] / median[ref]:.3g}×" for s in sides)
-        fastest = ", ".join(f"{s} {best[s] / best[ref]:.3g}×" for s in sides)
+        floor = all(c["median_s"].get("floor") and c["best_s"].get("floor") for c in checks)
+        sides = [OURS, "floor"] if floor else [OURS]
+        by_median = [f"{s} {_ratio_span(checks, 'median_s', s, ref)} {ref}" for s in sides]
+        if floor:
+            by_median.append(f"{OURS} {_ratio_span(checks, 'median_s', OURS, 'floor')} the floor")
+        fastest = [f"{s} {_ratio_span(checks, 'best_s', s, ref)}" for s in sides]
+        rounds = "/".join(str(c["rounds"]) for c in checks)
+        passes = f"{len(checks)} pass" + ("es" if len(checks) > 1 else "")
+        unit = "round" if rounds == "1" else "rounds"
         lines.append(
-            f"{r['scenario']}, taking turns in one loop (untimed check, {turns['rounds']} "
-            f"rounds): median per call {medians}; against {ref}: {ratios} "
-            f"(fastest rounds: {fastest})."
+            f"{r['scenario']}, taking turns in one loop (untimed check, "
+            f"{passes}, {rounds} {unit}): "
+            f"by median, {', '.join(by_median)}; fastest rounds: {', '.join(fastest)} {ref}."
         )
     return "\n".join(lines)
 

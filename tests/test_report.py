@@ -272,28 +272,71 @@ def test_summary_tells_apart_two_rows_of_one_scenario(report: ModuleType) -> Non
     assert "fresh hit, 1 int arg (≤ 0.5× async-lru); fresh hit, 1 int arg (≤ 2× the floor)" in text  # noqa: RUF001
 
 
-def test_the_turns_note_sets_ours_and_the_floor_against_the_reference_by_median(
-    report: ModuleType,
-) -> None:
-    """A row whose sides took turns gets a line: medians, their ratios, the fastest rounds'."""
-    turns = {
-        "rounds": 40,
-        "best_s": {report.OURS: 11e-6, "floor": 9e-6, "diskcache": 10e-6},
-        "median_s": {report.OURS: 12e-6, "floor": 10e-6, "diskcache": 10e-6},
+def turns(report: ModuleType, ours: float, floor: float, rounds: int = 40) -> dict[str, Any]:
+    """A taking-turns check: medians ``ours`` and ``floor`` against diskcache's 10 µs,
+    and fastest rounds a tenth below each."""
+    medians = {report.OURS: ours, "floor": floor, "diskcache": 10e-6}
+    return {
+        "rounds": rounds,
+        "best_s": {side: 0.9 * value for side, value in medians.items()},
+        "median_s": medians,
     }
+
+
+def batch_row(report: ModuleType, **extra: Any) -> dict[str, Any]:
     rows = figures(
         report,
-        bench("test_l2_read_batch", report.OURS, 12e-6, taking_turns=turns),
+        bench("test_l2_read_batch", report.OURS, 12e-6, **extra),
         bench("test_l2_read_batch", "diskcache", 10e-6),
-        bench("test_first_stale_caller", report.OURS, 1e-6),
-        bench("test_first_stale_caller", "cashews-early", 10e-6),
     )
-    note = report.turns_note(list(rows.values()))
-    assert note == (
-        "L2 reads, 1000 keys at once, taking turns in one loop (untimed check, 40 rounds): "
-        "median per call aiocache-swr 12 µs, floor 10 µs, diskcache 10 µs; against "
-        "diskcache: aiocache-swr 1.2×, floor 1× (fastest rounds: aiocache-swr 1.1×, floor 0.9×)."  # noqa: RUF001
+    return rows["l2_batch"]
+
+
+def test_the_turns_note_gives_each_ratio_as_its_range_over_the_passes(
+    report: ModuleType,
+) -> None:
+    """Medians against the reference, ours against the floor, and fastest rounds, each
+    as a range over the passes' checks."""
+    row = batch_row(report, taking_turns=[turns(report, 12e-6, 9e-6), turns(report, 11e-6, 9e-6)])
+    assert report.turns_note([row]) == (
+        "L2 reads, 1000 keys at once, taking turns in one loop (untimed check, 2 passes, "
+        "40/40 rounds): by median, aiocache-swr 1.1–1.2× diskcache, floor 0.9× diskcache, "  # noqa: RUF001
+        "aiocache-swr 1.22–1.33× the floor; fastest rounds: aiocache-swr 1.1–1.2×, "  # noqa: RUF001
+        "floor 0.9× diskcache."  # noqa: RUF001
     )
+
+
+def test_the_turns_note_takes_one_check_and_one_round(report: ModuleType) -> None:
+    """A single check (not a list), of one round (a smoke run), reads in the singular."""
+    row = batch_row(report, taking_turns=turns(report, 12e-6, 9e-6, rounds=1))
+    assert "(untimed check, 1 pass, 1 round): by median, aiocache-swr 1.2×" in (  # noqa: RUF001
+        report.turns_note([row])
+    )
+
+
+def test_the_turns_note_leaves_out_what_it_cannot_set_against_the_reference(
+    report: ModuleType,
+) -> None:
+    """No check, no reference figure: no line; no floor figure: ours alone."""
+    assert report.turns_note([batch_row(report)]) == ""
+    no_reference = turns(report, 12e-6, 9e-6)
+    del no_reference["median_s"]["diskcache"]
+    assert report.turns_note([batch_row(report, taking_turns=no_reference)]) == ""
+    no_floor = turns(report, 12e-6, 9e-6)
+    del no_floor["median_s"]["floor"]
+    note = report.turns_note([batch_row(report, taking_turns=no_floor)])
+    assert "by median, aiocache-swr 1.2× diskcache; fastest rounds" in note  # noqa: RUF001
+    assert "floor" not in note
+
+
+def test_best_of_keeps_the_taking_turns_check_of_every_pass(report: ModuleType) -> None:
+    """Taking-turns checks do not depend on which pass our figure came from: all are kept."""
+    first = {"benchmarks": [bench("t", report.OURS, 3.0, taking_turns={"rounds": 1})]}
+    second = {"benchmarks": [bench("t", report.OURS, 2.0, taking_turns={"rounds": 2})]}
+    (kept,) = report.best_of([first, second])["benchmarks"]
+    assert kept["stats"]["min"] == 2.0
+    assert kept["extra_info"]["taking_turns"] == [{"rounds": 1}, {"rounds": 2}]
+    assert second["benchmarks"][0]["extra_info"]["taking_turns"] == {"rounds": 2}
 
 
 def test_the_gc_note_sets_ours_against_the_reference_with_the_collector_paused(
