@@ -12,7 +12,8 @@ class Entry:
 
     ``fresh_until``/``serve_until`` come from :func:`aiocache_swr._freshness.deadlines`.
     ``failures``/``retry_at`` hold the refresh backoff of a stale value whose
-    background refresh failed (rule 6); a new value starts with none.
+    background refresh failed (rule 6); a new value starts with none, and a
+    value read back from the store gets back what the engine kept for it.
     """
 
     __slots__ = (

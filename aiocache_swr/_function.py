@@ -307,6 +307,13 @@ class Engine(Generic[P, T]):
         self._registry: dict[Hashable, _Flight] = {}
         self._registry_runner: Runner | None = None
         self._reads: _Reads | None = None  # misses gathering to read the store
+        # The backoff of keys whose last background refresh failed, kept beside
+        # their entries when there is a store, so that an entry evicted from
+        # memory and read back from the store still backs off (rule 6):
+        # key -> (the entry's created, failures, retry_at).  Dropped on the key's
+        # next success; beyond maxsize, the oldest is dropped.  A plain dict: a
+        # commit tests it on every miss.
+        self._backoffs: dict[Hashable, tuple[float, int, float]] = {}
         self._stale_hits = 0
         self._misses = 0
         self._refreshes = 0
@@ -539,9 +546,7 @@ class Engine(Generic[P, T]):
         self._refresh_errors += 1
         if self._listener is not None:
             self._emit("refresh_error", key, exc)
-        entry.failures += 1
-        delay = backoff_delay(entry.failures)
-        entry.retry_at = self._clock() + delay
+        delay = self._back_off(key, entry)
         logger.warning(
             "%s: background refresh of %r could not start (%r); keeping the old value, "
             "next try in %.1fs",
@@ -669,6 +674,8 @@ class Engine(Generic[P, T]):
         fresh_until, serve_until = deadlines(now, self._ttl, self._stale_ttl)
         entry = Entry(value, flight.version, now, fresh_until, serve_until, flight.tags)
         self._put(flight.key, entry)
+        if self._backoffs:  # a success ends the key's backoff
+            self._backoffs.pop(flight.key, None)
         if self._listener is not None and flight.kind != _MISS:
             self._emit("refresh_ok", flight.key)
         if self._store is not None:
@@ -679,11 +686,7 @@ class Engine(Generic[P, T]):
         if self._listener is not None:
             self._emit("refresh_error", flight.key, exc)
         base = flight.base
-        delay = 0.0
-        if base is not None:
-            base.failures += 1
-            delay = backoff_delay(base.failures)
-            base.retry_at = self._clock() + delay
+        delay = 0.0 if base is None else self._back_off(flight.key, base)
         logger.warning(
             "%s: background refresh of %r failed; keeping the old value, next try in %.1fs",
             self._name,
@@ -691,6 +694,19 @@ class Engine(Generic[P, T]):
             delay,
             exc_info=exc,
         )
+
+    def _back_off(self, key: Hashable, entry: Entry) -> float:
+        """One more failed refresh of ``key``: set ``entry``'s next try; return the delay."""
+        entry.failures += 1
+        delay = backoff_delay(entry.failures)
+        entry.retry_at = self._clock() + delay
+        if self._store is not None:  # without one, an evicted key is simply a miss
+            backoffs = self._backoffs
+            backoffs.pop(key, None)  # re-inserted as the newest
+            if len(backoffs) >= self._maxsize:
+                del backoffs[next(iter(backoffs))]
+            backoffs[key] = (entry.created, entry.failures, entry.retry_at)
+        return delay
 
     # -- level 2 -------------------------------------------------------------
 
@@ -807,6 +823,10 @@ class Engine(Generic[P, T]):
         if tags and not all(type(tag) is str for tag in tags):
             raise TypeError(f"tags must be str, got {tags!r}")
         entry = Entry(record.value, record.version, record.created, fresh_until, serve_until, tags)
+        if self._backoffs:  # evicted while backing off: it still does
+            backoff = self._backoffs.get(flight.key)
+            if backoff is not None and backoff[0] == record.created:  # the same value
+                _, entry.failures, entry.retry_at = backoff
         state = judge(entry, now, flight.version)
         if state is EXPIRED:
             return None
@@ -849,6 +869,7 @@ class Engine(Generic[P, T]):
 
     def _drop_memory(self) -> None:
         self._lru.clear()  # in place: the call closure holds this dict
+        self._backoffs.clear()
         for flight in self._registry.values():
             flight.doomed = True
 

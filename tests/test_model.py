@@ -241,6 +241,9 @@ class SWRModel(RuleBasedStateMachine):
             close_timeout=0,
         )
         self.model = OrderedDict()
+        # With a store, the backoff of each key whose last refresh failed, oldest
+        # first, at most MAXSIZE: key -> (the failed entry's created, retry_at).
+        self.m_backoffs: dict[int, tuple[float, float]] = {}
         self.m_hits = self.m_stale_hits = self.m_misses = self.m_store_hits = 0
         self.m_refresh_calls = self.m_refresh_errors = self.m_evictions = 0
         machine = self
@@ -436,6 +439,15 @@ class SWRModel(RuleBasedStateMachine):
             if row is not None and self._judge(row, now) != "expired":
                 row_state = self._judge(row, now)
                 entry, state = row, "level2"
+                # Rule 6: evicted while backing off, the same value still backs off.
+                backoff = self.m_backoffs.get(k)
+                if (
+                    row_state == "stale"
+                    and backoff is not None
+                    and backoff[0] == row.created
+                    and now < backoff[1]
+                ):
+                    row_state = "stale, backing off"
 
         holder: list[Call] = []
 
@@ -462,8 +474,8 @@ class SWRModel(RuleBasedStateMachine):
                 self.model.popitem(last=False)
                 self.m_evictions += 1
             reg_after = self.engine._registry.get((k,))
-            if row_state == "fresh":
-                assert reg_after is None, f"f({k}): a fresh level-2 row started {reg_after}"
+            if row_state != "stale":  # fresh, or backing off
+                assert reg_after is None, f"f({k}): a {row_state} level-2 row started {reg_after}"
                 assert self.f.cache_info().refreshes == refreshes_before
             else:  # section 3: a persisted stale entry is served and refreshed
                 assert reg_after is not None, f"f({k}): a stale level-2 row started no refresh"
@@ -520,6 +532,7 @@ class SWRModel(RuleBasedStateMachine):
         if ok:
             x.outcome = "ok"
             if not x.doomed:  # commit (SPEC 7: a doomed fetch never writes)
+                self.m_backoffs.pop(x.key, None)  # a success ends the backoff
                 self.model[x.key] = self.l2[x.key] = ModelEntry(x, now, x.flight_version)
                 self.model.move_to_end(x.key)
                 while len(self.model) > MAXSIZE:
@@ -540,7 +553,13 @@ class SWRModel(RuleBasedStateMachine):
                 assert c.task.done(), f"a waiter of fetch #{x.serial} did not get its outcome"
         if not ok and x.kind == "refresh" and x.flight.base is not None:
             # Rule 6: a failed refresh backs off (at least half the base delay).
-            assert x.flight.base.retry_at >= now + BACKOFF_BASE / 2
+            base = x.flight.base
+            assert base.retry_at >= now + BACKOFF_BASE / 2
+            if self.store is not None:  # kept for when the entry is read back
+                self.m_backoffs.pop(x.key, None)
+                if len(self.m_backoffs) >= MAXSIZE:
+                    del self.m_backoffs[next(iter(self.m_backoffs))]
+                self.m_backoffs[x.key] = (base.created, base.retry_at)
 
     @precondition(lambda self: self.pending)
     @rule(i=st.integers(0, 63))
@@ -594,6 +613,9 @@ class SWRModel(RuleBasedStateMachine):
         """f.cache_clear() or cache.invalidate_tags("t0"/"t1"): no fetch in flight writes back."""
         keys = [k for k in range(4) if which == "clear" or f"t{k % 2}" == which]
 
+        if which == "clear":
+            self.m_backoffs.clear()
+
         async def go() -> None:
             self._invalidated(keys)
             if which == "clear":
@@ -634,6 +656,15 @@ class SWRModel(RuleBasedStateMachine):
         assert info.evictions == self.m_evictions
         assert info.refreshes >= self.m_refresh_calls
         assert (info.store_hits, info.store_errors) == (self.m_store_hits, 0)
+
+    @invariant()
+    def backoffs_match_model(self) -> None:
+        """The backoffs kept for evicted entries are the model's, oldest first."""
+        kept = [
+            (k, (created, retry_at))
+            for (k,), (created, _, retry_at) in self.engine._backoffs.items()
+        ]
+        assert kept == list(self.m_backoffs.items())
 
     @invariant()
     def flights_are_single(self) -> None:

@@ -19,6 +19,7 @@ from anyio import wait_all_tasks_blocked
 from aiocache_swr import SWRCache
 from aiocache_swr._backoff import BACKOFF_CAP
 from aiocache_swr._runner import Signal
+from aiocache_swr._store import MemoryStore
 from aiocache_swr.testing import FakeClock
 
 from ._fetcher import Fetcher
@@ -577,6 +578,64 @@ async def test_successful_refresh_resets_backoff(clock, fetcher, caplog):
         assert await f(1) == "1:5"
         await cache.wait_idle()
         assert len(fetcher.calls) == 7
+
+
+async def test_backoff_survives_eviction_and_reload_from_the_store(clock, fetcher, caplog):
+    """A stale entry evicted while backing off and read back from the store still backs off."""
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=10, maxsize=1, store=MemoryStore())
+        async def f(key):
+            return await fetcher(key)
+
+        await make_stale(f, clock, fetcher, 1, 10)
+        fetcher.error = ValueError("backend down")
+        assert await f(1) == "1:1"  # served stale; its refresh fails: back off 0.5..1 s
+        await cache.wait_idle()
+        fetcher.error = None
+        assert await f(2) == "2:1"  # evicts key 1 from memory; the store still has it
+        await cache.wait_idle()
+        fetcher.error = ValueError("backend down")
+        for _ in range(3):  # no time has passed: inside the window
+            assert await f(1) == "1:1"  # read back from the store, stale
+            await cache.wait_idle()
+            assert await f(2) == "2:1"  # ...and evicted again
+        assert fetcher.calls == [1, 1, 2]
+        assert f.cache_info().refresh_errors == 1
+        clock.advance(1.0)  # the window is over
+        assert await f(1) == "1:1"
+        await cache.wait_idle()
+        assert fetcher.calls == [1, 1, 2, 1]
+        assert f.cache_info().refresh_errors == 2
+
+
+async def test_a_newer_stored_value_does_not_inherit_the_backoff(clock, fetcher, caplog):
+    """A value another writer stored after the failure is refreshed as usual when read back."""
+    store = MemoryStore()
+    async with SWRCache(clock=clock) as cache, SWRCache(clock=clock) as other:
+
+        @cache.cached(ttl=0.1, maxsize=1, store=store, namespace="shared")
+        async def f(key):
+            return await fetcher(key)
+
+        @other.cached(ttl=0.1, store=store, namespace="shared")
+        async def g(key):
+            return f"other {key}"
+
+        await make_stale(f, clock, fetcher, 1, 0.1)
+        fetcher.error = ValueError("backend down")
+        assert await f(1) == "1:1"  # its refresh fails: f backs off 0.5..1 s
+        await cache.wait_idle()
+        fetcher.error = None
+        assert await f(2) == "2:1"  # evicts key 1
+        await cache.wait_idle()
+        assert await g.refresh(1) == "other 1"  # a newer value of key 1 in the store
+        await other.wait_idle()
+        clock.advance(0.2)  # that value is stale too, still inside f's window
+        assert await f(1) == "other 1"
+        await cache.wait_idle()
+        assert fetcher.calls == [1, 1, 2, 1]  # refreshed at once
+        assert await f(1) == "1:3"
 
 
 # -- load --------------------------------------------------------------------------
