@@ -752,6 +752,16 @@ class _LevelTwoModel(SWRModel):
         keys = sorted(self.l2)
         self.call(keys[i % len(keys)])
 
+    @precondition(lambda self: self._evicted_backing_off())
+    @rule(i=st.integers(0, 63))
+    def call_evicted_backing_off_key(self, i: int) -> None:
+        """Start f(k) for a key evicted from level 1 while backing off (rule 6, read back)."""
+        keys = self._evicted_backing_off()
+        self.call(keys[i % len(keys)])
+
+    def _evicted_backing_off(self) -> list[int]:
+        return sorted(k for k in self.m_backoffs if k not in self.model and k in self.l2)
+
     @rule(then=st.lists(KEYS, max_size=4))
     def restart(self, then: list[int]) -> None:
         """A new process: close the cache, then open a new cache and function on the same store.
