@@ -64,8 +64,6 @@ _SCALARS: Final = (
     Decimal,
     Fraction,
     date,
-    datetime,
-    time,
     timedelta,
     uuid.UUID,
 )
@@ -77,6 +75,16 @@ def _spell(obj: object, out: list[str]) -> None:
     elif isinstance(obj, enum.Enum):
         out.append(f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}")
     elif type(obj) in _SCALARS:
+        out.append(f"{type(obj).__name__}:{obj!r}")
+    elif type(obj) is datetime or type(obj) is time:
+        tz = obj.tzinfo
+        if tz is not None and type(tz).__repr__ is object.__repr__:
+            # Its repr is its address: another process would spell it differently.
+            raise UnstableKeyError(
+                f"{type(tz).__qualname__}, the tzinfo of a {type(obj).__name__}, has no "
+                "stable spelling across processes: give it a __repr__ (datetime.timezone "
+                "and zoneinfo.ZoneInfo have one)"
+            )
         out.append(f"{type(obj).__name__}:{obj!r}")
     elif type(obj) is tuple or type(obj) is list:
         out.append("(" if type(obj) is tuple else "[")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
+from datetime import datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
@@ -191,3 +193,30 @@ def test_objects_without_a_stable_spelling_are_refused() -> None:
     """An object whose only spelling is its identity has no stable key."""
     with pytest.raises(UnstableKeyError):
         stable_key((object(),))
+
+
+class _BareTz(tzinfo):
+    """A tzinfo without a __repr__: its default repr is its address."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=1)
+
+
+def test_a_datetime_whose_tzinfo_is_spelled_by_its_address_is_refused() -> None:
+    """A datetime or time with a tzinfo of the default repr has no stable key."""
+    for value in (datetime(2024, 1, 1, 12, tzinfo=_BareTz()), time(12, tzinfo=_BareTz())):
+        with pytest.raises(UnstableKeyError, match="_BareTz, the tzinfo of a"):
+            stable_key((value,))
+
+
+def test_datetimes_with_standard_tzinfos_have_stable_keys() -> None:
+    """Naive datetimes and times, and those on datetime.timezone, are spelled the same."""
+    naive = datetime(2024, 1, 1, 12)
+    for value in (
+        naive,
+        time(12),
+        naive.replace(tzinfo=timezone.utc),
+        naive.replace(tzinfo=timezone(timedelta(hours=1))),
+        time(12, tzinfo=timezone(timedelta(hours=-5))),
+    ):
+        assert stable_key((value,)) == stable_key((copy.deepcopy(value),))
