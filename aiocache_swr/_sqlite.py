@@ -23,7 +23,9 @@ Errors
     ERROR on the ``aiocache_swr`` logger, and an empty database is created in its
     place.  A single row that fails its signature check or cannot be deserialized
     is a miss: it is deleted and logged at WARNING (the signature is checked
-    before anything is deserialized).
+    before anything is deserialized).  The deletion never waits for another
+    process's write lock, as the read it runs in would wait too: while one is
+    held, the row stays, and a later read deletes it.
 
 Event loops
     aiosqlite runs each connection on its own worker thread and hands results
@@ -1520,8 +1522,15 @@ class SQLiteStore:
     ) -> None:
         self.stats.rejected_rows += 1
         logger.warning("%r: dropped the stored entry %r of %r: %s", self, key, namespace, reason)
+        # Without waiting for another process's write lock: this runs in a read job,
+        # whose callers (and every read queued behind it) would wait up to
+        # busy_timeout.  Left in place, the row is dropped again by a later read.
         try:
-            db.execute(_REJECT_SQL, (namespace, key, blob, mac))
+            db.execute("PRAGMA busy_timeout = 0")
+            try:
+                db.execute(_REJECT_SQL, (namespace, key, blob, mac))
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         except sqlite3.Error as exc:
             logger.warning("%r: could not delete that entry: %s", self, exc)
 

@@ -884,6 +884,33 @@ async def test_undecodable_row_is_a_miss_and_removed(
     await store.aclose()
 
 
+async def test_a_bad_row_is_dropped_without_waiting_for_another_writer(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read never waits for another connection's write lock to delete a bad row.
+
+    The row is then a miss and stays in the file, and a later read deletes it.
+    (Before, the deletion waited for the lock up to busy_timeout, an hour here,
+    holding the whole read batch.)
+    """
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "k", rec(1))
+    store.put(NS, "ok", rec(2))
+    await store.flush()
+    with raw(db_path) as db:
+        db.execute("UPDATE swr_entries SET blob = x'80ff00' WHERE key = 'k'")
+    with raw(db_path) as writer, caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        writer.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        assert await store.get_many(NS, ["k", "ok"]) == {"ok": rec(2)}
+        writer.execute("ROLLBACK")
+    assert any("could not delete that entry" in r.message for r in caplog.records)
+    assert stored_keys(db_path) == {"k", "ok"}
+    assert await store.get_many(NS, ["k", "ok"]) == {"ok": rec(2)}
+    assert stored_keys(db_path) == {"ok"}
+    assert store.stats.rejected_rows == 2
+    await store.aclose()
+
+
 async def test_json_serializer(db_path: Path) -> None:
     """JSONSerializer round-trips JSON values and refuses others at put time."""
     store = SQLiteStore(db_path, serializer=JSONSerializer())
