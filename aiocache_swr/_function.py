@@ -48,7 +48,7 @@ from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
 from ._keys import KW_MARK, make_key, stable_key
 from ._runner import Signal
-from ._store import Distrust, Record, Store, close_unstarted, distrust
+from ._store import Distrust, Record, Store, close_unstarted, distrust, store_time_limit
 
 if TYPE_CHECKING:
     import asyncio
@@ -740,8 +740,12 @@ class Engine(Generic[P, T]):
         try:
             if timeout is None:
                 return await op
-            async with runner.time_limit(timeout):
-                return await op
+            async with runner.time_limit(timeout) as limit:
+                token = store_time_limit.set(limit)
+                try:
+                    return await op
+                finally:
+                    store_time_limit.reset(token)
         except Exception as exc:
             if isinstance(exc, TimeoutError):
                 what = f"{what} (store_timeout={timeout}s)"

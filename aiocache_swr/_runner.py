@@ -44,6 +44,8 @@ if sys.version_info < (3, 11):  # pragma: no cover
 import anyio
 import anyio.abc
 
+from ._store import TimeLimit
+
 __all__ = ["Job", "Runner", "Signal", "current_loop"]
 
 logger = logging.getLogger("aiocache_swr")
@@ -217,7 +219,7 @@ class Runner:
         self._busy += 1
         self._start(fn)
 
-    def time_limit(self, seconds: float) -> AbstractAsyncContextManager[object]:
+    def time_limit(self, seconds: float) -> AbstractAsyncContextManager[TimeLimit | None]:
         """Raise ``TimeoutError`` in the body after ``seconds``.
 
         ``asyncio.timeout`` where it exists (3.11+): a third of the cost of

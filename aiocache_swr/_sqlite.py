@@ -47,11 +47,15 @@ Event loops
     or one group of ``SELECT`` statements), so cancelling the awaiting task never
     leaves a transaction open.  The worker reports every job to a future of the
     loop that queued it, and dies with ``RuntimeError: Event loop is closed`` if
-    that loop has closed meanwhile.  So every path that queues a job waits until
-    it has been reported, whatever cancellation arrives (asyncio's own
+    that loop has closed meanwhile.  So every path that queues a job makes sure
+    something waits until it has been reported, whatever cancellation arrives (asyncio's own
     ``Task.cancel`` goes through anyio's shielded scopes; ``asyncio.run`` cancels
     leftover tasks once and waits for them before closing the loop): a cancelled
-    call waits for a no-op queued behind its job; a failed (or interrupted) open
+    call waits for a no-op queued behind its job -- unless the engine's
+    ``store_timeout`` abandoned it, when a task of the store waits instead and
+    the caller goes at once (a disk hung in a job must not hang it; the task is
+    a leftover that ``asyncio.run`` waits for, and closing waits for the worker
+    anyway); a failed (or interrupted) open
     -- aiosqlite then queues a stop reporting to this loop -- and :meth:`aclose`
     wait until the worker thread has exited.
 
@@ -160,7 +164,7 @@ import aiosqlite
 import anyio
 import anyio.lowlevel
 
-from ._store import Record
+from ._store import Record, store_time_limit
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -826,6 +830,7 @@ class SQLiteStore:
         self._open_failure: tuple[float, StoreError] | None = None
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the open file
         self._hold = False  # see ``pending``
+        self._settling: set[asyncio.Task[None]] = set()  # see ``_call``
 
     # ------------------------------------------------------------ properties
 
@@ -1238,10 +1243,21 @@ class SQLiteStore:
         try:
             return await execute(fn, st.db, *args)
         except anyio.get_cancelled_exc_class():
-            # The worker still runs ``fn``.  Wait until it has reported it, so the
-            # loop cannot close while the worker still has to report to it.
+            # The worker still runs ``fn``.  The loop must not close before the
+            # worker has reported it, so someone waits for that.  Abandoned by the
+            # engine's time limit, the call lets its caller go at once (a hung disk
+            # must not hang it) and a task of this store waits: asyncio.run waits
+            # for leftover tasks, and the cache's closing waits for the worker too.
+            # Otherwise (a cancellation from outside, e.g. the loop ending) the
+            # caller itself waits, as a task started now might not be waited for.
             if conn is not None:
-                await _settle(conn)
+                limit = store_time_limit.get()
+                if limit is not None and limit.expired():
+                    task = asyncio.get_running_loop().create_task(_settle(conn))
+                    self._settling.add(task)
+                    task.add_done_callback(self._settling.discard)
+                else:
+                    await _settle(conn)
             raise
 
     # ----------------------------------------------------- worker-thread side

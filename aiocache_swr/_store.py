@@ -28,6 +28,7 @@ round-trips values through pickle so tests see what a real store would).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import math
 import pickle
@@ -36,7 +37,28 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Distrust", "MemoryStore", "Record", "Store", "close_unstarted", "distrust"]
+__all__ = [
+    "Distrust",
+    "MemoryStore",
+    "Record",
+    "Store",
+    "TimeLimit",
+    "close_unstarted",
+    "distrust",
+    "store_time_limit",
+]
+
+
+class TimeLimit(Protocol):
+    def expired(self) -> bool: ...
+
+
+#: The engine's time limit (``store_timeout``) around the store call running in
+#: this context, if any.  A store whose call it abandons may let the caller go at
+#: once, even if work the call started goes on (``SQLiteStore``'s worker thread).
+store_time_limit: contextvars.ContextVar[TimeLimit | None] = contextvars.ContextVar(
+    "aiocache_swr_store_time_limit", default=None
+)
 
 
 @dataclass(slots=True)
