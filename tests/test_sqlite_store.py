@@ -34,7 +34,6 @@ from aiocache_swr._sqlite import (
     _PURGE_SQL,
     SCHEMA_VERSION,
     JSONSerializer,
-    PickleSerializer,
     SchemaVersionError,
     SerializationError,
     SQLiteStore,
@@ -45,11 +44,12 @@ from aiocache_swr._sqlite import (
 )
 from aiocache_swr._store import Record, Store
 
+from ._gate import GATE_TIMEOUT, GateSerializer
+
 pytestmark = pytest.mark.anyio
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "tests.fn"
-GATE_TIMEOUT = 30.0  # safety net only: a gate that is never opened fails the test
 
 
 @pytest.fixture
@@ -135,22 +135,6 @@ class Tracked:
 
     def __hash__(self) -> int:
         return hash(self.tag)
-
-
-class GateSerializer(PickleSerializer):
-    """Pickle, but ``loads`` (run on the database thread) can be held at a gate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hold = False
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def loads(self, data: bytes) -> Any:
-        if self.hold:
-            self.entered.set()
-            assert self.release.wait(GATE_TIMEOUT)
-        return super().loads(data)
 
 
 @pytest.fixture

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from aiocache_swr import PickleSerializer, SQLiteStore, SWRCache
+from aiocache_swr import SQLiteStore, SWRCache
 from aiocache_swr._keys import stable_key
 from aiocache_swr._store import MemoryStore, Record
 from aiocache_swr.testing import FakeClock
 
 from ._faulty_store import FaultyStore, hang, raises
+from ._gate import GATE_TIMEOUT, GateSerializer
 
 pytestmark = pytest.mark.anyio
 
@@ -349,22 +349,6 @@ async def test_a_loop_stalled_past_two_deadlines_behind_a_hung_call_lets_the_ear
         store.heal()
 
 
-class _HeldLoads(PickleSerializer):
-    """Deserializes on the store's worker thread, blocking there while ``held``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held = False
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def loads(self, data: bytes) -> Any:
-        if self.held:
-            self.entered.set()
-            self.release.wait()
-        return super().loads(data)
-
-
 async def test_a_read_hung_on_the_sqlite_worker_lets_its_caller_go_at_store_timeout(
     clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -374,7 +358,7 @@ async def test_a_read_hung_on_the_sqlite_worker_lets_its_caller_go_at_store_time
     writer = SQLiteStore(path)
     writer.put("ns", stable_key((1,)), Record("stored", None, clock(), ()))
     await writer.aclose()
-    loads = _HeldLoads()
+    loads = GateSerializer()
     cache = SWRCache(clock=clock, store=SQLiteStore(path, serializer=loads), store_timeout=TIMEOUT)
 
     @cache.cached(ttl=TTL, namespace="ns")
@@ -388,22 +372,18 @@ async def test_a_read_hung_on_the_sqlite_worker_lets_its_caller_go_at_store_time
         results.append(await f(1))
         answered.set()
 
-    loads.held = True
-    # Were the caller to wait for the worker, this would free it (and fail the test).
-    rescue = threading.Timer(60, loads.release.set)
+    loads.hold = True
     try:
         with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
             async with cache, anyio.create_task_group() as tg:
                 tg.start_soon(call)
-                assert await anyio.to_thread.run_sync(loads.entered.wait)
-                rescue.start()
+                assert await anyio.to_thread.run_sync(loads.entered.wait, GATE_TIMEOUT)
                 await advance(TIMEOUT + 1)
                 await answered.wait()
-                assert not loads.release.is_set(), "the caller waited for the stuck worker"
+                assert not loads.left.is_set(), "the caller waited for the stuck worker"
                 assert results == ["computed 1"]
                 assert f.cache_info().store_errors == 1
                 loads.release.set()
     finally:
-        rescue.cancel()
         loads.release.set()
     assert "store_timeout" in caplog.text
