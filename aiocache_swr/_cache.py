@@ -124,8 +124,9 @@ class SWRCache:
     cancelling them (real time, not ``clock``: it bounds a real wait).
     ``store_timeout``: real seconds a store operation (a read, an invalidation, a
     flush) may take; one that takes longer is abandoned and counted as a store
-    failure, so a disk that hangs during a read or a write never hangs a caller
-    (opening a store's file is the exception) (``None``: wait forever).
+    failure, so a disk that hangs during a read never hangs a caller (a write,
+    such as an invalidation's, and opening the file still wait for the disk)
+    (``None``: wait forever).
     ``on_event``: called with a :class:`~aiocache_swr.CacheEvent` for every hit,
     stale hit, miss, store hit, refresh outcome, eviction and store error, to feed
     metrics; fixed when a function is decorated.  Without it, nothing is built

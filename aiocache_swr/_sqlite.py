@@ -51,11 +51,12 @@ Event loops
     something waits until it has been reported, whatever cancellation arrives (asyncio's own
     ``Task.cancel`` goes through anyio's shielded scopes; ``asyncio.run`` cancels
     leftover tasks once and waits for them before closing the loop): a cancelled
-    call waits for a no-op queued behind its job -- unless the engine's
-    ``store_timeout`` abandoned it, when a task of the store waits instead and
-    the caller goes at once (a disk hung in a job must not hang it; the task is
-    a leftover that ``asyncio.run`` waits for, and closing waits for the worker
-    anyway); a failed (or interrupted) open
+    call waits for a no-op queued behind its job -- unless it is a read that the
+    engine's ``store_timeout`` abandoned, when a task of the store waits instead
+    and the caller goes at once (a disk hung in a read must not hang it; the
+    task is a leftover that ``asyncio.run`` waits for, and closing waits for the
+    worker anyway; a write waits, as it must learn whether its batch committed
+    before putting it back in the buffer); a failed (or interrupted) open
     -- aiosqlite then queues a stop reporting to this loop -- and :meth:`aclose`
     wait until the worker thread has exited.
 
@@ -1126,7 +1127,7 @@ class SQLiteStore:
         try:
             await self._ready(st)
             self.stats.read_batches += 1
-            await self._call(st, self._read_sync, batch)
+            await self._call(st, self._read_sync, batch, abandonable=True)
         except StoreError:
             raise
         except (sqlite3.Error, ValueError) as exc:
@@ -1232,8 +1233,14 @@ class SQLiteStore:
         st.execute = conn._execute
         self.stats.opens += 1
 
-    async def _call(self, st: _LoopState, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(db, *args)`` as one job on the connection's worker thread."""
+    async def _call(
+        self, st: _LoopState, fn: Callable[..., Any], *args: Any, abandonable: bool = False
+    ) -> Any:
+        """Run ``fn(db, *args)`` as one job on the connection's worker thread.
+
+        ``abandonable``: the job leaves nothing to reconcile if its caller goes
+        before it is done (a read), so the engine's time limit may let the caller go.
+        """
         execute = st.execute
         if execute is None:  # closed by aclose() meanwhile: reopen
             await self._ready(st)
@@ -1244,14 +1251,16 @@ class SQLiteStore:
             return await execute(fn, st.db, *args)
         except anyio.get_cancelled_exc_class():
             # The worker still runs ``fn``.  The loop must not close before the
-            # worker has reported it, so someone waits for that.  Abandoned by the
-            # engine's time limit, the call lets its caller go at once (a hung disk
+            # worker has reported it, so someone waits for that.  A read abandoned
+            # by the engine's time limit lets its caller go at once (a hung disk
             # must not hang it) and a task of this store waits: asyncio.run waits
             # for leftover tasks, and the cache's closing waits for the worker too.
-            # Otherwise (a cancellation from outside, e.g. the loop ending) the
-            # caller itself waits, as a task started now might not be waited for.
+            # Otherwise the caller itself waits: a write must know whether its
+            # batch committed before it puts it back in the buffer (``_write``),
+            # and after a cancellation from outside (e.g. the loop ending) a task
+            # started now might not be waited for.
             if conn is not None:
-                limit = store_time_limit.get()
+                limit = store_time_limit.get() if abandonable else None
                 if limit is not None and limit.expired():
                     task = asyncio.get_running_loop().create_task(_settle(conn))
                     self._settling.add(task)
