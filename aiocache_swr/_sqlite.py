@@ -31,19 +31,23 @@ Event loops
     aiosqlite runs each connection on its own worker thread and hands results
     back through futures of the loop that asked, so this store is asyncio-only
     (under another async library every operation raises :class:`StoreError`).
-    The store keeps one connection for the running loop and opens it lazily.
-    When it is used from a different loop (two successive ``asyncio.run`` calls,
-    one loop per test...), the previous connection is stopped from a short-lived
-    helper thread -- there, aiosqlite's ``stop()`` finds no event loop and queues
-    its shutdown without a future, so the worker closes the sqlite connection and
-    exits without ever touching the dead loop -- and a new one is opened.  Writes
-    buffered under the old loop are kept and flushed under the new one.  Loop-bound
-    state (locks, events, the read batch) is per loop.  :meth:`SQLiteStore.aclose`
-    flushes and closes the running loop's connection; the store can be used again
-    afterwards (it reopens lazily).  The worker thread is made a daemon thread so a
-    store that was never closed cannot keep the interpreter from exiting.
+    The store keeps two connections for the running loop, each with its worker
+    thread, and opens them lazily: one writes, one reads (see "Reads").  The
+    writer is opened first, as it creates the file and its schema; the reader
+    opens an existing file only (``mode=rw``).  When the store is used from a
+    different loop (two successive ``asyncio.run`` calls, one loop per test...),
+    the previous connections are stopped from a short-lived helper thread --
+    there, aiosqlite's ``stop()`` finds no event loop and queues its shutdown
+    without a future, so the worker closes the sqlite connection and exits
+    without ever touching the dead loop -- and new ones are opened.  Writes
+    buffered under the old loop are kept and flushed under the new one.
+    Loop-bound state (locks, events, the read batch) is per loop.
+    :meth:`SQLiteStore.aclose` flushes and closes the running loop's
+    connections; the store can be used again afterwards (it reopens lazily).
+    The worker threads are daemon threads so a store that was never closed
+    cannot keep the interpreter from exiting.
 
-    Every database call is a single job on the worker thread (one transaction,
+    Every database call is a single job on a worker thread (one transaction,
     or one group of ``SELECT`` statements), so cancelling the awaiting task never
     leaves a transaction open.  The worker reports every job to a future of the
     loop that queued it, and dies with ``RuntimeError: Event loop is closed`` if
@@ -121,6 +125,15 @@ Schema versions
     and new files have it too, so both share one table shape.
 
 Reads
+    Reads have a connection (and a worker thread) of their own, so a read never
+    queues behind a write: in WAL mode a read takes no lock, but a write batch
+    can wait up to ``busy_timeout`` for another process's write lock, and its
+    thread with it.  So a read can run while a write of this store is being
+    committed; it sees through the buffer as it was when the read began as well
+    as now, so a range deletion (``clear``, ``delete_tags``) that was pending
+    then still hides the rows it removed, even if its commit came after the
+    read's snapshot.  When a write finds the file deleted or replaced and opens
+    a new one, the reader is closed too and reopens on the new file.
     Concurrent ``get_many`` calls are coalesced: the first caller of a batch
     (the leader) yields once so callers of the same loop tick can join (and, if a
     read is already in flight, waits for it, gathering more callers meanwhile),
@@ -287,7 +300,8 @@ class JSONSerializer:
 class SQLiteStoreStats:
     """Counters of one :class:`SQLiteStore` (diagnostics and tests; not synchronized)."""
 
-    opens: int = 0  # connections opened (one per event loop used)
+    opens: int = 0  # times the file was opened: once per event loop used, and per reopen
+    # (the read connection opens with the first read after each, and is not counted)
     read_batches: int = 0  # coalesced get_many round trips to the database thread
     read_queries: int = 0  # SELECT statements those round trips ran
     write_transactions: int = 0  # committed write batches
@@ -578,25 +592,45 @@ class _Opened:
 _Execute = Callable[..., Awaitable[Any]]
 
 
+class _Link:
+    """One aiosqlite connection: its worker thread runs the jobs given to it, in order."""
+
+    __slots__ = ("conn", "db", "execute", "role")
+
+    def __init__(self, role: str) -> None:
+        self.role = role  # "write" or "read": names the worker thread
+        self.conn: aiosqlite.Connection | None = None
+        self.db: sqlite3.Connection | None = None
+        self.execute: _Execute | None = None
+
+    def forget(self) -> aiosqlite.Connection | None:
+        """Mark it closed (the next job opens it again); return the connection it had."""
+        conn = self.conn
+        self.conn = self.db = self.execute = None
+        return conn
+
+
 class _LoopState:
-    """What belongs to one event loop: its connection, locks and read batches."""
+    """What belongs to one event loop: its two connections, locks and read batches.
+
+    Writes go through ``writer``, reads through ``reader`` (see "Reads" in the
+    module docstring): a read never queues behind a write on one worker thread.
+    """
 
     __slots__ = (
-        "conn",
-        "db",
-        "execute",
         "flush_lock",
         "loop",
         "open_lock",
         "read_batch",
+        "reader",
         "reading",
+        "writer",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.conn: aiosqlite.Connection | None = None
-        self.db: sqlite3.Connection | None = None
-        self.execute: _Execute | None = None
+        self.writer = _Link("write")
+        self.reader = _Link("read")
         self.open_lock: anyio.Lock | None = None
         self.flush_lock: anyio.Lock | None = None
         self.read_batch: _ReadBatch | None = None  # open for joining
@@ -913,7 +947,7 @@ class SQLiteStore:
         async with st.flush_lock:
             while self._buffer:
                 try:
-                    await self._ready(st)
+                    await self._ready(st, st.writer)
                 except StoreError:
                     self._drop_buffered_puts("the database cannot be opened")
                     self._hold = True
@@ -968,35 +1002,28 @@ class SQLiteStore:
         await self.flush()
 
     async def aclose(self) -> None:
-        """Flush, then close the running loop's connection (the store stays usable)."""
+        """Flush, then close the running loop's connections (the store stays usable)."""
         st = self._loop_state()
         try:
             await self.flush()
         finally:
-            conn = st.conn
-            if conn is not None:
+            if st.writer.conn is not None or st.reader.conn is not None:
                 if st.flush_lock is None:
                     st.flush_lock = anyio.Lock()
                 with anyio.CancelScope(shield=True):
                     async with st.flush_lock:
-                        if st.conn is conn:
-                            st.conn = st.db = st.execute = None
-                            try:
-                                await conn.close()
-                            except Exception as exc:
-                                raise StoreError(f"{self!r}: closing failed: {exc}") from exc
-                            finally:  # the thread has reported the stop and exited
-                                await _settle(conn, until_exit=True)
+                        await self._close_links(st, raise_errors=True)
 
     # ------------------------------------------------------------------ reads
 
     async def get_many(self, namespace: str, keys: Collection[str]) -> dict[str, Record]:
         """Return the records found for ``keys``; concurrent calls share one query."""
         found: dict[str, Record] = {}
-        if self._buffer or self._inflight is not None:
+        buffer, inflight = self._buffer, self._inflight
+        if buffer or inflight is not None:
             need: list[str] = []
             for key in keys:
-                seen = self._lookup(namespace, key, _MISS)
+                seen = self._lookup(namespace, key, _MISS, (buffer, inflight))
                 if seen is _MISS:
                     need.append(key)
                 elif seen is not None:
@@ -1008,30 +1035,42 @@ class SQLiteStore:
         if not need:
             return found
         rows = await self._read(namespace, need)
-        if not found and not self._buffer and self._inflight is None:
-            return rows  # nothing buffered to look through: no second dictionary
-        if self._buffer or self._inflight is not None:
-            for key in need:
-                seen = self._lookup(namespace, key, rows.get(key))
-                if seen is not None and seen is not _MISS:
-                    record = self._as_record(namespace, key, seen)
-                    if record is not None:
-                        found[key] = record
-        else:
+        # Newest first: what is buffered now, and what was when the read began.
+        # The writer may have written the latter meanwhile, after the read's
+        # snapshot: its range deletions still hide the rows read.
+        layers: list[_Layer] = []
+        for layer in (self._buffer, self._inflight, buffer, inflight):
+            if layer is not None and layer and layer not in layers:
+                layers.append(layer)
+        if not layers:
+            if not found:
+                return rows  # nothing buffered to look through: no second dictionary
             found.update(rows)
+            return found
+        for key in need:
+            seen = self._lookup(namespace, key, rows.get(key), layers)
+            if seen is not None and seen is not _MISS:
+                record = self._as_record(namespace, key, seen)
+                if record is not None:
+                    found[key] = record
         return found
 
     def _lookup(
-        self, namespace: str, key: str, below: Record | Literal[_Miss.MISS] | None
+        self,
+        namespace: str,
+        key: str,
+        below: Record | Literal[_Miss.MISS] | None,
+        layers: Iterable[_Layer | None],
     ) -> _Put | Record | Literal[_Miss.MISS] | None:
-        """What a read sees through the buffer: a put, a row, ``None`` (deleted) or _MISS.
+        """What a read sees through ``layers`` (newest first): a put, a row, ``None``
+        (deleted) or _MISS.
 
         ``below`` is what the database holds (``_MISS`` when not read yet).
         """
         k = (namespace, key)
         above: list[_Layer] = []
         result: _Put | Record | Literal[_Miss.MISS] | None = below
-        for layer in (self._buffer, self._inflight):
+        for layer in layers:
             if layer is None:
                 continue
             op = layer.ops.get(k, _MISS)
@@ -1125,9 +1164,9 @@ class SQLiteStore:
     async def _run_read(self, st: _LoopState, batch: _ReadBatch) -> None:
         st.reading = batch  # before opening: readers arriving meanwhile gather behind it
         try:
-            await self._ready(st)
+            await self._ready(st, st.reader)
             self.stats.read_batches += 1
-            await self._call(st, self._read_sync, batch, abandonable=True)
+            await self._call(st, st.reader, self._read_sync, batch, abandonable=True)
         except StoreError:
             raise
         except (sqlite3.Error, ValueError) as exc:
@@ -1154,47 +1193,69 @@ class SQLiteStore:
         return st
 
     def _abandon(self, st: _LoopState) -> None:
-        """Forget a previous loop's state; stop its connection without awaiting it."""
-        conn = st.conn
-        st.conn = st.db = st.execute = None
+        """Forget a previous loop's state; stop its connections without awaiting them."""
         st.read_batch = st.reading = None
         if self._inflight is not None:  # that loop died mid-flush: write it again
             self._requeue(self._inflight, keep_puts=True)
             self._inflight = None
-        if conn is not None:
-            _stop_in_background(conn)
+        for link in (st.writer, st.reader):
+            conn = link.forget()
+            if conn is not None:
+                _stop_in_background(conn)
 
-    async def _ready(self, st: _LoopState) -> None:
-        """Make sure ``st`` has an open connection."""
-        if st.execute is not None:
+    async def _ready(self, st: _LoopState, link: _Link) -> None:
+        """Make sure ``link`` (``st.writer`` or ``st.reader``) is open.
+
+        The reader is opened after the writer, which creates the file and its
+        schema (and moves a corrupt file aside): the reader never creates one.
+        """
+        if link.execute is not None:
             return
         self._check_open_failure()
         if st.open_lock is None:
             st.open_lock = anyio.Lock()
         with anyio.CancelScope(shield=True):  # one open serves every waiting caller
             async with st.open_lock:
-                if st.execute is not None:
+                if link.execute is not None:
                     return
                 self._check_open_failure()
                 try:
-                    await self._open(st)
+                    if st.writer.execute is None:
+                        await self._open(st.writer, self._open_sync)
+                        self.stats.opens += 1
+                    if link is st.reader:
+                        await self._open(st.reader, self._open_reader_sync)
                 except StoreError as exc:
                     self._open_failure = (time.monotonic() + _OPEN_RETRY_AFTER, exc)
                     raise
 
     async def _reopen(self, st: _LoopState) -> None:
-        """Close ``st``'s connection and open the file again (creating it)."""
-        conn = st.conn
-        st.conn = st.db = st.execute = None
-        if conn is not None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await conn.close()
-                except Exception as exc:
-                    logger.debug("%r: closing the old connection failed: %r", self, exc)
-                finally:
-                    await _settle(conn, until_exit=True)
-        await self._ready(st)
+        """Close ``st``'s connections and open the file again (creating it).
+
+        The reader is closed too, so that it reads the new file, not the old one.
+        """
+        with anyio.CancelScope(shield=True):
+            await self._close_links(st, raise_errors=False)
+        await self._ready(st, st.writer)
+
+    async def _close_links(self, st: _LoopState, *, raise_errors: bool) -> None:
+        """Close both connections of ``st`` and wait until their threads have exited.
+
+        A job queued before the close (a read running meanwhile) still runs first.
+        """
+        failure: Exception | None = None
+        # Both forgotten first: a job arriving meanwhile opens new ones, left open.
+        conns = [conn for conn in (st.writer.forget(), st.reader.forget()) if conn is not None]
+        for conn in conns:
+            try:
+                await conn.close()
+            except Exception as exc:
+                logger.debug("%r: closing a connection failed: %r", self, exc)
+                failure = failure or exc
+            finally:  # the thread has reported the stop and exited
+                await _settle(conn, until_exit=True)
+        if failure is not None and raise_errors:
+            raise StoreError(f"{self!r}: closing failed: {failure}") from failure
 
     def _check_open_failure(self) -> None:
         failure = self._open_failure
@@ -1206,10 +1267,11 @@ class SQLiteStore:
             return
         raise type(exc)(f"{exc} (not retried before {_OPEN_RETRY_AFTER:g}s have passed)")
 
-    async def _open(self, st: _LoopState) -> None:
+    async def _open(self, link: _Link, connect: Callable[[], sqlite3.Connection]) -> None:
         opened = _Opened()
-        conn = aiosqlite.Connection(partial(self._connect_sync, opened), 64)
-        _daemonize(conn, f"aiocache-swr-sqlite {self._path.name}")
+        conn = aiosqlite.Connection(partial(self._connect_sync, connect, opened), 64)
+        name = "aiocache-swr-sqlite" if link.role == "write" else "aiocache-swr-sqlite-read"
+        _daemonize(conn, f"{name} {self._path.name}")
         try:
             await conn
         except BaseException as exc:
@@ -1228,27 +1290,31 @@ class SQLiteStore:
             if isinstance(exc, (sqlite3.Error, OSError, ValueError)):
                 raise StoreOpenError(f"{self!r}: cannot open the database: {exc}") from exc
             raise
-        st.conn = conn
-        st.db = opened.db
-        st.execute = conn._execute
-        self.stats.opens += 1
+        link.conn = conn
+        link.db = opened.db
+        link.execute = conn._execute
 
     async def _call(
-        self, st: _LoopState, fn: Callable[..., Any], *args: Any, abandonable: bool = False
+        self,
+        st: _LoopState,
+        link: _Link,
+        fn: Callable[..., Any],
+        *args: Any,
+        abandonable: bool = False,
     ) -> Any:
-        """Run ``fn(db, *args)`` as one job on the connection's worker thread.
+        """Run ``fn(db, *args)`` as one job on ``link``'s worker thread.
 
         ``abandonable``: the job leaves nothing to reconcile if its caller goes
         before it is done (a read), so the engine's time limit may let the caller go.
         """
-        execute = st.execute
+        execute = link.execute
         if execute is None:  # closed by aclose() meanwhile: reopen
-            await self._ready(st)
-            execute = st.execute
+            await self._ready(st, link)
+            execute = link.execute
             assert execute is not None
-        conn = st.conn
+        conn = link.conn
         try:
-            return await execute(fn, st.db, *args)
+            return await execute(fn, link.db, *args)
         except anyio.get_cancelled_exc_class():
             # The worker still runs ``fn``.  The loop must not close before the
             # worker has reported it, so someone waits for that.  A read abandoned
@@ -1271,8 +1337,10 @@ class SQLiteStore:
 
     # ----------------------------------------------------- worker-thread side
 
-    def _connect_sync(self, opened: _Opened) -> sqlite3.Connection:
-        db = self._open_sync()
+    def _connect_sync(
+        self, connect: Callable[[], sqlite3.Connection], opened: _Opened
+    ) -> sqlite3.Connection:
+        db = connect()
         opened.db = db
         return db
 
@@ -1311,6 +1379,36 @@ class SQLiteStore:
                     moved = self._move_aside_sync(exc)
                     continue
                 raise StoreOpenError(f"{self!r}: cannot open the database: {exc}") from exc
+        raise StoreOpenError(f"{self!r}: cannot open the database")  # pragma: no cover
+
+    def _open_reader_sync(self) -> sqlite3.Connection:
+        """Open the read connection, on a file the writer has opened (never creating one)."""
+        delay = 0.01
+        for attempt in range(1, _OPEN_ATTEMPTS + 1):
+            db: sqlite3.Connection | None = None
+            try:
+                db = sqlite3.connect(
+                    f"{self._path.as_uri()}?mode=rw",
+                    uri=True,
+                    timeout=self._busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    cached_statements=256,
+                )
+                self._check_version(db.execute("PRAGMA user_version").fetchone()[0])
+                return db
+            except SchemaVersionError:
+                if db is not None:
+                    db.close()
+                raise
+            except sqlite3.Error as exc:
+                if db is not None:
+                    db.close()
+                if _is_busy(exc) and attempt < _OPEN_ATTEMPTS:
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
         raise StoreOpenError(f"{self!r}: cannot open the database")  # pragma: no cover
 
     def _create_file_sync(self) -> None:
@@ -1721,7 +1819,7 @@ class SQLiteStore:
         while True:
             attempt += 1
             try:
-                await self._call(st, self._write_sync, job)
+                await self._call(st, st.writer, self._write_sync, job)
             except anyio.get_cancelled_exc_class():
                 if job.committed:  # the worker finished it before we stopped waiting
                     self._count_commit(job)

@@ -353,12 +353,12 @@ class SWRPeer(Peer):
         await self.l2_flush()
 
     def store_connection(self) -> Any:
-        """The store's aiosqlite connection on the running loop, for the level-2
-        floors (private state: the floors must run on the thread ours runs on)."""
+        """The store's aiosqlite read connection on the running loop, for the level-2
+        read floors (private state: the floors must run on the thread ours reads on)."""
         state = self.store._state
         assert state is not None, "the store has not been used on this loop yet"
-        assert state.conn is not None, "the store's connection is closed"
-        return state.conn
+        assert state.reader.conn is not None, "the store's read connection is closed"
+        return state.reader.conn
 
     def l2_reader(self) -> AsyncFn:
         # maxsize=1: reading distinct keys in turn, no read is ever served from memory;

@@ -299,8 +299,8 @@ def sqlite_keys(path: Path, namespace: str = NS) -> dict[str, bytes]:
 async def on_store_connection(store: SQLiteStore, sql: str) -> list[tuple[Any, ...]]:
     """Run ``sql`` on the store's own connection, on its worker thread."""
     st = store._loop_state()
-    await store._ready(st)
-    rows = await store._call(st, lambda db: db.execute(sql).fetchall())
+    await store._ready(st, st.writer)
+    rows = await store._call(st, st.writer, lambda db: db.execute(sql).fetchall())
     return rows  # type: ignore[no-any-return]
 
 

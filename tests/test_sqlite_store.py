@@ -9,6 +9,7 @@ safety nets against a hang).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -892,6 +893,100 @@ async def test_a_bad_row_is_dropped_without_waiting_for_another_writer(
     assert await store.get_many(NS, ["k", "ok"]) == {"ok": rec(2)}
     assert stored_keys(db_path) == {"ok"}
     assert store.stats.rejected_rows == 2
+    await store.aclose()
+
+
+async def test_a_read_does_not_queue_behind_a_write_waiting_for_another_writer(
+    db_path: Path,
+) -> None:
+    """Reads have a connection of their own: a flush waiting for another connection's write
+    lock (up to busy_timeout, an hour here) does not hold a read of the rows the file has.
+
+    (Before, both shared one worker thread, and the read waited behind the flush.)
+    """
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "old", rec("OLD"))
+    await store.flush()
+    writer = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # another writer holds the lock...
+    # ...until the test is done, or the safety net lets it go (a read stuck behind
+    # the flush waits for it, shielded: the test then fails instead of hanging).
+    safety_net = threading.Timer(GATE_TIMEOUT, writer.execute, ("ROLLBACK",))
+    safety_net.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            try:
+                store.put(NS, "new", rec("NEW"))
+                tg.start_soon(store.flush)
+                await wait_all_tasks_blocked()  # its batch waits for the lock, on its thread
+                assert store._inflight is not None
+                found = await store.get_many(NS, ["old", "new"])
+                assert writer.in_transaction, "the read waited until the lock was let go"
+                assert found == {"old": rec("OLD"), "new": rec("NEW")}  # "new" from the flush
+                assert store._inflight is not None  # ...which still waits
+            finally:
+                safety_net.cancel()
+                safety_net.join()
+                if writer.in_transaction:
+                    writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+    assert stored_keys(db_path) == {"old", "new"}
+    await store.aclose()
+
+
+async def test_a_range_deletion_written_during_a_read_hides_the_rows_it_read(
+    db_path: Path,
+) -> None:
+    """A tag deletion buffered when a read began, and written (on the other connection)
+    while the read was decoding rows it found before that write, still hides those rows."""
+    serializer = GateSerializer()
+    store = SQLiteStore(db_path, serializer=serializer)
+    store.put(NS, "k", rec("K", tags=("t",)))
+    store.put(NS, "other", rec("O"))
+    await store.flush()
+    assert await store.get_many(NS, ["k"]) == {"k": rec("K", tags=("t",))}  # both open
+    deleted = anyio.Event()
+    found: dict[str, Record] = {}
+
+    async def delete() -> None:
+        await store.delete_tags(["t"])
+        deleted.set()
+
+    async def read() -> None:
+        found.update(await store.get_many(NS, ["k", "other"]))
+
+    async with anyio.create_task_group() as tg:
+        async with await _holding_flush(store):
+            tg.start_soon(delete)
+            await wait_all_tasks_blocked()  # buffered; its flush waits for the lock
+            serializer.hold = True
+            tg.start_soon(read)
+            assert await anyio.to_thread.run_sync(serializer.entered.wait, GATE_TIMEOUT)
+        # The read has its rows and is held decoding them; the deletion is written now.
+        with anyio.fail_after(GATE_TIMEOUT):  # safety net, not a timing assertion
+            await deleted.wait()
+        assert stored_keys(db_path) == {"other"}
+        serializer.release.set()
+    assert found == {"other": rec("O")}
+    serializer.hold = False
+    await store.aclose()
+
+
+async def test_a_read_after_the_file_was_replaced_reads_the_new_file(db_path: Path) -> None:
+    """When a write finds the file deleted and opens a new one, reads follow it there
+    (they do not go on reading the deleted file through a connection of their own)."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "a", rec("A"))
+    await store.flush()
+    assert await store.get_many(NS, ["a"]) == {"a": rec("A")}  # the read connection is open
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{db_path}{suffix}")
+    store.put(NS, "b", rec("B"))
+    await store.flush()  # finds the file gone: writes a new one
+    assert stored_keys(db_path) == {"b"}
+    assert await store.get_many(NS, ["a", "b"]) == {"b": rec("B")}
     await store.aclose()
 
 
