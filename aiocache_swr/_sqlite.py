@@ -23,9 +23,10 @@ Errors
     ERROR on the ``aiocache_swr`` logger, and an empty database is created in its
     place.  A single row that fails its signature check or cannot be deserialized
     is a miss: it is deleted and logged at WARNING (the signature is checked
-    before anything is deserialized).  The deletion never waits for another
-    process's write lock, as the read it runs in would wait too: while one is
-    held, the row stays, and a later read deletes it.
+    before anything is deserialized).  The deletion runs on the read connection
+    and never waits for the write lock, as the read it runs in would wait too:
+    while one is held (by another process, or by this store's own write batch),
+    the row stays, and a later read deletes it.
 
 Event loops
     aiosqlite runs each connection on its own worker thread and hands results
@@ -1219,15 +1220,34 @@ class SQLiteStore:
                 if link.execute is not None:
                     return
                 self._check_open_failure()
+                await self._open_writer(st)
+                if link is not st.reader:
+                    return
                 try:
-                    if st.writer.execute is None:
-                        await self._open(st.writer, self._open_sync)
-                        self.stats.opens += 1
-                    if link is st.reader:
-                        await self._open(st.reader, self._open_reader_sync)
+                    await self._open(st.reader, self._open_reader_sync)
                 except StoreError as exc:
-                    self._open_failure = (time.monotonic() + _OPEN_RETRY_AFTER, exc)
-                    raise
+                    # E.g. the file was deleted under the writer: open both again,
+                    # so that they are on one file (the writer creates it).  Not
+                    # remembered: the writer's open says whether the file is broken.
+                    logger.warning("%r: %s; opening the file again", self, exc)
+                    await self._close_unlocked(st, raise_errors=False)
+                    await self._open_writer(st)
+                    try:
+                        await self._open(st.reader, self._open_reader_sync)
+                    except StoreError:
+                        await self._close_unlocked(st, raise_errors=False)
+                        raise
+
+    async def _open_writer(self, st: _LoopState) -> None:
+        """Open ``st.writer`` unless it is open; a failure is remembered for a while."""
+        if st.writer.execute is not None:
+            return
+        try:
+            await self._open(st.writer, self._open_sync)
+        except StoreError as exc:
+            self._open_failure = (time.monotonic() + _OPEN_RETRY_AFTER, exc)
+            raise
+        self.stats.opens += 1
 
     async def _reopen(self, st: _LoopState) -> None:
         """Close ``st``'s connections and open the file again (creating it).
@@ -1241,8 +1261,15 @@ class SQLiteStore:
     async def _close_links(self, st: _LoopState, *, raise_errors: bool) -> None:
         """Close both connections of ``st`` and wait until their threads have exited.
 
-        A job queued before the close (a read running meanwhile) still runs first.
+        A job queued before the close (a read running meanwhile) still runs first,
+        and so does an open under way (then closed too: it may be of a deleted file).
         """
+        if st.open_lock is None:
+            st.open_lock = anyio.Lock()
+        async with st.open_lock:
+            await self._close_unlocked(st, raise_errors=raise_errors)
+
+    async def _close_unlocked(self, st: _LoopState, *, raise_errors: bool) -> None:
         failure: Exception | None = None
         # Both forgotten first: a job arriving meanwhile opens new ones, left open.
         conns = [conn for conn in (st.writer.forget(), st.reader.forget()) if conn is not None]
@@ -1645,9 +1672,10 @@ class SQLiteStore:
     ) -> None:
         self.stats.rejected_rows += 1
         logger.warning("%r: dropped the stored entry %r of %r: %s", self, key, namespace, reason)
-        # Without waiting for another process's write lock: this runs in a read job,
-        # whose callers (and every read queued behind it) would wait up to
-        # busy_timeout.  Left in place, the row is dropped again by a later read.
+        # Without waiting for the write lock (another process's, or this store's
+        # writer's): this runs in a read job, whose callers (and every read queued
+        # behind it) would wait up to busy_timeout.  Left in place, the row is
+        # dropped again by a later read.
         try:
             db.execute("PRAGMA busy_timeout = 0")
             try:

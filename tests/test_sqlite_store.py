@@ -990,6 +990,60 @@ async def test_a_read_after_the_file_was_replaced_reads_the_new_file(db_path: Pa
     await store.aclose()
 
 
+async def test_a_read_that_finds_the_file_deleted_opens_a_new_one(db_path: Path) -> None:
+    """The file deleted before the read connection was first opened: the read opens
+    the file again (a new, empty one: a miss), and the writes that follow go to it."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "a", rec("A"))
+    await store.flush()  # the write connection is open, the read one not yet
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{db_path}{suffix}")
+    assert await store.get_many(NS, ["a"]) == {}
+    store.put(NS, "b", rec("B"))
+    await store.flush()
+    assert store.stats.dropped_writes == store.stats.write_failures == 0
+    assert stored_keys(db_path) == {"b"}
+    assert await store.get_many(NS, ["a", "b"]) == {"b": rec("B")}
+    await store.aclose()
+
+
+async def test_aclose_while_the_read_connection_opens_closes_it_too(db_path: Path) -> None:
+    """aclose during the first read's open of the read connection waits for that open
+    and closes the connection: no read thread is left running."""
+    threads = set(threading.enumerate())
+    store = SQLiteStore(db_path)
+    store.put(NS, "a", rec("A"))
+    await store.flush()
+    entered, release = threading.Event(), threading.Event()
+    open_reader = store._open_reader_sync
+
+    def held_open() -> sqlite3.Connection:  # on the read connection's thread
+        db = open_reader()
+        entered.set()
+        assert release.wait(GATE_TIMEOUT)
+        return db
+
+    store._open_reader_sync = held_open  # type: ignore[method-assign]
+    found: dict[str, Record] = {}
+
+    async def read() -> None:
+        found.update(await store.get_many(NS, ["a"]))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        assert await anyio.to_thread.run_sync(entered.wait, GATE_TIMEOUT)
+        tg.start_soon(store.aclose)
+        await wait_all_tasks_blocked()  # aclose waits for the open
+        release.set()
+    assert found == {"a": rec("A")}
+    st = store._state
+    assert st is not None
+    assert st.reader.conn is None
+    assert st.writer.conn is None
+    assert await anyio.to_thread.run_sync(join_store_threads, threads) == []
+
+
 async def test_json_serializer(db_path: Path) -> None:
     """JSONSerializer round-trips JSON values and refuses others at put time."""
     store = SQLiteStore(db_path, serializer=JSONSerializer())
