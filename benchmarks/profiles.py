@@ -19,7 +19,8 @@ fails, this script prints what it said and stops.
 A sample of the event loop's thread goes to the layer of its innermost frame
 that is in one (``LAYERS``), or to "waiting" when the loop waits in ``select``
 (for a timer, or for a SQLite thread to answer).  A sample of a SQLite thread
-counts when it runs a job, not when it waits for one.  Figures are microseconds
+counts when it runs a job, not when it waits for one; a store has two (one
+reads, one writes), and their samples add up where both run at once.  Figures are microseconds
 per call: each layer's share of the samples times the mean wall time per call.
 So they are means, collector pauses included, where ``report.py`` shows each
 side's fastest round; the split between layers is what to read.
