@@ -1008,12 +1008,12 @@ class SQLiteStore:
         try:
             await self.flush()
         finally:
-            if st.writer.conn is not None or st.reader.conn is not None:
-                if st.flush_lock is None:
-                    st.flush_lock = anyio.Lock()
-                with anyio.CancelScope(shield=True):
-                    async with st.flush_lock:
-                        await self._close_links(st, raise_errors=True)
+            # Even with nothing open: a read may be opening them (under the open lock).
+            if st.flush_lock is None:
+                st.flush_lock = anyio.Lock()
+            with anyio.CancelScope(shield=True):
+                async with st.flush_lock:
+                    await self._close_links(st, raise_errors=True)
 
     # ------------------------------------------------------------------ reads
 
@@ -1271,16 +1271,23 @@ class SQLiteStore:
 
     async def _close_unlocked(self, st: _LoopState, *, raise_errors: bool) -> None:
         failure: Exception | None = None
+        interrupted: BaseException | None = None  # e.g. asyncio's own Task.cancel
         # Both forgotten first: a job arriving meanwhile opens new ones, left open.
         conns = [conn for conn in (st.writer.forget(), st.reader.forget()) if conn is not None]
-        for conn in conns:
+        for conn in conns:  # each closed and waited for, whatever interrupts the other
             try:
                 await conn.close()
             except Exception as exc:
                 logger.debug("%r: closing a connection failed: %r", self, exc)
                 failure = failure or exc
-            finally:  # the thread has reported the stop and exited
-                await _settle(conn, until_exit=True)
+            except BaseException as exc:
+                interrupted = interrupted or exc
+            try:
+                await _settle(conn, until_exit=True)  # the thread has reported and exited
+            except BaseException as exc:
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
         if failure is not None and raise_errors:
             raise StoreError(f"{self!r}: closing failed: {failure}") from failure
 

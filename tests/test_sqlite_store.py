@@ -1008,23 +1008,29 @@ async def test_a_read_that_finds_the_file_deleted_opens_a_new_one(db_path: Path)
     await store.aclose()
 
 
-async def test_aclose_while_the_read_connection_opens_closes_it_too(db_path: Path) -> None:
-    """aclose during the first read's open of the read connection waits for that open
-    and closes the connection: no read thread is left running."""
+@pytest.mark.parametrize("opening", ["_open_sync", "_open_reader_sync"], ids=["writer", "reader"])
+async def test_aclose_while_a_read_opens_a_connection_closes_both(
+    db_path: Path, opening: str
+) -> None:
+    """aclose during the first read's open of a connection (the write one, opened
+    first, or the read one) waits for that open and closes both: no thread is left."""
+    seed = SQLiteStore(db_path)
+    seed.put(NS, "a", rec("A"))
+    await seed.aclose()
     threads = set(threading.enumerate())
     store = SQLiteStore(db_path)
-    store.put(NS, "a", rec("A"))
-    await store.flush()
+    if opening == "_open_reader_sync":
+        await store.delete(NS, ["gone"])  # the write connection is open, the read one not yet
     entered, release = threading.Event(), threading.Event()
-    open_reader = store._open_reader_sync
+    connect = getattr(store, opening)
 
-    def held_open() -> sqlite3.Connection:  # on the read connection's thread
-        db = open_reader()
+    def held_open() -> sqlite3.Connection:  # on the new connection's thread
+        db = connect()
         entered.set()
         assert release.wait(GATE_TIMEOUT)
         return db
 
-    store._open_reader_sync = held_open  # type: ignore[method-assign]
+    setattr(store, opening, held_open)
     found: dict[str, Record] = {}
 
     async def read() -> None:
@@ -1041,6 +1047,38 @@ async def test_aclose_while_the_read_connection_opens_closes_it_too(db_path: Pat
     assert st is not None
     assert st.reader.conn is None
     assert st.writer.conn is None
+    assert await anyio.to_thread.run_sync(join_store_threads, threads) == []
+
+
+async def test_aclose_cancelled_by_asyncio_still_closes_the_read_connection(
+    db_path: Path,
+) -> None:
+    """asyncio's own Task.cancel (which goes through anyio's shields), arriving while
+    aclose waits for the write connection to close, does not leave the read one open."""
+    threads = set(threading.enumerate())
+    store = SQLiteStore(db_path)
+    store.put(NS, "a", rec("A"))
+    await store.flush()
+    assert await store.get_many(NS, ["a"]) == {"a": rec("A")}  # both are open
+    st = store._state
+    assert st is not None
+    entered, release = threading.Event(), threading.Event()
+
+    def busy(db: sqlite3.Connection) -> None:  # a job that holds the write thread
+        entered.set()
+        assert release.wait(GATE_TIMEOUT)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store._call, st, st.writer, busy)
+        assert await anyio.to_thread.run_sync(entered.wait, GATE_TIMEOUT)
+        closing = asyncio.ensure_future(store.aclose())
+        await wait_all_tasks_blocked()  # its close of the write connection waits
+        closing.cancel()  # e.g. asyncio.wait_for(store.aclose(), ...) timing out
+        await wait_all_tasks_blocked()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    assert st.reader.conn is None
     assert await anyio.to_thread.run_sync(join_store_threads, threads) == []
 
 
