@@ -1082,6 +1082,20 @@ async def test_aclose_cancelled_by_asyncio_still_closes_the_read_connection(
     assert await anyio.to_thread.run_sync(join_store_threads, threads) == []
 
 
+@pytest.mark.parametrize("name", ["a b?c#d%e&f=g.db", "x%20y.db", "é 漢.db"])
+async def test_the_read_connection_opens_a_file_name_with_uri_characters(
+    tmp_path: Path, name: str
+) -> None:
+    """The read connection opens the file by URI: a name with ``?``, ``#``, ``%`` or
+    non-ASCII characters is the same file to it, and no other file is made."""
+    store = SQLiteStore(tmp_path / name)
+    store.put(NS, "k", rec(1))
+    await store.flush()
+    assert await store.get_many(NS, ["k"]) == {"k": rec(1)}
+    await store.aclose()
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
 async def test_json_serializer(db_path: Path) -> None:
     """JSONSerializer round-trips JSON values and refuses others at put time."""
     store = SQLiteStore(db_path, serializer=JSONSerializer())
