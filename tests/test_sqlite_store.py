@@ -437,6 +437,77 @@ async def test_max_entries_evicts_least_recently_written(db_path: Path) -> None:
     await store.aclose()
 
 
+async def test_the_buffer_keeps_at_most_max_entries_puts_the_ones_a_flush_would_keep(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While nothing is flushed (the file locked, say), the buffer keeps only the newest
+    max_entries puts, counted and logged once: the file would evict the older ones
+    anyway, so the file ends up as if every put had been written."""
+    bounded = SQLiteStore(tmp_path / "bounded.db", max_entries=10)
+    written = SQLiteStore(tmp_path / "written.db", max_entries=10)
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        for i in range(25):
+            bounded.put(NS, f"k{i}", rec(i))
+            written.put(NS, f"k{i}", rec(i))
+            if i % 5 == 4:
+                await written.flush()  # written in turn: the file evicts the oldest
+    assert len(bounded._buffer.ops) == 10
+    assert bounded.stats.dropped_writes == 15
+    warnings = [r.message for r in caplog.records if "max_entries=10" in r.message]
+    assert len(warnings) == 1  # logged once, not once per put
+    assert await bounded.get_many(NS, ["k14", "k15"]) == {"k15": rec(15)}
+    await bounded.flush()
+    assert stored_keys(tmp_path / "bounded.db") == stored_keys(tmp_path / "written.db")
+    assert stored_keys(tmp_path / "bounded.db") == {f"k{i}" for i in range(15, 25)}
+    await bounded.aclose()
+    await written.aclose()
+
+
+async def test_puts_of_a_cancelled_flush_count_towards_the_bound(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush cancelled while the file is locked (as store_timeout does) puts its puts
+    back under the newer ones, and the buffer is bounded again: the oldest go."""
+    monkeypatch.setattr("aiocache_swr._sqlite._WRITE_ATTEMPTS", 1_000)  # retry until cancelled
+    store = SQLiteStore(db_path, max_entries=5, busy_timeout=0.01)
+    await store.delete(NS, ["none"])  # the file exists
+    for i in range(5):
+        store.put(NS, f"old{i}", rec(i))
+    with raw(db_path) as locker:
+        locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.flush)
+            await wait_all_tasks_blocked()  # the old puts are being written, in vain
+            for i in range(5):
+                store.put(NS, f"new{i}", rec(i))
+            tg.cancel_scope.cancel()
+        locker.execute("ROLLBACK")
+    assert [key for _, key in store._buffer.ops] == [f"new{i}" for i in range(5)]
+    assert store.stats.dropped_writes == 5
+    await store.flush()
+    assert stored_keys(db_path) == {f"new{i}" for i in range(5)}
+    await store.aclose()
+
+
+async def test_a_dropped_buffered_put_leaves_the_deletion_it_replaced(db_path: Path) -> None:
+    """A put over a not yet written deletion, dropped from a full buffer, leaves that
+    deletion: the key's older row does not come back."""
+    store = SQLiteStore(db_path, max_entries=3)
+    store.put(NS, "k", rec("OLD"))
+    await store.flush()
+    async with await _holding_flush(store), anyio.create_task_group() as tg:
+        tg.start_soon(store.delete, NS, ["k"])
+        await wait_all_tasks_blocked()  # the deletion is buffered behind the running flush
+        store.put(NS, "k", rec("NEW"))
+        for i in range(3):
+            store.put(NS, f"n{i}", rec(i))  # pushes the put of k out
+        assert await store.get_many(NS, ["k"]) == {}
+        tg.cancel_scope.cancel()  # leave them buffered; the flush below writes them
+    await store.flush()
+    assert stored_keys(db_path) == {"n0", "n1", "n2"}
+    await store.aclose()
+
+
 async def test_overwritten_key_becomes_the_most_recently_written(db_path: Path) -> None:
     """Rewriting a key makes it the newest row of the file: eviction removes the others first."""
     store = SQLiteStore(db_path, max_entries=3)
