@@ -92,12 +92,7 @@ Writes
     False until something new is buffered, so a caller that flushes "while
     pending" does not spin against a broken file.  A cancelled flush still
     finishes the transaction the worker already runs; later batches go back into
-    the buffer, puts included.  So that the buffer stays bounded while flushes
-    keep being cancelled (the file locked for longer than the cache's
-    ``store_timeout``), it keeps at most ``max_entries`` puts: beyond that the
-    oldest are dropped (counted in ``dropped_writes``, logged once until a flush
-    succeeds).  That loses nothing the file would keep, as it evicts the rows
-    written longest ago first (see "Bounds").
+    the buffer.
 
 Bounds
     After each batch, in the same transaction: rows whose ``expires`` is before
@@ -872,8 +867,6 @@ class SQLiteStore:
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the open file
         self._hold = False  # see ``pending``
         self._settling: set[asyncio.Task[None]] = set()  # see ``_call``
-        self._trim_at = self._max_entries  # see ``_trim_buffer``
-        self._trimming = False
 
     # ------------------------------------------------------------ properties
 
@@ -944,44 +937,6 @@ class SQLiteStore:
             op.after_delete = True
         ops[k] = op
         self._hold = False
-        if len(ops) > self._trim_at:  # only while writes keep failing
-            self._trim_buffer()
-
-    def _trim_buffer(self) -> None:
-        """Drop the oldest buffered puts beyond ``max_entries``, counted and logged.
-
-        The file keeps at most ``max_entries`` rows and evicts the ones written
-        longest ago first, so those puts would not outlive their own flush: the
-        buffer stays bounded while the file cannot be written (say, while another
-        process holds its lock for longer than the cache's ``store_timeout``,
-        whose abandoned flushes keep their puts).
-        """
-        ops = self._buffer.ops
-        excess = self._buffer.puts() - self._max_entries
-        # Deletions do not count: with many, look again once it has grown as much again.
-        self._trim_at = len(ops) + (self._max_entries if excess <= 0 else 0)
-        if excess <= 0:
-            return
-        self.stats.dropped_writes += excess
-        for k, op in list(ops.items()):
-            if op is None:
-                continue
-            kept = _dropped(op)  # a deletion it had replaced stays, in its place
-            if kept is _MISS:
-                del ops[k]
-            else:
-                ops[k] = kept
-            excess -= 1
-            if excess == 0:
-                break
-        if not self._trimming:  # once until a flush succeeds
-            self._trimming = True
-            logger.warning(
-                "%r: more than max_entries=%d entries wait to be written; the oldest "
-                "are dropped (they stay in memory only) until a flush succeeds",
-                self,
-                self._max_entries,
-            )
 
     async def flush(self) -> None:
         """Write the buffer, one transaction per batch, until it is empty."""
@@ -1000,7 +955,6 @@ class SQLiteStore:
                     raise
                 layer = self._buffer
                 self._buffer = _Layer()
-                self._trim_at = self._max_entries
                 self._inflight = layer  # reads see it until every batch of it is written
                 try:
                     await self._write_layer(st, layer)
@@ -1010,7 +964,6 @@ class SQLiteStore:
                 finally:
                     self._inflight = None
             self._hold = False
-            self._trimming = False
 
     async def delete(self, namespace: str, keys: Collection[str]) -> None:
         """Remove these keys of ``namespace`` (after every write buffered before)."""
@@ -1873,8 +1826,6 @@ class SQLiteStore:
         buffer.ops = ops
         buffer.clears |= batch.clears
         buffer.tag_deletes |= batch.tag_deletes
-        if len(ops) > self._trim_at:
-            self._trim_buffer()
 
     def _drop_buffered_puts(self, reason: str) -> None:
         buffer = self._buffer
