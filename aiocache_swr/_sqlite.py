@@ -92,7 +92,11 @@ Writes
     False until something new is buffered, so a caller that flushes "while
     pending" does not spin against a broken file.  A cancelled flush still
     finishes the transaction the worker already runs; later batches go back into
-    the buffer.
+    the buffer, puts included -- unless more than ``max_entries`` puts would then
+    wait, when its puts are dropped as a failed batch's are (counted, logged).
+    So while the file stays locked for longer than the cache's
+    ``store_timeout``, which abandons one flush after another, the buffer holds
+    at most ``max_entries`` puts, or those buffered since the last flush began.
 
 Bounds
     After each batch, in the same transaction: rows whose ``expires`` is before
@@ -1788,7 +1792,24 @@ class SQLiteStore:
                 unwritten.ops = dict(items[after if job.committed else start :])
                 if start == 0 and not job.committed:
                     unwritten.clears, unwritten.tag_deletes = layer.clears, layer.tag_deletes
-                self._requeue(unwritten, keep_puts=cancelled)
+                # A cancelled flush (e.g. abandoned by the cache's store_timeout)
+                # keeps its puts for the next one, unless more than max_entries
+                # would then wait: then they go, as a failed batch's do.  So the
+                # buffer stays bounded while the file stays locked, whatever the
+                # number of flushes abandoned meanwhile.
+                buffered = self._buffer.ops
+                lost = sum(op is not None and k not in buffered for k, op in unwritten.ops.items())
+                keep = cancelled and lost + self._buffer.puts() <= self._max_entries
+                self._requeue(unwritten, keep_puts=keep)
+                if cancelled and not keep and lost:
+                    self.stats.dropped_writes += lost
+                    logger.warning(
+                        "%r: a flush was abandoned while more than max_entries=%d entries "
+                        "waited to be written; its %d entries stay in memory only",
+                        self,
+                        self._max_entries,
+                        lost,
+                    )
                 rest = sum(op is not None for _, op in items[after:])
                 if not cancelled and rest:
                     self.stats.dropped_writes += rest

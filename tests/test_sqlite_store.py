@@ -437,6 +437,36 @@ async def test_max_entries_evicts_least_recently_written(db_path: Path) -> None:
     await store.aclose()
 
 
+async def test_a_cancelled_flush_drops_its_puts_when_more_than_max_entries_wait(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flush cancelled while the file is locked (as store_timeout does) keeps its puts
+    for the next flush only while at most max_entries would wait: beyond that they go,
+    counted and logged, as a failed batch's do, so the buffer stays bounded."""
+    monkeypatch.setattr("aiocache_swr._sqlite._WRITE_ATTEMPTS", 1_000)  # retry until cancelled
+    store = SQLiteStore(db_path, max_entries=5, busy_timeout=0.01)
+    await store.delete(NS, ["none"])  # the file exists
+    for i in range(3):
+        store.put(NS, f"old{i}", rec(i))
+    with raw(db_path) as locker, caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        for new in (2, 3):  # 3 + 2 puts may wait; 3 + 3 may not
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.flush)
+                await wait_all_tasks_blocked()  # the old puts are being written, in vain
+                for i in range(new):
+                    store.put(NS, f"new{new}-{i}", rec(i))
+                tg.cancel_scope.cancel()
+        locker.execute("ROLLBACK")
+    # First cancel: 3 + 2 kept.  Second: those 5 + 3 newer: the 5 go.
+    assert [key for _, key in store._buffer.ops] == ["new3-0", "new3-1", "new3-2"]
+    assert store.stats.dropped_writes == 5
+    assert any("max_entries=5" in r.message for r in caplog.records)
+    await store.flush()
+    assert stored_keys(db_path) == {"new3-0", "new3-1", "new3-2"}
+    await store.aclose()
+
+
 async def test_overwritten_key_becomes_the_most_recently_written(db_path: Path) -> None:
     """Rewriting a key makes it the newest row of the file: eviction removes the others first."""
     store = SQLiteStore(db_path, max_entries=3)
