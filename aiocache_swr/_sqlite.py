@@ -1797,8 +1797,11 @@ class SQLiteStore:
                 # would then wait: then they go, as a failed batch's do.  So the
                 # buffer stays bounded while the file stays locked, whatever the
                 # number of flushes abandoned meanwhile.
-                buffered = self._buffer.ops
-                lost = sum(op is not None and k not in buffered for k, op in unwritten.ops.items())
+                buffer = self._buffer
+                lost = sum(  # puts that would wait: not superseded or removed by newer ops
+                    op is not None and k not in buffer.ops and not buffer.hides(k[0], op.tags)
+                    for k, op in unwritten.ops.items()
+                )
                 keep = cancelled and lost + self._buffer.puts() <= self._max_entries
                 self._requeue(unwritten, keep_puts=keep)
                 if cancelled and not keep and lost:

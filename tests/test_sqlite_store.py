@@ -467,6 +467,34 @@ async def test_a_cancelled_flush_drops_its_puts_when_more_than_max_entries_wait(
     await store.aclose()
 
 
+async def test_puts_a_newer_clear_removes_do_not_count_towards_the_bound(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Puts of an abandoned flush that a newer clear() removes would not wait as puts:
+    they do not count towards max_entries, and the others are kept."""
+    monkeypatch.setattr("aiocache_swr._sqlite._WRITE_ATTEMPTS", 1_000)  # retry until cancelled
+    store = SQLiteStore(db_path, max_entries=2, busy_timeout=0.01)
+    await store.delete(NS, ["none"])  # the file exists
+    for key in ("k1", "k2"):
+        store.put("a", key, rec(key))
+    store.put(NS, "y", rec("y"))
+    with raw(db_path) as locker:
+        locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.flush)
+            await wait_all_tasks_blocked()
+            tg.start_soon(store.clear, "a")  # buffered behind the flush
+            await wait_all_tasks_blocked()
+            store.put(NS, "x", rec("x"))
+            tg.cancel_scope.cancel()
+        locker.execute("ROLLBACK")
+    assert store.stats.dropped_writes == 0  # only y and x wait: within 2
+    await store.flush()
+    assert stored_keys(db_path) == {"x", "y"}
+    assert stored_keys(db_path, "a") == set()
+    await store.aclose()
+
+
 async def test_overwritten_key_becomes_the_most_recently_written(db_path: Path) -> None:
     """Rewriting a key makes it the newest row of the file: eviction removes the others first."""
     store = SQLiteStore(db_path, max_entries=3)
