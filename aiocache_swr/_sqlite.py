@@ -1390,13 +1390,7 @@ class SQLiteStore:
             db: sqlite3.Connection | None = None
             try:
                 self._create_file_sync()
-                db = sqlite3.connect(
-                    self._path,
-                    timeout=self._busy_timeout,
-                    isolation_level=None,
-                    check_same_thread=False,
-                    cached_statements=256,
-                )
+                db = self._connect_to(self._path)
                 self._prepare_sync(db, last_attempt=attempt == _OPEN_ATTEMPTS)
                 found = os.stat(self._path)
                 self._file_id = (found.st_dev, found.st_ino)
@@ -1419,20 +1413,24 @@ class SQLiteStore:
                 raise StoreOpenError(f"{self!r}: cannot open the database: {exc}") from exc
         raise StoreOpenError(f"{self!r}: cannot open the database")  # pragma: no cover
 
+    def _connect_to(self, database: str | Path, *, uri: bool = False) -> sqlite3.Connection:
+        """A connection as both of a loop's are made (autocommit, the busy timeout)."""
+        return sqlite3.connect(
+            database,
+            uri=uri,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+
     def _open_reader_sync(self) -> sqlite3.Connection:
         """Open the read connection, on a file the writer has opened (never creating one)."""
         delay = 0.01
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
             try:
-                db = sqlite3.connect(
-                    f"{self._path.as_uri()}?mode=rw",
-                    uri=True,
-                    timeout=self._busy_timeout,
-                    isolation_level=None,
-                    check_same_thread=False,
-                    cached_statements=256,
-                )
+                db = self._connect_to(f"{self._path.as_uri()}?mode=rw", uri=True)
                 self._check_version(db.execute("PRAGMA user_version").fetchone()[0])
                 return db
             except SchemaVersionError:
