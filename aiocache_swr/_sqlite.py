@@ -21,12 +21,18 @@ Errors
     (``SQLITE_CORRUPT``) while opening is *not* an error: it is renamed to
     ``<name>.corrupt-<UTC timestamp>`` (with its ``-wal``/``-shm``), logged at
     ERROR on the ``aiocache_swr`` logger, and an empty database is created in its
-    place.  A single row that fails its signature check or cannot be deserialized
-    is a miss: it is deleted and logged at WARNING (the signature is checked
-    before anything is deserialized).  The deletion runs on the read connection
-    and never waits for the write lock, as the read it runs in would wait too:
-    while one is held (by another process, or by this store's own write batch),
-    the row stays, and a later read deletes it.
+    place.  A file found so later, by a read or a write on an open connection,
+    goes the same way: that read fails (the connection is closed, and opening it
+    again sets the file aside), that write is retried once on the new file.  The
+    file is set aside only if the path still names it (same device and inode):
+    another process may have set it aside and created a new one first.
+
+    A single row that fails its signature check or cannot be deserialized is a
+    miss: it is deleted and logged at WARNING (the signature is checked before
+    anything is deserialized).  The deletion runs on the read connection and
+    never waits for the write lock, as the read it runs in would wait too: while
+    one is held (by another process, or by this store's own write batch), the
+    row stays, and a later read deletes it.
 
 Event loops
     aiosqlite runs each connection on its own worker thread and hands results
@@ -869,6 +875,8 @@ class SQLiteStore:
         self._state: _LoopState | None = None
         self._open_failure: tuple[float, StoreError] | None = None
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the open file
+        # The open file, found corrupt by a job, and how: set aside by the next open.
+        self._corrupt: tuple[tuple[int, int], BaseException] | None = None
         self._hold = False  # see ``pending``
         self._settling: set[asyncio.Task[None]] = set()  # see ``_call``
 
@@ -1175,6 +1183,11 @@ class SQLiteStore:
         except StoreError:
             raise
         except (sqlite3.Error, ValueError) as exc:
+            if self._found_corrupt(exc):
+                # Only the reader closes here (the writer may be waiting for a lock):
+                # opening it again sets the file aside (and the writer follows).
+                with anyio.CancelScope(shield=True):
+                    await self._close_links(st, raise_errors=False, writer=False)
             raise StoreError(f"{self!r}: read failed: {exc}") from exc
         finally:
             if st.reading is batch:
@@ -1233,7 +1246,7 @@ class SQLiteStore:
                     # E.g. the file was deleted under the writer: open both again,
                     # so that they are on one file (the writer creates it).  Not
                     # remembered: the writer's open says whether the file is broken.
-                    logger.warning("%r: %s; opening the file again", self, exc)
+                    logger.warning("%s; opening the file again", exc)
                     await self._close_unlocked(st, raise_errors=False)
                     await self._open_writer(st)
                     try:
@@ -1262,8 +1275,11 @@ class SQLiteStore:
             await self._close_links(st, raise_errors=False)
         await self._ready(st, st.writer)
 
-    async def _close_links(self, st: _LoopState, *, raise_errors: bool) -> None:
-        """Close both connections of ``st`` and wait until their threads have exited.
+    async def _close_links(
+        self, st: _LoopState, *, raise_errors: bool, writer: bool = True
+    ) -> None:
+        """Close both connections of ``st`` (the reader only, without ``writer``) and
+        wait until their threads have exited.
 
         A job queued before the close (a read running meanwhile) still runs first,
         and so does an open under way (then closed too: it may be of a deleted file).
@@ -1271,13 +1287,16 @@ class SQLiteStore:
         if st.open_lock is None:
             st.open_lock = anyio.Lock()
         async with st.open_lock:
-            await self._close_unlocked(st, raise_errors=raise_errors)
+            await self._close_unlocked(st, raise_errors=raise_errors, writer=writer)
 
-    async def _close_unlocked(self, st: _LoopState, *, raise_errors: bool) -> None:
+    async def _close_unlocked(
+        self, st: _LoopState, *, raise_errors: bool, writer: bool = True
+    ) -> None:
         failure: Exception | None = None
         interrupted: BaseException | None = None  # e.g. asyncio's own Task.cancel
         # Both forgotten first: a job arriving meanwhile opens new ones, left open.
-        conns = [conn for conn in (st.writer.forget(), st.reader.forget()) if conn is not None]
+        links = (st.writer, st.reader) if writer else (st.reader,)
+        conns = [conn for conn in (link.forget() for link in links) if conn is not None]
         for conn in conns:  # each closed and waited for, whatever interrupts the other
             try:
                 await conn.close()
@@ -1386,6 +1405,7 @@ class SQLiteStore:
         """The whole open sequence, retried with backoff while SQLite reports busy."""
         delay = 0.01
         moved = False
+        self._set_aside_corrupt_sync()
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
             try:
@@ -1426,6 +1446,8 @@ class SQLiteStore:
 
     def _open_reader_sync(self) -> sqlite3.Connection:
         """Open the read connection, on a file the writer has opened (never creating one)."""
+        if self._set_aside_corrupt_sync():  # then the writer opens a new file (``_ready``)
+            raise StoreOpenError(f"{self!r}: the file was found corrupt and set aside")
         delay = 0.01
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
@@ -1494,6 +1516,27 @@ class SQLiteStore:
                 f"aiocache-swr understands ({SCHEMA_VERSION}); upgrade aiocache-swr or "
                 "point the store at another file"
             )
+
+    def _found_corrupt(self, exc: BaseException) -> bool:
+        """``exc``, from a job on an open connection, says the file is corrupt:
+        remember it, so that the next open sets that file aside."""
+        if not _is_corrupt(exc) or self._file_id is None:
+            return False
+        self._corrupt = (self._file_id, exc)
+        return True
+
+    def _set_aside_corrupt_sync(self) -> bool:
+        """Move aside the file a job found corrupt, unless it was replaced meanwhile
+        (e.g. by another process that found it corrupt too); say whether it was."""
+        corrupt, self._corrupt = self._corrupt, None
+        if corrupt is None:
+            return False
+        file_id, exc = corrupt
+        try:
+            found = os.stat(self._path)
+        except FileNotFoundError:
+            return False
+        return (found.st_dev, found.st_ino) == file_id and self._move_aside_sync(exc)
 
     def _move_aside_sync(self, exc: BaseException) -> bool:
         """Rename a corrupt database (and its -wal/-shm) to ``<name>.corrupt-<stamp>``."""
@@ -1903,6 +1946,15 @@ class SQLiteStore:
                     delay = min(delay * 2, 1.0)
                     continue
                 failure = exc
+                if not reopened and self._found_corrupt(exc):
+                    reopened = True  # opening it again sets the corrupt file aside
+                    try:
+                        await self._reopen(st)
+                    except Exception as reopen_exc:
+                        failure = reopen_exc
+                    else:
+                        attempt -= 1
+                        continue
             else:
                 self._count_commit(job)
                 return

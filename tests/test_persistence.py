@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +161,33 @@ async def test_a_corrupt_file_never_fails_the_call(
 
 
 @pytestmark_anyio
+async def test_a_file_corrupted_while_in_use_costs_one_store_error(tmp_path: Path) -> None:
+    """A file corrupted under a running cache is set aside at the first failure:
+    the calls after it read and write a new file, with no further store errors."""
+    db = tmp_path / "c.db"
+    clock = FakeClock()
+    store = SQLiteStore(db, clock=clock)
+    async with SWRCache(clock=clock, store=store) as cache:
+        f = cache.cached(ttl=10, maxsize=1)(_padded)
+        for x in range(50):
+            await f(x)
+        await store.flush()
+        with closing(sqlite3.connect(db)) as raw:
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every row into the file itself
+            (page,) = raw.execute("PRAGMA page_size").fetchone()
+        with open(db, "r+b") as file:  # noqa: ASYNC230 - garble all but the header page
+            file.seek(page)
+            file.write(b"\xa5" * (db.stat().st_size - page))
+        assert [await f(x) for x in range(50)] == [_padded_value(x) for x in range(50)]
+        assert f.cache_info().store_errors == 1
+        assert store.stats.moved_aside == 1
+        await store.flush()
+        assert [await f(x) for x in range(50)] == [_padded_value(x) for x in range(50)]
+        assert f.cache_info().store_errors == 1
+        assert f.cache_info().store_hits == 50
+
+
+@pytestmark_anyio
 async def test_an_unopenable_file_never_fails_the_call(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -172,6 +201,14 @@ async def test_an_unopenable_file_never_fails_the_call(
             assert await f(3) == 6
             assert await f(3) == 6
             assert f.cache_info().store_errors >= 1
+
+
+def _padded_value(x: int) -> str:
+    return f"{x:>500}"
+
+
+async def _padded(x: int) -> str:
+    return _padded_value(x)
 
 
 async def _double(x: int) -> Any:

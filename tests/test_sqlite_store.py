@@ -1066,6 +1066,92 @@ async def test_a_read_that_finds_the_file_deleted_opens_a_new_one(db_path: Path)
     await store.aclose()
 
 
+def corrupt_in_place(path: Path) -> None:
+    """Garble every page of the file but the first, in place, as a failing disk
+    might: the file still opens as a database, and its tables no longer read."""
+    with raw(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every row into the file itself
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    size = path.stat().st_size
+    assert size > page_size
+    with open(path, "r+b") as f:
+        f.seek(page_size)
+        f.write(bytes(range(256)) * ((size - page_size) // 256 + 1))
+
+
+async def _store_with_rows(path: Path, n: int = 50) -> SQLiteStore:
+    store = SQLiteStore(path)
+    for i in range(n):
+        store.put(NS, f"k{i}", rec("x" * 500))
+    await store.flush()
+    assert await store.get_many(NS, ["k0"]) == {"k0": rec("x" * 500)}  # both connections open
+    return store
+
+
+def _set_aside(path: Path) -> list[Path]:
+    return [p for p in path.parent.glob(f"{path.name}.corrupt-*") if p.name.endswith("Z")]
+
+
+async def test_a_write_that_finds_the_open_file_corrupt_sets_it_aside(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file corrupted while open, not only one found so when opening, is set aside
+    (logged once) as soon as a write finds it: that write goes to a new file."""
+    store = await _store_with_rows(db_path)
+    corrupt_in_place(db_path)
+    with caplog.at_level(logging.ERROR, logger="aiocache_swr"):
+        store.put(NS, "new", rec("N"))
+        await store.flush()
+    assert store.stats.moved_aside == 1
+    assert store.stats.write_failures == store.stats.dropped_writes == 0
+    assert len(_set_aside(db_path)) == 1
+    assert stored_keys(db_path) == {"new"}
+    assert await store.get_many(NS, ["k1", "new"]) == {"new": rec("N")}
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    await store.aclose()
+
+
+async def test_a_read_that_finds_the_open_file_corrupt_sets_it_aside(db_path: Path) -> None:
+    """A read that finds the open file corrupt fails (its caller computes), and the
+    file is set aside: the reads and writes after it use a new file, without error."""
+    store = await _store_with_rows(db_path)
+    corrupt_in_place(db_path)
+    keys = [f"k{i}" for i in range(50)]
+    with pytest.raises(StoreError, match="malformed"):
+        await store.get_many(NS, keys)
+    assert await store.get_many(NS, keys) == {}
+    assert store.stats.moved_aside == 1
+    assert len(_set_aside(db_path)) == 1
+    store.put(NS, "new", rec("N"))
+    await store.flush()
+    assert store.stats.write_failures == store.stats.dropped_writes == 0
+    assert stored_keys(db_path) == {"new"}
+    assert await store.get_many(NS, ["new"]) == {"new": rec("N")}
+    await store.aclose()
+
+
+async def test_a_corrupt_file_another_process_replaced_meanwhile_is_kept(db_path: Path) -> None:
+    """Only the very file found corrupt is set aside: if another process has set it
+    aside first and written a new one, that new file is read, not set aside."""
+    store = await _store_with_rows(db_path)
+    corrupt_in_place(db_path)
+    with pytest.raises(StoreError, match="malformed"):
+        await store.get_many(NS, [f"k{i}" for i in range(50)])
+    for suffix in ("", "-wal", "-shm"):  # what the other process does
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{db_path}{suffix}", f"{db_path}.theirs{suffix}")
+    other = SQLiteStore(db_path)
+    other.put(NS, "theirs", rec("T"))
+    await other.aclose()
+    assert await store.get_many(NS, ["theirs"]) == {"theirs": rec("T")}
+    store.put(NS, "ours", rec("O"))
+    await store.flush()
+    assert stored_keys(db_path) == {"theirs", "ours"}
+    assert store.stats.moved_aside == 0
+    assert _set_aside(db_path) == []
+    await store.aclose()
+
+
 @pytest.mark.parametrize("opening", ["_open_sync", "_open_reader_sync"], ids=["writer", "reader"])
 async def test_aclose_while_a_read_opens_a_connection_closes_both(
     db_path: Path, opening: str
