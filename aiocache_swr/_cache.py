@@ -395,9 +395,15 @@ class SWRCache:
         runner = self._runner
         if runner is not None and runner.loop is not current_loop():
             runner = None
+        cancelled: BaseException | None = None
         if runner is not None and exc_type is None:
-            with anyio.move_on_after(self.close_timeout):
-                await runner.wait_idle()
+            try:
+                with anyio.move_on_after(self.close_timeout):
+                    await runner.wait_idle()
+            except anyio.get_cancelled_exc_class() as exc_:
+                # Cancelled during the grace period: cut it short, close all the
+                # same (shielded), then let the cancellation go on.
+                cancelled = exc_
         if runner is not None:
             runner.close()
         entered, self._entered = self._entered, None
@@ -418,14 +424,18 @@ class SWRCache:
                     if exc is None or list(group.exceptions) != [exc]:
                         raise
                 finally:
+                    entered[0].close_unstarted(tg)
                     if runner is not None:  # a host started before `async with`
                         with anyio.CancelScope(shield=True):
                             await runner.stop()
             elif runner is not None:
-                await runner.stop()
+                with anyio.CancelScope(shield=True):
+                    await runner.stop()
         finally:
             self._runner = None
             await self._close_stores()
+        if cancelled is not None:
+            raise cancelled
 
 
 def _check_decorated(fn: object, name: str) -> None:

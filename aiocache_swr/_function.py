@@ -41,13 +41,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, cast, final
 
+import anyio
+
 from ._backoff import backoff_delay
 from ._entry import Entry
 from ._events import CacheEvent, EventKind, emit
 from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
 from ._keys import KW_MARK, make_key, stable_key
-from ._runner import Signal
+from ._runner import Signal, cancel_requested
 from ._store import Distrust, Record, Store, close_unstarted, distrust, store_time_limit
 
 if TYPE_CHECKING:
@@ -627,11 +629,23 @@ class Engine(Generic[P, T]):
                 return  # superseded before it started, and nobody waits for it
             try:
                 value = await self._fn(*flight.args, **flight.kwargs)
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise  # it stops the loop
+            except BaseException as exc:
+                # Any other exception is the function's outcome, even one that is
+                # not an Exception: a CancelledError from something it awaited (its
+                # own task was not cancelled), or a BaseException of its own.  It
+                # must not end the cache's task group, nor be lost to its callers.
+                if isinstance(exc, anyio.get_cancelled_exc_class()) and cancel_requested():
+                    raise  # this flight was cancelled: the cache is closing
                 flight.fail(exc)
                 if flight.kind == _REFRESH:
                     self._refresh_failed(flight, exc)
-                elif not flight.waiters:
+                elif flight.kind == _FORCE and self._listener is not None:
+                    # Reported as a refresh() that succeeds is; counted in no
+                    # refresh_errors (background refreshes only): its caller has it.
+                    self._emit("refresh_error", flight.key, exc)
+                if flight.kind != _REFRESH and not flight.waiters:
                     # Every caller stopped waiting: nobody else will see this.
                     logger.warning(
                         "%s: computing %r failed after its callers stopped waiting",
@@ -681,7 +695,7 @@ class Engine(Generic[P, T]):
         if self._store is not None:
             self._persist(flight.key, entry)
 
-    def _refresh_failed(self, flight: _Flight, exc: Exception) -> None:
+    def _refresh_failed(self, flight: _Flight, exc: BaseException) -> None:
         self._refresh_errors += 1
         if self._listener is not None:
             self._emit("refresh_error", flight.key, exc)

@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -46,9 +47,25 @@ import anyio.abc
 
 from ._store import TimeLimit
 
-__all__ = ["Job", "Runner", "Signal", "current_loop"]
+__all__ = ["Job", "Runner", "Signal", "cancel_requested", "current_loop"]
 
 logger = logging.getLogger("aiocache_swr")
+
+
+def cancel_requested() -> bool:
+    """The running task was asked to cancel: a cancellation exception it sees is
+    a real cancellation, not one raised by the code it awaits.
+
+    On asyncio that is ``Task.cancelling()`` (3.11+; before it, every
+    ``CancelledError`` counts as one); trio raises ``Cancelled`` only for a
+    cancel scope.
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not asyncio: trio
+        return True
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def current_loop() -> object:
@@ -154,6 +171,11 @@ async def _fail_after(seconds: float) -> AsyncIterator[None]:
         yield
 
 
+def _given(coro: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
+    """What ``start_soon`` calls for a coroutine made beforehand (see ``Runner._start_in``)."""
+    return coro
+
+
 def _retrieve(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()
@@ -175,7 +197,15 @@ class Runner:
         self._host_done: anyio.Event | None = None
         self._host_ref: object = None  # keeps an asyncio host task referenced
         # Work started before a task group exists, with the context it was started in.
-        self._backlog: list[tuple[Callable[[], Awaitable[None]], contextvars.Context]] = []
+        self._backlog: list[tuple[Callable[[], Awaitable[None]], Job | None, contextvars.Context]]
+        self._backlog = []
+        # Children of a task group that have not run their first step, by token: see
+        # close_unstarted.
+        self._unstarted: dict[
+            int, tuple[anyio.abc.TaskGroup, Coroutine[Any, Any, None], Job | None]
+        ]
+        self._unstarted = {}
+        self._tokens = itertools.count()
         self._queue: deque[Job] = deque()
         self._refreshing = 0
         self._busy = 0  # tasks started or waiting in the backlog, plus queued refreshes
@@ -214,10 +244,13 @@ class Runner:
 
     # -- starting work -------------------------------------------------------
 
-    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
-        """Run ``fn()`` in the cache's task group, now (or as soon as the host runs)."""
+    def spawn(self, fn: Callable[[], Awaitable[None]], job: Job | None = None) -> None:
+        """Run ``fn()`` in the cache's task group, now (or as soon as the host runs).
+
+        ``job``: what ``fn`` runs, abandoned if ``fn`` never runs.
+        """
         self._busy += 1
-        self._start(fn)
+        self._start(fn, job)
 
     def time_limit(self, seconds: float) -> AbstractAsyncContextManager[TimeLimit | None]:
         """Raise ``TimeoutError`` in the body after ``seconds``.
@@ -239,7 +272,7 @@ class Runner:
             if self._closing and self._explicit_tg is None and self._host_tg is None:
                 job.abandon()  # nothing would ever run it (see _start)
                 return
-            self.spawn(job.run)
+            self.spawn(job.run, job)
             return
         # Even while closing: its caller waits for it.
         fetches = self._fetches
@@ -297,7 +330,7 @@ class Runner:
         if job.queued:
             self._queue.remove(job)
             job.queued = False
-            self._start(job.run)
+            self._start(job.run, job)
 
     @property
     def busy(self) -> int:
@@ -330,27 +363,60 @@ class Runner:
             job = self._queue.popleft()
             job.queued = False
             self._refreshing += 1
-            self._start(partial(self._run_refresh, job))
+            self._start(partial(self._run_refresh, job), job)
 
     async def _run_refresh(self, job: Job) -> None:
         try:
             await job.run()
-        finally:
+        except BaseException:
+            # Cancelled: the cache is closing or the loop ending (the first to run
+            # of the tasks asyncio.run cancels may be this one): start nothing more.
             self._refreshing -= 1
-            self._pump()
+            raise
+        self._refreshing -= 1
+        self._pump()
 
-    def _start(self, fn: Callable[[], Awaitable[None]]) -> None:
+    def _start(self, fn: Callable[[], Awaitable[None]], job: Job | None) -> None:
         tg = self._explicit_tg or self._host_tg
         if tg is not None:
-            tg.start_soon(self._track, fn)
+            self._start_in(tg, fn, job)
         elif self._closing:
             logger.debug("aiocache_swr: dropped background work started while closing")
+            if job is not None:
+                job.abandon()
             self._done_one()
         else:
-            self._backlog.append((fn, contextvars.copy_context()))
+            self._backlog.append((fn, job, contextvars.copy_context()))
             self._ensure_host()
 
-    async def _track(self, fn: Callable[[], Awaitable[None]]) -> None:
+    def _start_in(
+        self, tg: anyio.abc.TaskGroup, fn: Callable[[], Awaitable[None]], job: Job | None
+    ) -> None:
+        """Start ``fn()`` as a child of ``tg``, remembered until its first step runs."""
+        token = next(self._tokens)
+        coro = self._track(fn, token)
+        self._unstarted[token] = (tg, coro, job)
+        tg.start_soon(_given, coro, name="aiocache_swr background work")
+
+    def close_unstarted(self, tg: anyio.abc.TaskGroup) -> None:
+        """``tg`` has ended: close the children it cancelled before they ran a step.
+
+        anyio runs a child's coroutine inside a wrapper of its own; cancelled
+        before its first step, the wrapper ends without closing the coroutine,
+        which then warns "coroutine ... was never awaited" when it is collected.
+        That happens when the loop ends just after work was started (a stale hit
+        in ``asyncio.run``'s last step).  Their jobs are abandoned.
+        """
+        for token, (owner, coro, job) in list(self._unstarted.items()):
+            if owner is tg:
+                del self._unstarted[token]
+                coro.close()
+                if job is not None:
+                    job.abandon()
+                self._done_one()
+
+    async def _track(self, fn: Callable[[], Awaitable[None]], token: int) -> None:
+        del self._unstarted[token]
         try:
             await fn()
         except Exception:  # a bug in the engine: never let it reach the loop
@@ -377,10 +443,10 @@ class Runner:
         """Use ``tg`` (entered by ``async with cache``) for new work."""
         self._explicit_tg = tg
         backlog, self._backlog = self._backlog, []
-        for fn, context in backlog:
+        for fn, job, context in backlog:
             # Started in the context it was asked for in: a task copies the context
             # it is started from, on asyncio and on trio alike.
-            context.run(tg.start_soon, self._track, fn)
+            context.run(self._start_in, tg, fn, job)
 
     def _ensure_host(self) -> None:
         if self._host_started:
@@ -400,12 +466,22 @@ class Runner:
             with anyio.CancelScope() as scope:
                 self._host_scope = scope
                 try:
-                    async with anyio.create_task_group() as tg:
-                        self._host_tg = tg
-                        backlog, self._backlog = self._backlog, []
-                        for fn, context in backlog:
-                            context.run(tg.start_soon, self._track, fn)  # see attach()
-                        await anyio.sleep_forever()
+                    tg = anyio.create_task_group()
+                    try:
+                        async with tg:
+                            self._host_tg = tg
+                            backlog, self._backlog = self._backlog, []
+                            for fn, job, context in backlog:
+                                context.run(self._start_in, tg, fn, job)  # see attach()
+                            try:
+                                await anyio.sleep_forever()
+                            finally:
+                                # The loop is ending (or the cache closing): start
+                                # nothing more, not even the queued refreshes that the
+                                # cancelled ones would start as they end.
+                                self.close()
+                    finally:
+                        self.close_unstarted(tg)
                 except BaseExceptionGroup as group:
                     # A KeyboardInterrupt/SystemExit in background work: asyncio has
                     # already raised it out of the loop; do not report it again.

@@ -566,3 +566,199 @@ async def test_stale_hits_while_a_cache_closes_never_strand_a_refresh(clock, fet
     await cache.wait_idle()
     assert await f(1) == f"1:{done + 2}"  # ...and refreshed
     await cache.aclose()
+
+
+# -- what the function raises besides Exception, and the loop's end (found by review) -------
+
+
+class Boom(BaseException):
+    """A BaseException of the application's own (not an Exception)."""
+
+
+async def raise_cancelled_from_inside() -> None:
+    """Await a future someone else cancelled: a CancelledError nobody asked this task for."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future
+
+
+@pytest.mark.parametrize("raised", ["cancelled", "base"])
+async def test_a_refresh_raising_a_non_exception_is_a_failed_refresh(clock, caplog, raised):
+    """A background refresh that raises a CancelledError of its own (its task was not
+    cancelled) or a BaseException keeps the stale value and counts as a failed refresh;
+    the application's ``async with cache`` body is not interrupted."""
+    calls = 0
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=10)
+        async def f(key):
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                if raised == "cancelled":
+                    await raise_cancelled_from_inside()
+                raise Boom("refresh boom")
+            return f"{key}:{calls}"
+
+        assert await f(1) == "1:1"
+        clock.advance(11)
+        with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+            assert await f(1) == "1:1"  # stale; its refresh fails
+            await cache.wait_idle()
+        assert f.cache_info().refresh_errors == 1
+        assert any("background refresh" in r.getMessage() for r in caplog.records)
+        assert await f(1) == "1:1"  # still served (backing off)
+        clock.advance(3600)  # past the backoff
+        assert await f(1) == "1:1"
+        await cache.wait_idle()
+        assert await f(1) == "1:3"  # the next refresh worked
+
+
+@pytest.mark.parametrize("raised", ["cancelled", "base"])
+async def test_a_miss_raising_a_non_exception_gives_it_to_every_waiter(clock, raised):
+    """A miss whose function raises a CancelledError of its own or a BaseException gives
+    that exception to every waiter (rule 1), stores nothing, reports nothing to the loop,
+    and leaves the key free for the next call."""
+    problems: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, c: problems.append(c))
+    gate = anyio.Event()
+    fail = True
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=10)
+        async def f(key):
+            await gate.wait()
+            if fail:
+                if raised == "cancelled":
+                    await raise_cancelled_from_inside()
+                raise Boom("miss boom")
+            return "ok"
+
+        outcomes: list[BaseException | str] = []
+
+        async def call() -> None:
+            try:
+                outcomes.append(await f(1))
+            except BaseException as exc:  # the function's own exception, as a waiter sees it
+                outcomes.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            tg.start_soon(call)
+            await wait_all_tasks_blocked()
+            gate.set()
+        expected = asyncio.CancelledError if raised == "cancelled" else Boom
+        assert [type(o) for o in outcomes] == [expected, expected]
+        assert engine_of(f)._registry == {}
+        fail = False
+        assert await f(1) == "ok"
+    gc.collect()
+    await asyncio.sleep(0)
+    assert problems == []
+
+
+async def test_zero_ceremony_work_goes_on_after_a_refresh_raised_its_own_cancelled_error(
+    clock, fetcher
+):
+    """Without ``async with``, a refresh that raises a CancelledError of its own does not
+    end the library's task group: later refreshes run and ``wait_idle`` returns."""
+    cache = SWRCache(clock=clock)
+    calls = 0
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            await raise_cancelled_from_inside()
+        return await fetcher(key)
+
+    assert await f(1) == "1:1"
+    clock.advance(11)
+    assert await f(1) == "1:1"  # its refresh raises
+    with anyio.fail_after(5):  # a safety net: this hung when the task group ended
+        await cache.wait_idle()
+        assert f.cache_info().refresh_errors == 1
+        clock.advance(3600)  # past the backoff
+        assert await f(1) == "1:1"
+        await cache.wait_idle()
+    assert await f(1) == "1:2"  # refreshed in the background
+    await cache.aclose()
+
+
+def test_asyncio_run_ending_right_after_a_stale_hit_warns_nothing():
+    """A stale hit in ``asyncio.run``'s last step starts a refresh the loop's end cancels
+    before it runs: no "coroutine ... was never awaited" warning, no task left."""
+    clock, fetcher = FakeClock(), Fetcher()
+
+    @swr_cached(ttl=10, cache=SWRCache(clock=clock))
+    async def f(key):
+        return await fetcher(key)
+
+    async def first() -> None:
+        assert await f(1) == "1:1"
+
+    async def main() -> None:
+        clock.advance(11)
+        assert await f(1) == "1:1"  # stale: a refresh is started, and main returns
+
+    assert run_checked(first) == []
+    assert run_checked(main) == []
+    assert fetcher.calls == [1]
+
+
+def test_asyncio_run_ending_starts_no_queued_refresh():
+    """When ``asyncio.run`` ends with refreshes queued behind ``max_concurrent_refreshes``,
+    they are dropped, not started one after another as the running ones are cancelled."""
+    clock, fetcher = FakeClock(), Fetcher()
+    cache = SWRCache(clock=clock, max_concurrent_refreshes=1)
+
+    @swr_cached(ttl=10, cache=cache)
+    async def f(key):
+        return await fetcher(key)
+
+    async def main() -> None:
+        for key in range(5):
+            assert await f(key) == f"{key}:1"
+        clock.advance(11)
+        fetcher.hold()
+        for key in range(5):
+            assert await f(key) == f"{key}:1"  # one refresh runs, four are queued
+        await wait_all_tasks_blocked()
+        assert fetcher.calls[5:] == [0]
+
+    assert run_checked(main) == []
+    assert fetcher.calls[5:] == [0]
+
+
+async def test_aclose_cancelled_in_its_grace_period_still_closes(clock, fetcher):
+    """``aclose`` cancelled while it waits out the grace period for a refresh still
+    cancels that refresh and closes, then lets the cancellation go on."""
+    cache = SWRCache(clock=clock, close_timeout=3600)
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        return await fetcher(key)
+
+    assert await f(1) == "1:1"
+    clock.advance(11)
+    fetcher.hold()
+    assert await f(1) == "1:1"
+    await wait_all_tasks_blocked()
+    assert fetcher.running == 1
+    with anyio.CancelScope() as scope:
+        closing = anyio.Event()
+
+        async def cancel_when_waiting() -> None:
+            await wait_all_tasks_blocked()
+            closing.set()
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_when_waiting)
+            await cache.aclose()
+        pytest.fail("aclose swallowed the cancellation")  # pragma: no cover
+    assert closing.is_set()
+    assert fetcher.running == 0
+    assert fetcher.cancelled == 1
+    assert cache._runner is None
