@@ -379,9 +379,19 @@ def _secret_of(args: argparse.Namespace) -> bytes | None:
 def _decoder(
     path: Path, serializer: str, secret: bytes | None
 ) -> Callable[[str, str, bytes, float, float | None, str | None, bytes | None], _Decoded]:
-    """Checks a row's signature (with ``secret``), then deserializes it."""
+    """Checks a row's signature (with ``secret``), then deserializes it.
+
+    Built once ``_connect`` accepted ``path``: the store that signs is never opened,
+    and its resolved path is a plain file name even when ``path`` reads as
+    ``:memory:`` or a ``file:`` URI, names SQLiteStore refuses.
+    """
     loads: Callable[[bytes], Any] = json.loads if serializer == "json" else pickle.loads
-    signer = SQLiteStore(path, secret=secret) if secret is not None else None
+    signer: SQLiteStore | None = None
+    if secret is not None:
+        try:
+            signer = SQLiteStore(path.resolve(), secret=secret)
+        except (TypeError, ValueError) as exc:
+            raise CliError(f"{path}: cannot check signatures: {exc}") from exc
 
     def decode(
         namespace: str,
@@ -427,7 +437,6 @@ def _decoder(
 def _cmd_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path = Path(args.path)
     secret = _secret_of(args)
-    decode = _decoder(path, args.serializer, secret) if args.values else None
     now = time.time()
     where, params = (
         ("WHERE namespace = ?", [args.namespace]) if args.namespace is not None else ("", [])
@@ -437,6 +446,7 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         columns += ", blob, mac"
     limit = "" if args.limit == 0 else f" LIMIT {int(args.limit)}"
     with contextlib.closing(_connect(path, write=False)) as db:
+        decode = _decoder(path, args.serializer, secret) if args.values else None
         db.execute("BEGIN")
         total = db.execute(f"SELECT count(*) FROM swr_entries {where}", params).fetchone()[0]
         order = _NEWEST_FIRST[_schema_version(db)]
@@ -622,6 +632,13 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         path = Path(args.path)
         if path.exists():
             raise CliError(f"{path}: already exists; the demo writes a new file")
+        try:
+            SQLiteStore(path)  # what exists is refused above: this refuses ':memory:', 'file:...'
+        except ValueError as exc:
+            raise CliError(
+                f"{path}: SQLiteStore takes neither ':memory:' nor a 'file:' URI for a file; "
+                "give --path a plain file name, e.g. --path demo.db"
+            ) from exc
     return run_demo(out, path)
 
 

@@ -195,6 +195,20 @@ def test_demo_path_keeps_a_cache_file_the_other_commands_read(
     assert "already exists" in err
 
 
+@pytest.mark.parametrize("name", [":memory:", "file:demo.db"])
+def test_demo_path_that_sqlite_store_refuses_fails_in_one_line(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """demo --path ':memory:' or a 'file:' URI: status 1, one line naming the fix, no file."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "demo", "--path", name)
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert err.startswith(f"aiocache-swr demo: error: {name}: ")
+    assert "give --path a plain file name" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------- parsing
 
 
@@ -417,6 +431,33 @@ def test_ls_values_with_a_wrong_secret_unpickles_nothing(
     assert code == 0
     assert "bad signature: not deserialized" in out
     assert not cache_file.unpickled
+
+
+@pytest.mark.parametrize("name", [":memory:", "file:x.db"])
+def test_ls_values_secret_reads_a_file_named_like_sqlite_special_names(
+    name: str,
+    cache_file: CacheFile,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A cache file named ':memory:' or 'file:x.db' is a file to ls: --secret verifies its rows."""
+    monkeypatch.chdir(cache_file.path.parent)
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{cache_file.path}{suffix}").exists():
+            os.rename(f"{cache_file.path}{suffix}", f"{name}{suffix}")
+    code, out, err = cli(capsys, "ls", "--values", "--secret", SECRET, "--json", name)
+    assert code == 0, err
+    assert {e["signature"] for e in json.loads(out)["entries"]} == {"ok"}
+
+
+def test_ls_values_secret_on_an_empty_path_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls '' --values --secret: '' is the current directory, so status 1 and one line."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "ls", "", "--values", "--secret", SECRET)
+    assert (code, out) == (1, "")
+    assert err == "aiocache-swr ls: error: .: is a directory, not a cache file\n"
 
 
 def test_ls_values_json_serializer_needs_no_warning(
@@ -660,6 +701,7 @@ COMMANDS = [
     ["stats", "--json"],
     ["ls"],
     ["ls", "--values"],
+    ["ls", "--values", "--secret", SECRET],
     ["purge", "--all"],
     ["vacuum"],
 ]
