@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import hmac
 import json
+import math
 import os
 import pickle
 import sqlite3
@@ -59,6 +60,10 @@ _NEWEST_FIRST = {1: "written DESC", 2: "rowid DESC"}
 assert max(_NEWEST_FIRST) == SCHEMA_VERSION
 _KEY_WIDTH = 48
 _VALUE_WIDTH = 60
+# What a stored time can be: the library writes seconds since the epoch, but a
+# hand-edited file may hold text, a blob, an infinity or 1e300 in their place.
+_MAX_TIME = 1e11  # seconds since the epoch: about the year 5138
+_CREATED_IS_A_TIME = f"(typeof(created) IN ('integer', 'real') AND abs(created) < {_MAX_TIME:.0f})"
 
 _PICKLE_WARNING = (
     "warning: --values unpickles every listed row, and unpickling runs code: whoever can "
@@ -100,6 +105,22 @@ def _human_duration(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _seconds(value: object) -> float | None:
+    """A stored ``created`` or ``expires`` as seconds; None unless it is a time."""
+    if isinstance(value, int | float) and abs(value) < _MAX_TIME:
+        return float(value)
+    return None
+
+
+def _as_stored(value: object) -> object:
+    """A stored value for JSON: text, a finite number or None as it is, anything else as repr."""
+    if value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return repr(value)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -237,8 +258,10 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             " coalesce(sum(expires IS NOT NULL AND expires < :now), 0),"
             " coalesce(sum(expires IS NOT NULL AND expires >= :now), 0),"
             " coalesce(sum(expires IS NULL), 0),"
-            " coalesce(sum(length(blob)), 0), min(created), max(created),"
-            " coalesce(sum(mac IS NOT NULL), 0)"
+            " coalesce(sum(length(blob)), 0),"
+            f" min(CASE WHEN {_CREATED_IS_A_TIME} THEN created END),"
+            f" max(CASE WHEN {_CREATED_IS_A_TIME} THEN created END),"
+            f" coalesce(sum(mac IS NOT NULL), 0), coalesce(sum(NOT {_CREATED_IS_A_TIME}), 0)"
             " FROM swr_entries GROUP BY namespace ORDER BY namespace",
             {"now": now},
         ).fetchall()
@@ -261,12 +284,13 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "signed": signed,
             "oldest_created": oldest,
             "newest_created": newest,
+            "bad_created": bad,
         }
-        for ns, n, expired, unexpired, no_expiry, value_bytes, oldest, newest, signed in per_ns
+        for ns, n, expired, unexpired, no_expiry, value_bytes, oldest, newest, signed, bad in per_ns
     ]
     total = sum(int(ns["entries"]) for ns in namespaces)
-    olds = [float(ns["oldest_created"]) for ns in namespaces]
-    news = [float(ns["newest_created"]) for ns in namespaces]
+    olds = [float(ns["oldest_created"]) for ns in namespaces if ns["oldest_created"] is not None]
+    news = [float(ns["newest_created"]) for ns in namespaces if ns["newest_created"] is not None]
     report: dict[str, Any] = {
         "path": str(path.resolve()),
         "now": now,
@@ -285,6 +309,7 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         "tagged_entries": tagged,
         "oldest_created": min(olds) if olds else None,
         "newest_created": max(news) if news else None,
+        "bad_created": sum(int(ns["bad_created"]) for ns in namespaces),
         "namespaces": namespaces,
     }
     if args.json:
@@ -295,6 +320,9 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if ts is None:
             return "-"
         return f"{_iso(ts)} ({_human_duration(now - ts)} ago)"
+
+    def ago(ts: float | None) -> str:
+        return "-" if ts is None else _human_duration(now - ts)
 
     counter = report["entries_counter"]
     lines = [
@@ -315,6 +343,14 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ("oldest entry", when(report["oldest_created"])),
         ("newest entry", when(report["newest_created"])),
     ]
+    if report["bad_created"]:
+        lines.append(
+            (
+                "bad rows",
+                f"{report['bad_created']} whose created is not a time (hand-edited?): oldest"
+                " and newest leave them out; `ls` shows them as stored",
+            )
+        )
     for label, text in lines:
         print(f"{label + ':':<14}{text}", file=out)
     if namespaces:
@@ -339,8 +375,8 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     str(ns["unexpired"]),
                     str(ns["no_expiry"]),
                     _human_size(int(ns["value_bytes"])),
-                    _human_duration(now - float(ns["oldest_created"])),
-                    _human_duration(now - float(ns["newest_created"])),
+                    ago(ns["oldest_created"]),
+                    ago(ns["newest_created"]),
                 ]
                 for ns in namespaces
             ],
@@ -463,13 +499,14 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 tags = json.loads(tags_json) if tags_json is not None else []
             except ValueError:
                 tags = [tags_json]
+            created_at, expires_at = _seconds(created), _seconds(expires)
             entry: dict[str, Any] = {
                 "namespace": namespace,
                 "key": key,
-                "created": created,
-                "age_seconds": now - created,
-                "expires": expires,
-                "expired": None if expires is None else expires < now,
+                "created": _as_stored(created),
+                "age_seconds": None if created_at is None else now - created_at,
+                "expires": _as_stored(expires),
+                "expired": None if expires_at is None else expires_at < now,
                 "size": size,
                 "tags": tags,
                 "signed": bool(signed),
@@ -504,17 +541,20 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         align += "ll"
     rows: list[list[str]] = []
     for e in entries:
-        expires = e["expires"]
+        expires, expires_at = e["expires"], _seconds(e["expires"])
         if expires is None:
             expiry = "never"
-        elif expires < now:
-            expiry = f"{_human_duration(now - expires)} ago"
+        elif expires_at is None:  # not a time (a hand-edited file): as stored
+            expiry = _clip(_printable(repr(expires)), 20)
+        elif expires_at < now:
+            expiry = f"{_human_duration(now - expires_at)} ago"
         else:
-            expiry = f"in {_human_duration(expires - now)}"
+            expiry = f"in {_human_duration(expires_at - now)}"
+        age = e["age_seconds"]
         cells = [
             _clip(_printable(e["namespace"]), _KEY_WIDTH),
             _clip(_printable(e["key"]), _KEY_WIDTH),
-            _human_duration(e["age_seconds"]),
+            _clip(_printable(repr(e["created"])), 20) if age is None else _human_duration(age),
             expiry,
             _human_size(e["size"]),
             _clip(_printable(",".join(map(str, e["tags"]))), 30),

@@ -319,6 +319,53 @@ def test_stats_and_ls_leave_the_file_untouched(
     assert not wal.exists() or wal.stat().st_size == 0
 
 
+def test_stats_and_ls_show_a_hand_edited_time_as_stored(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A created or expires that is text, a blob or infinite: stats counts it, ls shows it."""
+    with closing(sqlite3.connect(cache_file.path)) as db:
+        for key, created in (
+            ("(int:1,)", "notanumber"),
+            ("(int:2,)", b"\x01"),
+            ("(int:3,)", 1e999),
+        ):
+            db.execute(
+                "UPDATE swr_entries SET created = ? WHERE namespace = ? AND key = ?",
+                (created, USERS, key),
+            )
+        db.execute("UPDATE swr_entries SET expires = 'x' WHERE namespace = ?", (TRIP,))
+        db.commit()
+    code, out, err = cli(capsys, "stats", "--json", str(cache_file.path))
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert report["bad_created"] == 3
+    by_ns = {ns["namespace"]: ns for ns in report["namespaces"]}
+    assert (by_ns[USERS]["bad_created"], by_ns[USERS]["oldest_created"]) == (3, None)
+    assert report["oldest_created"] == by_ns[RATES]["oldest_created"] < time.time() - 80_000
+    code, out, err = cli(capsys, "stats", str(cache_file.path))
+    assert (code, err) == (0, "")
+    assert "bad rows:     3 whose created is not a time" in out
+    code, out, err = cli(capsys, "ls", "--json", str(cache_file.path))
+    assert (code, err) == (0, "")
+    entries = {e["key"]: e for e in json.loads(out)["entries"]}
+    assert [entries[f"(int:{i},)"]["created"] for i in (1, 2, 3)] == [
+        "notanumber",
+        "b'\\x01'",
+        "inf",
+    ]
+    assert {entries[f"(int:{i},)"]["age_seconds"] for i in (1, 2, 3)} == {None}
+    assert (entries["(str:'x',)"]["expires"], entries["(str:'x',)"]["expired"]) == ("x", None)
+    code, out, err = cli(capsys, "ls", str(cache_file.path))
+    assert (code, err) == (0, "")
+    assert "'notanumber'" in out
+    assert "6 of 6 entries" in out
+    code, out, _ = cli(capsys, "ls", "--values", "--secret", SECRET, "--json", str(cache_file.path))
+    assert code == 0
+    assert {e["signature"] for e in json.loads(out)["entries"] if e["namespace"] == USERS} == {
+        "bad"
+    }
+
+
 # ------------------------------------------------------------------------ ls
 
 
