@@ -24,7 +24,9 @@ stored, so whether an unexpired row is *fresh* or *stale* is not knowable here;
 an *expired* row would be recomputed by the next call and is purged by the
 library's next write batch.
 
-Exit status: 0 success, 1 operational error (one line on stderr), 2 usage error.
+Exit status: 0 success, 1 operational error (one line on stderr), 2 usage error;
+141 (128 + SIGPIPE, as for ``cat`` or ``grep``) when whoever reads the output
+stops reading it (``| head``), quietly; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from ._sqlite import SCHEMA_VERSION, SQLiteStore
 __all__ = ["CliError", "main"]
 
 PROG = "aiocache-swr"
+_EXIT_PIPE_CLOSED = 128 + 13  # what a shell reports for a command killed by SIGPIPE
+_EXIT_INTERRUPTED = 128 + 2  # ... and by SIGINT
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT = 5.0  # seconds purge/vacuum wait for another process's lock
 _REQUIRED_TABLES = ("swr_entries", "swr_tags", "swr_meta")
@@ -697,7 +701,8 @@ def _build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="aiocache-swr: a demo, and tools for inspecting and maintaining a cache file "
         "written by SQLiteStore.",
-        epilog="Exit status: 0 success, 1 operational error, 2 usage error.",
+        epilog="Exit status: 0 success, 1 operational error, 2 usage error, 141 output "
+        "closed early (| head), 130 interrupted.",
     )
     with contextlib.suppress(Exception):
         from importlib.metadata import version
@@ -831,19 +836,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: _Command = args.run
     where = f"{PROG} {args.command}: error:"
     try:
-        return run(args, sys.stdout, sys.stderr)
+        status = run(args, sys.stdout, sys.stderr)
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not as a warning at exit
+        return status
     except CliError as exc:
         _error(f"{where} {exc}")
     except sqlite3.Error as exc:
         _error(f"{where} {getattr(args, 'path', '')}: {exc}")
-    except BrokenPipeError:  # `... | head`: stop quietly
-        with contextlib.suppress(Exception):
+    except BrokenPipeError:  # `... | head`: stop quietly, with the status `cat` would get
+        with contextlib.suppress(Exception):  # the flush at exit must not fail again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _EXIT_PIPE_CLOSED
     except OSError as exc:
         _error(f"{where} {exc}")
     except KeyboardInterrupt:
         _error(f"{PROG} {args.command}: interrupted")
-        return 130
+        return _EXIT_INTERRUPTED
     return 1
 
 

@@ -9,6 +9,8 @@ test sees whether anything unpickled it, in this process or a child.
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import json
 import os
 import sqlite3
@@ -790,3 +792,47 @@ def test_a_bad_file_fails_cleanly_in_a_child_process(
     assert done.stderr.count("\n") == 1
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------- output closed early
+
+
+class _ClosedPipe(io.StringIO):
+    """A stdout whose reader has gone away (`... | head`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+@pytest.mark.parametrize("command", [["stats"], ["ls"], ["ls", "--json"]], ids=" ".join)
+def test_output_closed_early_exits_141_in_silence(
+    command: list[str],
+    cache_file: CacheFile,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A stdout that raises BrokenPipeError: status 141 (128 + SIGPIPE), nothing on stderr."""
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    code = main([*command, str(cache_file.path)])
+    monkeypatch.undo()
+    assert code == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_a_pipe_with_no_reader_exits_141_in_silence_in_a_child(cache_file: CacheFile) -> None:
+    """`aiocache-swr ls FILE | head` with head gone: status 141 and an empty stderr, as cat."""
+    read, write = os.pipe()
+    os.close(read)  # before the child starts: its first write finds no reader
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "aiocache_swr", "ls", str(cache_file.path)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
