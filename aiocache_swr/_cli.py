@@ -753,7 +753,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "--namespace",
         metavar="NS",
-        help="only this namespace (default module.qualname of the function)",
+        help="only this namespace, e.g. 'myapp.users.fetch_user' (a function's module.qualname"
+        " unless it set namespace=); default: every namespace",
     )
     ls.add_argument(
         "--limit",

@@ -388,6 +388,18 @@ def test_ls_lists_keys_ages_expiry_and_sizes(
     assert lines[-1] == "6 of 6 entries"
 
 
+def test_ls_without_namespace_lists_every_namespace_as_its_help_says(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls --help says --namespace defaults to every namespace, and ls lists all three."""
+    code, out, _ = cli(capsys, "ls", "--help")
+    assert code == 0
+    assert "default: every namespace" in " ".join(out.split())
+    code, out, _ = cli(capsys, "ls", "--json", str(cache_file.path))
+    assert code == 0
+    assert {e["namespace"] for e in json.loads(out)["entries"]} == {USERS, RATES, TRIP}
+
+
 def test_ls_json_filters_by_namespace_and_limits(
     cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
 ) -> None:
