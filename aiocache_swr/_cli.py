@@ -669,7 +669,7 @@ def _cmd_vacuum(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from ._demo import run_demo
+    from ._demo import DemoFileError, run_demo
 
     path: Path | None = None
     if args.path is not None:
@@ -683,7 +683,10 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 f"{path}: SQLiteStore takes neither ':memory:' nor a 'file:' URI for a file; "
                 "give --path a plain file name, e.g. --path demo.db"
             ) from exc
-    return run_demo(out, path)
+    try:
+        return run_demo(out, path)
+    except DemoFileError as exc:
+        raise CliError(f"{exc}; give --path a file in a directory you can write to") from exc
 
 
 def _non_negative_int(text: str) -> int:
@@ -723,7 +726,8 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--path",
         metavar="FILE",
-        help="write (and keep) the cache file here; default: a temporary file",
+        help="write (and keep) the cache file here, a new file the demo creates before its first"
+        " step (or stops, in one line); default: a temporary file",
     )
     demo.set_defaults(run=_cmd_demo)
 

@@ -211,6 +211,20 @@ def test_demo_path_that_sqlite_store_refuses_fails_in_one_line(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_demo_path_that_cannot_be_created_fails_in_one_line_before_running(
+    tmp_path: Path,
+) -> None:
+    """demo --path under a regular file: status 1, one line on stderr, no step run, no file."""
+    (tmp_path / "a-file").touch()
+    done = child("demo", "--path", str(tmp_path / "a-file" / "demo.db"))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"aiocache-swr demo: error: {tmp_path}/a-file/demo.db: ")
+    assert "cannot create the cache file" in done.stderr
+    assert "give --path a file in a directory you can write to" in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
 # ------------------------------------------------------------------- parsing
 
 
