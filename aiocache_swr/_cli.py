@@ -24,7 +24,9 @@ stored, so whether an unexpired row is *fresh* or *stale* is not knowable here;
 an *expired* row would be recomputed by the next call and is purged by the
 library's next write batch.
 
-Exit status: 0 success, 1 operational error (one line on stderr), 2 usage error.
+Exit status: 0 success, 1 operational error (one line on stderr), 2 usage error;
+141 (128 + SIGPIPE, as for ``cat`` or ``grep``) when whoever reads the output
+stops reading it (``| head``), quietly; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import argparse
 import contextlib
 import hmac
 import json
+import math
 import os
 import pickle
 import sqlite3
@@ -49,6 +52,8 @@ from ._sqlite import SCHEMA_VERSION, SQLiteStore
 __all__ = ["CliError", "main"]
 
 PROG = "aiocache-swr"
+_EXIT_PIPE_CLOSED = 128 + 13  # what a shell reports for a command killed by SIGPIPE
+_EXIT_INTERRUPTED = 128 + 2  # ... and by SIGINT
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT = 5.0  # seconds purge/vacuum wait for another process's lock
 _REQUIRED_TABLES = ("swr_entries", "swr_tags", "swr_meta")
@@ -59,6 +64,10 @@ _NEWEST_FIRST = {1: "written DESC", 2: "rowid DESC"}
 assert max(_NEWEST_FIRST) == SCHEMA_VERSION
 _KEY_WIDTH = 48
 _VALUE_WIDTH = 60
+# What a stored time can be: the library writes seconds since the epoch, but a
+# hand-edited file may hold text, a blob, an infinity or 1e300 in their place.
+_MAX_TIME = 1e11  # seconds since the epoch: about the year 5138
+_CREATED_IS_A_TIME = f"(typeof(created) IN ('integer', 'real') AND abs(created) < {_MAX_TIME:.0f})"
 
 _PICKLE_WARNING = (
     "warning: --values unpickles every listed row, and unpickling runs code: whoever can "
@@ -100,6 +109,22 @@ def _human_duration(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _seconds(value: object) -> float | None:
+    """A stored ``created`` or ``expires`` as seconds; None unless it is a time."""
+    if isinstance(value, int | float) and abs(value) < _MAX_TIME:
+        return float(value)
+    return None
+
+
+def _as_stored(value: object) -> object:
+    """A stored value for JSON: text, a finite number or None as it is, anything else as repr."""
+    if value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return repr(value)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -237,8 +262,10 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             " coalesce(sum(expires IS NOT NULL AND expires < :now), 0),"
             " coalesce(sum(expires IS NOT NULL AND expires >= :now), 0),"
             " coalesce(sum(expires IS NULL), 0),"
-            " coalesce(sum(length(blob)), 0), min(created), max(created),"
-            " coalesce(sum(mac IS NOT NULL), 0)"
+            " coalesce(sum(length(blob)), 0),"
+            f" min(CASE WHEN {_CREATED_IS_A_TIME} THEN created END),"
+            f" max(CASE WHEN {_CREATED_IS_A_TIME} THEN created END),"
+            f" coalesce(sum(mac IS NOT NULL), 0), coalesce(sum(NOT {_CREATED_IS_A_TIME}), 0)"
             " FROM swr_entries GROUP BY namespace ORDER BY namespace",
             {"now": now},
         ).fetchall()
@@ -261,12 +288,13 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "signed": signed,
             "oldest_created": oldest,
             "newest_created": newest,
+            "bad_created": bad,
         }
-        for ns, n, expired, unexpired, no_expiry, value_bytes, oldest, newest, signed in per_ns
+        for ns, n, expired, unexpired, no_expiry, value_bytes, oldest, newest, signed, bad in per_ns
     ]
     total = sum(int(ns["entries"]) for ns in namespaces)
-    olds = [float(ns["oldest_created"]) for ns in namespaces]
-    news = [float(ns["newest_created"]) for ns in namespaces]
+    olds = [float(ns["oldest_created"]) for ns in namespaces if ns["oldest_created"] is not None]
+    news = [float(ns["newest_created"]) for ns in namespaces if ns["newest_created"] is not None]
     report: dict[str, Any] = {
         "path": str(path.resolve()),
         "now": now,
@@ -285,6 +313,7 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         "tagged_entries": tagged,
         "oldest_created": min(olds) if olds else None,
         "newest_created": max(news) if news else None,
+        "bad_created": sum(int(ns["bad_created"]) for ns in namespaces),
         "namespaces": namespaces,
     }
     if args.json:
@@ -295,6 +324,9 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if ts is None:
             return "-"
         return f"{_iso(ts)} ({_human_duration(now - ts)} ago)"
+
+    def ago(ts: float | None) -> str:
+        return "-" if ts is None else _human_duration(now - ts)
 
     counter = report["entries_counter"]
     lines = [
@@ -315,6 +347,14 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ("oldest entry", when(report["oldest_created"])),
         ("newest entry", when(report["newest_created"])),
     ]
+    if report["bad_created"]:
+        lines.append(
+            (
+                "bad rows",
+                f"{report['bad_created']} whose created is not a time (hand-edited?): oldest"
+                " and newest leave them out; `ls` shows them as stored",
+            )
+        )
     for label, text in lines:
         print(f"{label + ':':<14}{text}", file=out)
     if namespaces:
@@ -339,8 +379,8 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     str(ns["unexpired"]),
                     str(ns["no_expiry"]),
                     _human_size(int(ns["value_bytes"])),
-                    _human_duration(now - float(ns["oldest_created"])),
-                    _human_duration(now - float(ns["newest_created"])),
+                    ago(ns["oldest_created"]),
+                    ago(ns["newest_created"]),
                 ]
                 for ns in namespaces
             ],
@@ -379,9 +419,19 @@ def _secret_of(args: argparse.Namespace) -> bytes | None:
 def _decoder(
     path: Path, serializer: str, secret: bytes | None
 ) -> Callable[[str, str, bytes, float, float | None, str | None, bytes | None], _Decoded]:
-    """Checks a row's signature (with ``secret``), then deserializes it."""
+    """Checks a row's signature (with ``secret``), then deserializes it.
+
+    Built once ``_connect`` accepted ``path``: the store that signs is never opened,
+    and its resolved path is a plain file name even when ``path`` reads as
+    ``:memory:`` or a ``file:`` URI, names SQLiteStore refuses.
+    """
     loads: Callable[[bytes], Any] = json.loads if serializer == "json" else pickle.loads
-    signer = SQLiteStore(path, secret=secret) if secret is not None else None
+    signer: SQLiteStore | None = None
+    if secret is not None:
+        try:
+            signer = SQLiteStore(path.resolve(), secret=secret)
+        except (TypeError, ValueError) as exc:
+            raise CliError(f"{path}: cannot check signatures: {exc}") from exc
 
     def decode(
         namespace: str,
@@ -427,7 +477,6 @@ def _decoder(
 def _cmd_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path = Path(args.path)
     secret = _secret_of(args)
-    decode = _decoder(path, args.serializer, secret) if args.values else None
     now = time.time()
     where, params = (
         ("WHERE namespace = ?", [args.namespace]) if args.namespace is not None else ("", [])
@@ -437,6 +486,7 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         columns += ", blob, mac"
     limit = "" if args.limit == 0 else f" LIMIT {int(args.limit)}"
     with contextlib.closing(_connect(path, write=False)) as db:
+        decode = _decoder(path, args.serializer, secret) if args.values else None
         db.execute("BEGIN")
         total = db.execute(f"SELECT count(*) FROM swr_entries {where}", params).fetchone()[0]
         order = _NEWEST_FIRST[_schema_version(db)]
@@ -453,13 +503,14 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 tags = json.loads(tags_json) if tags_json is not None else []
             except ValueError:
                 tags = [tags_json]
+            created_at, expires_at = _seconds(created), _seconds(expires)
             entry: dict[str, Any] = {
                 "namespace": namespace,
                 "key": key,
-                "created": created,
-                "age_seconds": now - created,
-                "expires": expires,
-                "expired": None if expires is None else expires < now,
+                "created": _as_stored(created),
+                "age_seconds": None if created_at is None else now - created_at,
+                "expires": _as_stored(expires),
+                "expired": None if expires_at is None else expires_at < now,
                 "size": size,
                 "tags": tags,
                 "signed": bool(signed),
@@ -494,17 +545,20 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         align += "ll"
     rows: list[list[str]] = []
     for e in entries:
-        expires = e["expires"]
+        expires, expires_at = e["expires"], _seconds(e["expires"])
         if expires is None:
             expiry = "never"
-        elif expires < now:
-            expiry = f"{_human_duration(now - expires)} ago"
+        elif expires_at is None:  # not a time (a hand-edited file): as stored
+            expiry = _clip(_printable(repr(expires)), 20)
+        elif expires_at < now:
+            expiry = f"{_human_duration(now - expires_at)} ago"
         else:
-            expiry = f"in {_human_duration(expires - now)}"
+            expiry = f"in {_human_duration(expires_at - now)}"
+        age = e["age_seconds"]
         cells = [
             _clip(_printable(e["namespace"]), _KEY_WIDTH),
             _clip(_printable(e["key"]), _KEY_WIDTH),
-            _human_duration(e["age_seconds"]),
+            _clip(_printable(repr(e["created"])), 20) if age is None else _human_duration(age),
             expiry,
             _human_size(e["size"]),
             _clip(_printable(",".join(map(str, e["tags"]))), 30),
@@ -615,14 +669,24 @@ def _cmd_vacuum(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from ._demo import run_demo
+    from ._demo import DemoFileError, run_demo
 
     path: Path | None = None
     if args.path is not None:
         path = Path(args.path)
         if path.exists():
             raise CliError(f"{path}: already exists; the demo writes a new file")
-    return run_demo(out, path)
+        try:
+            SQLiteStore(path)  # what exists is refused above: this refuses ':memory:', 'file:...'
+        except ValueError as exc:
+            raise CliError(
+                f"{path}: SQLiteStore takes neither ':memory:' nor a 'file:' URI for a file; "
+                "give --path a plain file name, e.g. --path demo.db"
+            ) from exc
+    try:
+        return run_demo(out, path)
+    except DemoFileError as exc:
+        raise CliError(f"{exc}; give --path a file in a directory you can write to") from exc
 
 
 def _non_negative_int(text: str) -> int:
@@ -640,7 +704,8 @@ def _build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="aiocache-swr: a demo, and tools for inspecting and maintaining a cache file "
         "written by SQLiteStore.",
-        epilog="Exit status: 0 success, 1 operational error, 2 usage error.",
+        epilog="Exit status: 0 success, 1 operational error, 2 usage error, 141 output "
+        "closed early (| head), 130 interrupted.",
     )
     with contextlib.suppress(Exception):
         from importlib.metadata import version
@@ -661,7 +726,8 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--path",
         metavar="FILE",
-        help="write (and keep) the cache file here; default: a temporary file",
+        help="write (and keep) the cache file here, a new file the demo creates before its first"
+        " step (or stops, in one line); default: a temporary file",
     )
     demo.set_defaults(run=_cmd_demo)
 
@@ -691,7 +757,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "--namespace",
         metavar="NS",
-        help="only this namespace (default module.qualname of the function)",
+        help="only this namespace, e.g. 'myapp.users.fetch_user' (a function's module.qualname"
+        " unless it set namespace=); default: every namespace",
     )
     ls.add_argument(
         "--limit",
@@ -774,19 +841,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: _Command = args.run
     where = f"{PROG} {args.command}: error:"
     try:
-        return run(args, sys.stdout, sys.stderr)
+        status = run(args, sys.stdout, sys.stderr)
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not as a warning at exit
+        return status
     except CliError as exc:
         _error(f"{where} {exc}")
     except sqlite3.Error as exc:
         _error(f"{where} {getattr(args, 'path', '')}: {exc}")
-    except BrokenPipeError:  # `... | head`: stop quietly
-        with contextlib.suppress(Exception):
+    except BrokenPipeError:  # `... | head`: stop quietly, with the status `cat` would get
+        with contextlib.suppress(Exception):  # the flush at exit must not fail again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _EXIT_PIPE_CLOSED
     except OSError as exc:
         _error(f"{where} {exc}")
     except KeyboardInterrupt:
         _error(f"{PROG} {args.command}: interrupted")
-        return 130
+        return _EXIT_INTERRUPTED
     return 1
 
 

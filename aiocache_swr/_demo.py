@@ -13,6 +13,7 @@ surprise is printed and makes the demo exit with status 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
@@ -23,11 +24,11 @@ from typing import TextIO, TypeVar
 
 from ._cache import SWRCache
 from ._info import CacheInfo
-from ._sqlite import SQLiteStore
+from ._sqlite import SQLiteStore, StoreError
 from ._types import SWRFunction
 from .testing import FakeClock
 
-__all__ = ["API_DELAY", "run_demo"]
+__all__ = ["API_DELAY", "DemoFileError", "run_demo"]
 
 T = TypeVar("T")
 
@@ -37,6 +38,10 @@ TTL = 60.0
 STALE_TTL = 3600.0
 CONCURRENT = 100
 NAMESPACE = "demo.get_user"
+
+
+class DemoFileError(Exception):
+    """The demo's cache file cannot be created: nothing was run."""
 
 
 class SlowAPI:
@@ -123,6 +128,20 @@ async def _timed(awaitable: Awaitable[T]) -> tuple[float, T]:
     return time.perf_counter() - start, result
 
 
+async def _create_file(path: Path) -> None:
+    """Create the cache file as the demo's store will, so a path that cannot be one fails
+    before the first step, not as a store error logged at every step."""
+    store = SQLiteStore(path)
+    try:
+        await store.get_many(NAMESPACE, ("",))  # opens the file, creating it
+    except StoreError as exc:
+        reason = exc.__cause__ or exc
+        raise DemoFileError(f"{path}: cannot create the cache file ({reason})") from exc
+    finally:
+        with contextlib.suppress(StoreError):
+            await store.aclose()
+
+
 def _make_cache(
     path: Path, clock: FakeClock, api: SlowAPI
 ) -> tuple[SWRCache, SWRFunction[[int], str]]:
@@ -137,6 +156,7 @@ def _make_cache(
 
 
 async def _run(out: TextIO, path: Path) -> bool:
+    await _create_file(path)
     api = SlowAPI()
     # Started in the past by as much as the demo moves it, so the rows it leaves in the
     # file (`demo --path`) are stamped about "now", not in the future.
@@ -227,7 +247,8 @@ def run_demo(out: TextIO, path: Path | None = None) -> int:
     """Run the demonstration, printing to ``out``; return the exit status (0: all as expected).
 
     ``path``: the cache file to write (kept afterwards); default a file in a temporary
-    directory that is removed at the end.
+    directory that is removed at the end.  Raises :class:`DemoFileError`, having shown
+    nothing, when the file cannot be created.
     """
     start = time.perf_counter()
     if path is not None:

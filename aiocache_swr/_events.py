@@ -32,7 +32,10 @@ class CacheEvent:
       ``refresh_ok`` / ``refresh_error`` (a background refresh or ``refresh()``
       finished), ``eviction`` (an entry dropped from memory to make room),
       ``store_error`` (a store operation failed; logged, never raised).
-    * ``function``: the function's namespace (default ``"module.qualname"``).
+    * ``function``: the function's namespace (default ``"module.qualname"``), but
+      ``repr(store)`` (e.g. ``"SQLiteStore('/srv/app/cache.db')"``) for a
+      ``store_error`` of the cache as a whole, one no function owns: a failed
+      write batch (flush), close, or ``invalidate_tags``.
     * ``key``: the cache key concerned (``None`` for store errors not tied to a key).
     * ``error``: the exception, for ``refresh_error`` and ``store_error``.
     """

@@ -16,8 +16,10 @@ class CacheInfo:
     * ``hits``: calls answered by a fresh entry.
     * ``stale_hits``: calls answered at once by a stale entry.
     * ``misses``: calls that waited for a computation (their own or a shared one).
-    * ``refreshes``: recomputations started while an entry existed: background
-      refreshes and explicit ``refresh()`` calls.
+    * ``refreshes``: recomputations started other than by a miss: background
+      refreshes (including one whose ``tags=`` raised before it could start) and
+      ``refresh()`` calls, whether or not the key had an entry (a call whose key,
+      ``version=`` or ``tags=`` raised starts nothing and is not counted).
     * ``refresh_errors``: background refreshes that raised (the stale value was kept).
     * ``evictions``: entries dropped from memory because the LRU was full.
     * ``currsize`` / ``maxsize``: entries in memory now, and the bound.

@@ -9,6 +9,8 @@ test sees whether anything unpickled it, in this process or a child.
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import json
 import os
 import sqlite3
@@ -195,6 +197,34 @@ def test_demo_path_keeps_a_cache_file_the_other_commands_read(
     assert "already exists" in err
 
 
+@pytest.mark.parametrize("name", [":memory:", "file:demo.db"])
+def test_demo_path_that_sqlite_store_refuses_fails_in_one_line(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """demo --path ':memory:' or a 'file:' URI: status 1, one line naming the fix, no file."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "demo", "--path", name)
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert err.startswith(f"aiocache-swr demo: error: {name}: ")
+    assert "give --path a plain file name" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_path_that_cannot_be_created_fails_in_one_line_before_running(
+    tmp_path: Path,
+) -> None:
+    """demo --path under a regular file: status 1, one line on stderr, no step run, no file."""
+    (tmp_path / "a-file").touch()
+    done = child("demo", "--path", str(tmp_path / "a-file" / "demo.db"))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"aiocache-swr demo: error: {tmp_path}/a-file/demo.db: ")
+    assert "cannot create the cache file" in done.stderr
+    assert "give --path a file in a directory you can write to" in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
 # ------------------------------------------------------------------- parsing
 
 
@@ -305,6 +335,53 @@ def test_stats_and_ls_leave_the_file_untouched(
     assert not wal.exists() or wal.stat().st_size == 0
 
 
+def test_stats_and_ls_show_a_hand_edited_time_as_stored(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A created or expires that is text, a blob or infinite: stats counts it, ls shows it."""
+    with closing(sqlite3.connect(cache_file.path)) as db:
+        for key, created in (
+            ("(int:1,)", "notanumber"),
+            ("(int:2,)", b"\x01"),
+            ("(int:3,)", 1e999),
+        ):
+            db.execute(
+                "UPDATE swr_entries SET created = ? WHERE namespace = ? AND key = ?",
+                (created, USERS, key),
+            )
+        db.execute("UPDATE swr_entries SET expires = 'x' WHERE namespace = ?", (TRIP,))
+        db.commit()
+    code, out, err = cli(capsys, "stats", "--json", str(cache_file.path))
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert report["bad_created"] == 3
+    by_ns = {ns["namespace"]: ns for ns in report["namespaces"]}
+    assert (by_ns[USERS]["bad_created"], by_ns[USERS]["oldest_created"]) == (3, None)
+    assert report["oldest_created"] == by_ns[RATES]["oldest_created"] < time.time() - 80_000
+    code, out, err = cli(capsys, "stats", str(cache_file.path))
+    assert (code, err) == (0, "")
+    assert "bad rows:     3 whose created is not a time" in out
+    code, out, err = cli(capsys, "ls", "--json", str(cache_file.path))
+    assert (code, err) == (0, "")
+    entries = {e["key"]: e for e in json.loads(out)["entries"]}
+    assert [entries[f"(int:{i},)"]["created"] for i in (1, 2, 3)] == [
+        "notanumber",
+        "b'\\x01'",
+        "inf",
+    ]
+    assert {entries[f"(int:{i},)"]["age_seconds"] for i in (1, 2, 3)} == {None}
+    assert (entries["(str:'x',)"]["expires"], entries["(str:'x',)"]["expired"]) == ("x", None)
+    code, out, err = cli(capsys, "ls", str(cache_file.path))
+    assert (code, err) == (0, "")
+    assert "'notanumber'" in out
+    assert "6 of 6 entries" in out
+    code, out, _ = cli(capsys, "ls", "--values", "--secret", SECRET, "--json", str(cache_file.path))
+    assert code == 0
+    assert {e["signature"] for e in json.loads(out)["entries"] if e["namespace"] == USERS} == {
+        "bad"
+    }
+
+
 # ------------------------------------------------------------------------ ls
 
 
@@ -323,6 +400,18 @@ def test_ls_lists_keys_ages_expiry_and_sizes(
     assert any("(int:3,)" in line and "never" in line and "team:b" in line for line in body)
     assert any(RATES in line and " ago" in line for line in body)  # expired: "... ago"
     assert lines[-1] == "6 of 6 entries"
+
+
+def test_ls_without_namespace_lists_every_namespace_as_its_help_says(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls --help says --namespace defaults to every namespace, and ls lists all three."""
+    code, out, _ = cli(capsys, "ls", "--help")
+    assert code == 0
+    assert "default: every namespace" in " ".join(out.split())
+    code, out, _ = cli(capsys, "ls", "--json", str(cache_file.path))
+    assert code == 0
+    assert {e["namespace"] for e in json.loads(out)["entries"]} == {USERS, RATES, TRIP}
 
 
 def test_ls_json_filters_by_namespace_and_limits(
@@ -417,6 +506,33 @@ def test_ls_values_with_a_wrong_secret_unpickles_nothing(
     assert code == 0
     assert "bad signature: not deserialized" in out
     assert not cache_file.unpickled
+
+
+@pytest.mark.parametrize("name", [":memory:", "file:x.db"])
+def test_ls_values_secret_reads_a_file_named_like_sqlite_special_names(
+    name: str,
+    cache_file: CacheFile,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A cache file named ':memory:' or 'file:x.db' is a file to ls: --secret verifies its rows."""
+    monkeypatch.chdir(cache_file.path.parent)
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{cache_file.path}{suffix}").exists():
+            os.rename(f"{cache_file.path}{suffix}", f"{name}{suffix}")
+    code, out, err = cli(capsys, "ls", "--values", "--secret", SECRET, "--json", name)
+    assert code == 0, err
+    assert {e["signature"] for e in json.loads(out)["entries"]} == {"ok"}
+
+
+def test_ls_values_secret_on_an_empty_path_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls '' --values --secret: '' is the current directory, so status 1 and one line."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "ls", "", "--values", "--secret", SECRET)
+    assert (code, out) == (1, "")
+    assert err == "aiocache-swr ls: error: .: is a directory, not a cache file\n"
 
 
 def test_ls_values_json_serializer_needs_no_warning(
@@ -660,6 +776,7 @@ COMMANDS = [
     ["stats", "--json"],
     ["ls"],
     ["ls", "--values"],
+    ["ls", "--values", "--secret", SECRET],
     ["purge", "--all"],
     ["vacuum"],
 ]
@@ -701,3 +818,47 @@ def test_a_bad_file_fails_cleanly_in_a_child_process(
     assert done.stderr.count("\n") == 1
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------- output closed early
+
+
+class _ClosedPipe(io.StringIO):
+    """A stdout whose reader has gone away (`... | head`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+@pytest.mark.parametrize("command", [["stats"], ["ls"], ["ls", "--json"]], ids=" ".join)
+def test_output_closed_early_exits_141_in_silence(
+    command: list[str],
+    cache_file: CacheFile,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A stdout that raises BrokenPipeError: status 141 (128 + SIGPIPE), nothing on stderr."""
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    code = main([*command, str(cache_file.path)])
+    monkeypatch.undo()
+    assert code == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_a_pipe_with_no_reader_exits_141_in_silence_in_a_child(cache_file: CacheFile) -> None:
+    """`aiocache-swr ls FILE | head` with head gone: status 141 and an empty stderr, as cat."""
+    read, write = os.pipe()
+    os.close(read)  # before the child starts: its first write finds no reader
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "aiocache_swr", "ls", str(cache_file.path)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
