@@ -223,6 +223,15 @@ class SWRCache:
                 )
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise TypeError(f"{where}: namespace= must be a non-empty str, got {namespace!r}")
+        if namespace is not None and not namespace.isascii():
+            try:
+                namespace.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{where}: namespace= {namespace!r} cannot be stored (it has a lone "
+                    "surrogate, as os.fsdecode makes of undecodable bytes); pass a name "
+                    "that encodes to UTF-8"
+                ) from None
         resolved = _resolve_store(store, where, self.clock) if store is not None else self.store
 
         def decorate(fn: Callable[P, Awaitable[T]]) -> SWRFunction[P, T]:

@@ -444,6 +444,18 @@ def _is_busy(exc: BaseException) -> bool:
     return "locked" in message or "busy" in message
 
 
+def _is_text(name: str) -> bool:
+    """SQLite can hold ``name``: it encodes to UTF-8 (no lone surrogate, as
+    ``os.fsdecode`` makes of undecodable bytes).  A name it cannot hold has no
+    row, and binding it would fail the whole statement, so every entry point
+    checks first: a put refuses it, a read or deletion skips it."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_corrupt(exc: BaseException) -> bool:
     """SQLITE_NOTADB / SQLITE_CORRUPT: the file is not a usable database."""
     if not isinstance(exc, sqlite3.DatabaseError):
@@ -936,6 +948,10 @@ class SQLiteStore:
                 if not all(type(tag) is str for tag in tags):
                     raise TypeError(f"tags must be str, got {tags!r}")
                 tags_json = json.dumps(tags, ensure_ascii=False)
+            # What SQLite cannot hold would fail the whole batch the row joins.
+            for text in (namespace, key, tags_json):
+                if text is not None and not text.isascii():
+                    text.encode("utf-8")
         except Exception as exc:
             raise SerializationError(
                 f"{self!r} cannot store the entry {key!r} of {namespace!r}: "
@@ -979,9 +995,13 @@ class SQLiteStore:
 
     async def delete(self, namespace: str, keys: Collection[str]) -> None:
         """Remove these keys of ``namespace`` (after every write buffered before)."""
+        if not _is_text(namespace):
+            return  # no row has it
         ops = self._buffer.ops
         added = False
         for key in keys:
+            if not key.isascii() and not _is_text(key):
+                continue
             k = (namespace, key)
             ops.pop(k, None)
             ops[k] = None
@@ -992,6 +1012,8 @@ class SQLiteStore:
 
     async def clear(self, namespace: str) -> None:
         """Remove every key of ``namespace`` (after every write buffered before)."""
+        if not _is_text(namespace):
+            return  # no row has it
         buffer = self._buffer
         for k in [k for k in buffer.ops if k[0] == namespace]:
             del buffer.ops[k]
@@ -1001,7 +1023,7 @@ class SQLiteStore:
 
     async def delete_tags(self, tags: Iterable[str]) -> None:
         """Remove every row, of any namespace, carrying one of ``tags``."""
-        wanted = set(tags)
+        wanted = {tag for tag in tags if _is_text(tag)}  # no row has the others
         if not wanted:
             return
         buffer = self._buffer
@@ -1031,6 +1053,10 @@ class SQLiteStore:
 
     async def get_many(self, namespace: str, keys: Collection[str]) -> dict[str, Record]:
         """Return the records found for ``keys``; concurrent calls share one query."""
+        if not _is_text(namespace):
+            return {}  # no row has it
+        if not all(map(str.isascii, keys)):  # O(1) each: the common case costs little
+            keys = [key for key in keys if _is_text(key)]
         found: dict[str, Record] = {}
         buffer, inflight = self._buffer, self._inflight
         if buffer or inflight is not None:

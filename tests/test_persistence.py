@@ -188,6 +188,54 @@ async def test_a_file_corrupted_while_in_use_costs_one_store_error(tmp_path: Pat
 
 
 @pytestmark_anyio
+async def test_a_tag_sqlite_cannot_hold_keeps_its_entry_in_memory_and_no_other(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An entry whose tag has a lone surrogate stays in memory only (warned once), and
+    the entries written with it, of other functions, still reach the file; invalidating
+    such a tag drops it from memory and leaves the store writing."""
+    db = tmp_path / "c.db"
+    clock = FakeClock()
+    store = SQLiteStore(db, clock=clock)
+    gate = anyio.Event()
+    async with SWRCache(clock=clock, store=store) as cache:
+
+        @cache.cached(ttl=10, tags=lambda x: [x], namespace="tagged")
+        async def tagged(x: str) -> str:
+            await gate.wait()
+            return f"v-{x}"
+
+        @cache.cached(ttl=10, namespace="other")
+        async def other(x: int) -> int:
+            await gate.wait()
+            return x * 2
+
+        results: list[object] = []
+
+        async def call(f: Any, x: Any) -> None:
+            results.append(await f(x))
+
+        with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+            async with anyio.create_task_group() as tg:  # one write batch for all
+                for i in range(3):
+                    tg.start_soon(call, other, i)
+                tg.start_soon(call, tagged, "\udcff")
+                await anyio.wait_all_tasks_blocked()
+                gate.set()
+            await store.flush()
+        assert sorted(map(str, results)) == ["0", "2", "4", "v-\udcff"]
+        with closing(sqlite3.connect(db)) as raw:
+            assert {ns for (ns,) in raw.execute("SELECT namespace FROM swr_entries")} == {"other"}
+        assert sum("could not be stored" in r.getMessage() for r in caplog.records) == 1
+        await cache.invalidate_tags("\udcff")
+        assert tagged.cache_info().currsize == 0
+        assert await other(7) == 14
+        await store.flush()
+        assert store.stats.write_failures == 0
+        assert other.cache_info().store_errors == 0
+
+
+@pytestmark_anyio
 async def test_an_unopenable_file_never_fails_the_call(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1066,6 +1066,37 @@ async def test_a_read_that_finds_the_file_deleted_opens_a_new_one(db_path: Path)
     await store.aclose()
 
 
+async def test_a_name_sqlite_cannot_hold_is_refused_or_skipped_never_failing_a_batch(
+    db_path: Path,
+) -> None:
+    """A namespace, key or tag with a lone surrogate cannot be bound by SQLite, and
+    would fail every statement (and batch) it joins: a put refuses it
+    (SerializationError, nothing buffered), reads and deletions skip it (no row has
+    it), and the other writes and reads go on."""
+    bad = "x\udcff"
+    store = SQLiteStore(db_path)
+    store.put(NS, "keep", rec("K", tags=("t",)))
+    for namespace, key, tags in ((bad, "k", ()), (NS, bad, ()), (NS, "k", (bad,))):
+        with pytest.raises(SerializationError, match="surrogates not allowed"):
+            store.put(namespace, key, rec("V", tags=tags))
+    store.put(NS, "other", rec("O"))
+    await store.flush()
+    assert stored_keys(db_path) == {"keep", "other"}
+    assert await store.get_many(NS, [bad, "keep"]) == {"keep": rec("K", tags=("t",))}
+    assert await store.get_many(bad, ["keep"]) == {}
+    await store.delete(NS, [bad])
+    await store.delete(bad, ["keep"])
+    await store.clear(bad)
+    await store.delete_tags([bad])
+    store.put(NS, "later", rec("L"))
+    await store.flush()
+    assert stored_keys(db_path) == {"keep", "other", "later"}
+    await store.delete_tags([bad, "t"])
+    assert stored_keys(db_path) == {"other", "later"}
+    assert store.stats.write_failures == store.stats.dropped_writes == 0
+    await store.aclose()
+
+
 def corrupt_in_place(path: Path) -> None:
     """Garble every page of the file but the first, in place, as a failing disk
     might: the file still opens as a database, and its tables no longer read."""

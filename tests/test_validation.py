@@ -96,6 +96,13 @@ def test_bad_namespace_is_a_type_error(value: Any) -> None:
         swr_cached(namespace=value)
 
 
+def test_a_namespace_sqlite_cannot_hold_is_a_value_error() -> None:
+    """namespace= with a lone surrogate (what os.fsdecode makes of undecodable bytes)
+    fails at decoration, naming the fix, rather than every write batch it joins."""
+    with pytest.raises(ValueError, match=r"namespace= .* encodes to UTF-8"):
+        swr_cached(namespace="files:\udcff")
+
+
 def test_bad_store_is_a_type_error() -> None:
     """store= takes a path, a store, or None."""
     with pytest.raises(TypeError, match=r"store= must be a path"):
