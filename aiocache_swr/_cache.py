@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import math
@@ -245,6 +246,8 @@ class SWRCache:
             for param, callable_ in (("key", key), ("version", version), ("tags", tags)):
                 if callable(callable_):
                     _check_signature(fn, name, param, callable_)
+            if namespace is None and resolved is not None:
+                self._check_namespace_is_its_own(fn, name, resolved)
             func = Engine(
                 fn,
                 self,
@@ -264,6 +267,39 @@ class SWRCache:
             return decorated(func, fn, sys._getframe(1))
 
         return decorate
+
+    def _check_namespace_is_its_own(
+        self, fn: Callable[..., Awaitable[Any]], name: str, store: Store
+    ) -> None:
+        """``fn``'s default namespace (``module.qualname``) is not also that of another
+        live function of this cache on ``store`` made from the same code: two closures
+        of one factory (``def client(url): @swr_cached(...) async def fetch(...)``)
+        would read and clear each other's entries there.  A ``ValueError`` naming the
+        fix, at decoration.  (Redefining a function makes new code: not a clash.)
+        """
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return
+
+        def clash() -> bool:
+            return any(
+                other._store is store
+                and other.namespace == name
+                and other._fn is not fn
+                and getattr(other._fn, "__code__", None) is code
+                for other in self._functions
+            )
+
+        if clash():
+            gc.collect()  # a closure made earlier may be garbage not yet collected
+            if clash():
+                raise ValueError(
+                    f"swr_cached: {name} is made more than once from the same code (a "
+                    f"closure, e.g. made by a factory), and each would name its entries in "
+                    f"{store!r} {name!r}, reading and clearing each other's; pass "
+                    "namespace= a name unique to each (e.g. built from the factory's "
+                    "arguments)"
+                )
 
     # -- background work -----------------------------------------------------
 

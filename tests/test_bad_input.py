@@ -524,6 +524,41 @@ def test_callable_without_a_stable_name_needs_a_namespace_with_a_store(
     assert "0x" not in cache.cached(namespace="albums")(target).namespace
 
 
+def test_closures_of_one_factory_on_one_store_need_their_own_namespaces() -> None:
+    """Two live closures made by one factory would share the default namespace
+    (module.qualname) in a store, reading each other's entries: the second is a
+    ValueError asking for namespace=. With namespace=, without a store, or once the
+    first is gone, a closure is accepted."""
+    store = MemoryStore()
+    cache = SWRCache(store=store)
+
+    def client_for(base: str, **options: Any) -> Any:
+        @cache.cached(**options)
+        async def fetch(path: str) -> str:
+            return f"{base}/{path}"
+
+        return fetch
+
+    users = client_for("https://users")
+    with pytest.raises(ValueError, match=r"client_for.<locals>.fetch is made more than once"):
+        client_for("https://orders")
+    orders = client_for("https://orders", namespace="orders")
+    assert orders.namespace == "orders"
+    memory_only = SWRCache()
+
+    def memory_client(base: str) -> Any:
+        @memory_only.cached()
+        async def fetch(path: str) -> str:
+            return f"{base}/{path}"
+
+        return fetch
+
+    assert memory_client("a") is not memory_client("b")
+    name = users.namespace
+    del users
+    assert client_for("https://users-again").namespace == name
+
+
 # == call time: arguments that cannot form a key ===============================================
 
 
