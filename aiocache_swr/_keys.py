@@ -8,15 +8,21 @@ the keyword items sorted by name, so keyword order never changes a key.  As with
 A store needs keys that mean the same in every process, so :func:`stable_key`
 spells a key out from its values (never from ``hash()``, which is randomized per
 process for ``str``); it refuses objects whose only spelling is their identity.
+Keys equal in memory are spelled alike, so that a call, ``invalidate`` and
+``refresh`` with equal arguments reach one row: equal numbers of any type
+(``1``, ``True``, ``1.0``, ``Decimal("1.00")``, ``Fraction(1)``, ``1+0j``), an
+``IntEnum`` or ``StrEnum`` member and its value, and aware datetimes and times
+that are the same instant in different zones.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import math
 import uuid
 from collections.abc import Hashable
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Final
@@ -55,25 +61,60 @@ class UnstableKeyError(TypeError):
     """A key holds an object that has no process-independent spelling."""
 
 
-_SCALARS: Final = (
-    int,
-    float,
-    complex,
-    str,
-    bytes,
-    Decimal,
-    Fraction,
-    date,
-    timedelta,
-    uuid.UUID,
-)
+_SCALARS: Final = (str, bytes, date, timedelta, uuid.UUID)
+_NUMBERS: Final = (int, float, Decimal, Fraction, complex)  # and bool, an int
+
+
+def _number(obj: int | float | Decimal | Fraction | complex) -> str:
+    """One spelling for numbers that are equal (and hash alike) across types."""
+    if isinstance(obj, complex):
+        if obj.imag:
+            return f"complex:{obj!r}"
+        obj = obj.real
+    if isinstance(obj, int):  # bool too
+        return f"int:{int(obj)}"
+    if isinstance(obj, float):
+        if obj.is_integer():
+            return f"int:{int(obj)}"
+        finite = math.isfinite(obj)
+        if finite:
+            return f"float:{obj!r}"  # every float is a fraction a float spells exactly
+    else:
+        finite = not isinstance(obj, Decimal) or obj.is_finite()
+    if not finite:
+        if obj != obj:  # a NaN equals nothing, itself included: kept as it is
+            return f"{type(obj).__name__}:{obj!r}"
+        return f"float:{float(obj)!r}"  # an infinity, of either type
+    exact = Fraction(obj)
+    if exact.denominator == 1:
+        return f"int:{exact.numerator}"
+    if Fraction(float(exact)) == exact:
+        return f"float:{float(exact)!r}"
+    return f"frac:{exact.numerator}/{exact.denominator}"
+
+
+def _aware_time(obj: time) -> str | None:
+    """An aware time as the moment it compares as: microseconds after 00:00 UTC
+    (negative or past a day, as the offset takes it: ``time`` does not wrap)."""
+    offset = obj.utcoffset()
+    if offset is None:
+        return None
+    local = timedelta(
+        hours=obj.hour, minutes=obj.minute, seconds=obj.second, microseconds=obj.microsecond
+    )
+    return f"time:utc{(local - offset) // timedelta(microseconds=1)}us"
 
 
 def _spell(obj: object, out: list[str]) -> None:
-    if obj is None or obj is True or obj is False or obj is KW_MARK:
+    if obj is None or obj is KW_MARK:
         out.append(repr(obj))
     elif isinstance(obj, enum.Enum):
-        out.append(f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}")
+        if isinstance(obj, (*_NUMBERS, str, bytes)):  # IntEnum, StrEnum...: == its value
+            _spell(obj.value, out)
+        else:
+            out.append(f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}")
+    elif type(obj) in _NUMBERS or type(obj) is bool:
+        out.append(_number(obj))  # type: ignore[arg-type]
     elif type(obj) in _SCALARS:
         out.append(f"{type(obj).__name__}:{obj!r}")
     elif type(obj) is datetime or type(obj) is time:
@@ -85,7 +126,12 @@ def _spell(obj: object, out: list[str]) -> None:
                 "stable spelling across processes: give it a __repr__ (datetime.timezone "
                 "and zoneinfo.ZoneInfo have one)"
             )
-        out.append(f"{type(obj).__name__}:{obj!r}")
+        if type(obj) is datetime and obj.utcoffset() is not None:
+            out.append(f"datetime:{obj.astimezone(timezone.utc)!r}")  # the same instant
+        elif type(obj) is time and (aware := _aware_time(obj)) is not None:
+            out.append(aware)
+        else:
+            out.append(f"{type(obj).__name__}:{obj!r}")
     elif type(obj) is tuple or type(obj) is list:
         out.append("(" if type(obj) is tuple else "[")
         for item in obj:

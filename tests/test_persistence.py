@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,35 @@ async def test_a_tag_sqlite_cannot_hold_keeps_its_entry_in_memory_and_no_other(
         await store.flush()
         assert store.stats.write_failures == 0
         assert other.cache_info().store_errors == 0
+
+
+@pytestmark_anyio
+@pytest.mark.parametrize("equal", [1.0, True, Decimal("1.00")], ids=["float", "bool", "decimal"])
+async def test_invalidate_with_an_equal_argument_of_another_type_drops_the_stored_row(
+    tmp_path: Path, equal: Any
+) -> None:
+    """f(1) stored, then f.invalidate(1.0): one key in memory, so one row in the file
+    too; it is gone, and neither this process nor the next is answered from it."""
+    db = tmp_path / "c.db"
+    clock = FakeClock()
+    calls = 0
+
+    async def compute(x: Any) -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    async with SWRCache(clock=clock, store=SQLiteStore(db, clock=clock)) as cache:
+        f = cache.cached(ttl=10, namespace="f")(compute)
+        assert await f(1) == 1
+        await f.invalidate(equal)
+        assert f.cache_info().currsize == 0
+        assert await f(1) == 2  # not the stored 1
+        await f.invalidate(equal)
+    async with SWRCache(clock=clock, store=SQLiteStore(db, clock=clock)) as cache:
+        g = cache.cached(ttl=10, namespace="f")(compute)
+        assert await g(1) == 3
+        assert g.cache_info().store_hits == 0
 
 
 @pytestmark_anyio

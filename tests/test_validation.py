@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import enum
 import hashlib
 import math
 from datetime import datetime, time, timedelta, timezone, tzinfo
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from aiocache_swr import SWRCache, swr_cached
@@ -187,6 +190,57 @@ def test_one_argument_keys_are_spelled_like_any_other(item: object) -> None:
     if len(spelled) > MAX_STABLE_KEY:
         spelled = "sha256:" + hashlib.sha256(spelled.encode("utf-8", "surrogatepass")).hexdigest()
     assert stable_key((item,)) == spelled
+
+
+_NUMBERS = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False),
+    st.decimals(allow_nan=False, places=None),
+    st.fractions(),
+    st.floats(allow_nan=False, allow_infinity=False).map(complex),
+    st.sampled_from([0.1, 0.5, -0.0, 3, Decimal("0.10"), Fraction(1, 10), Fraction(1, 2)]),
+)
+
+
+@given(_NUMBERS, _NUMBERS)
+def test_numbers_equal_in_memory_are_spelled_alike_and_only_they(a: Any, b: Any) -> None:
+    """Numbers that are one key in memory (equal, so hashed alike) are one row in a
+    store, whatever their types (1, True, 1.0, Decimal("1.00")...): a call and an
+    invalidate() with equal arguments reach the same row. Unequal ones never share."""
+    assert (stable_key((a,)) == stable_key((b,))) == (a == b)
+
+
+@given(
+    st.datetimes(timezones=st.timezones()),
+    st.integers(min_value=-23 * 60, max_value=23 * 60),
+)
+def test_aware_datetimes_of_one_instant_are_spelled_alike(moment: datetime, minutes: int) -> None:
+    """The same instant seen from two offsets is one key in memory, and one row."""
+    other = moment.astimezone(timezone(timedelta(minutes=minutes)))
+    # A local time in a DST gap or fold equals nothing of another zone (PEP 495).
+    assume(other == moment)
+    assert stable_key((other,)) == stable_key((moment,))
+    assert stable_key((other + timedelta(microseconds=1),)) != stable_key((moment,))
+
+
+def test_enum_members_equal_to_their_values_are_spelled_as_them() -> None:
+    """An IntEnum or str-mixin Enum member equals its value (one memory key): one row.
+    A plain Enum member is spelled by its name."""
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Color(str, enum.Enum):
+        RED = "red"
+
+    class Plain(enum.Enum):
+        ONE = 1
+
+    assert stable_key((Level.HIGH,)) == stable_key((3,))
+    assert stable_key((Color.RED,)) == stable_key(("red",))
+    assert stable_key((Plain.ONE,)) != stable_key((1,))
+    assert "Plain.ONE" in stable_key((Plain.ONE,))
 
 
 def test_long_stable_keys_are_digested() -> None:
