@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -38,15 +39,23 @@ logger = logging.getLogger("aiocache_swr")
 
 StoreArg = str | os.PathLike[str] | Store | None
 
-# One store object per file, shared by every function (of every cache) naming it.
+# One store object per file, shared by every function (of every cache) naming it,
+# and the clocks of those caches.
 _stores_by_path: dict[Path, Store] = {}
+_clocks_by_path: dict[Path, list[Callable[[], float]]] = {}
+
+
+def _earliest(clocks: list[Callable[[], float]]) -> float:
+    return min(clock() for clock in clocks)
 
 
 def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> Store | None:
     """A store object for ``store=``; a path gets the one store of that file.
 
-    The store's clock (for purging expired rows) is the clock of the cache that
-    first names the file.
+    The store's clock (for purging expired rows) is the clock of the caches
+    naming the file; if they have different clocks (a ``FakeClock`` beside the
+    real one), the earliest time of them: a row is purged only once expired by
+    every clock, never because a clock it was not stamped with runs ahead.
     """
     if store is None:
         return None
@@ -58,6 +67,12 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
         found = _stores_by_path.get(path)
         if found is None:
             found = _stores_by_path[path] = SQLiteStore(path, clock=clock)
+            _clocks_by_path[path] = [clock]
+        elif isinstance(found, SQLiteStore):
+            clocks = _clocks_by_path[path]
+            if all(clock is not known for known in clocks):
+                clocks.append(clock)
+                found.clock = partial(_earliest, clocks)
         return found
     if isinstance(store, type):
         raise TypeError(
@@ -354,7 +369,7 @@ class SWRCache:
                 what = f"{what} (store_timeout={self.store_timeout}s)"
             logger.warning("aiocache_swr: store %s failed: %r", what, exc, exc_info=exc)
             if invalidates:
-                distrust(store).mark(None, self.clock())
+                distrust(store).mark(None)
             for func in list(self._functions):
                 if func._store is store:
                     func._store_errors += 1

@@ -325,6 +325,7 @@ class Engine(Generic[P, T]):
         self._store_errors = 0
         # When the store failed to apply invalidations (see Distrust).
         self._distrust: Distrust = distrust(store) if store is not None else Distrust()
+        self._distrust.watch(self._clock)
         self._warned_unstable = False
         self._warned_serialize = False
         # The wrapped function's signature, computed on first need (see _check_args).
@@ -765,7 +766,7 @@ class Engine(Generic[P, T]):
                 what = f"{what} (store_timeout={timeout}s)"
             self._store_failed(what, exc)
             if invalidates:
-                self._distrust.mark(self.namespace, self._clock())
+                self._distrust.mark(self.namespace)
             return None
         finally:
             close_unstarted(op)
@@ -832,7 +833,10 @@ class Engine(Generic[P, T]):
         record: Record | None = found.get(skey) if found else None
         if record is None or flight.doomed:
             return None
-        if self._distrust.at and not self._distrust.trusts(self.namespace, skey, record.created):
+        distrusted = self._distrust
+        if distrusted.at and not distrusted.trusts(
+            self.namespace, skey, record.created, self._clock
+        ):
             return None  # from before an invalidation the store failed to apply
         fresh_until, serve_until = deadlines(record.created, self._ttl, self._stale_ttl)
         tags = record.tags
@@ -880,7 +884,7 @@ class Engine(Generic[P, T]):
                 self._emit("store_error", key, exc)
             return
         if self._distrust.at:
-            self._distrust.written(self.namespace, skey, entry.created)
+            self._distrust.written(self.namespace, skey, entry.created, self._clock)
         self.cache._schedule_flush(store)
 
     # -- invalidation, from the cache ----------------------------------------

@@ -33,7 +33,7 @@ import inspect
 import math
 import pickle
 import weakref
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -130,27 +130,44 @@ class Distrust:
     wrote afterwards (:meth:`written`; they matter when the clock has not moved,
     as with ``FakeClock``).  A new process trusts the store again
     (``SQLiteStore`` keeps a deletion it could not write and retries it).
+
+    "When" is read on the clock of every cache using the store (:meth:`watch`),
+    and each function compares with the reading of its own: caches with
+    different clocks (a ``FakeClock`` beside the real one) may share a file.
     """
 
-    __slots__ = ("at", "rewritten")
+    __slots__ = ("at", "clocks", "rewritten")
 
     def __init__(self) -> None:
-        self.at: dict[str | None, float] = {}  # namespace (None: every one) -> time
+        # (namespace (None: every one), id of a clock) -> that clock's time then
+        self.at: dict[tuple[str | None, int], float] = {}
+        self.clocks: dict[int, Callable[[], float]] = {}  # watched, by id (kept alive)
         self.rewritten: set[tuple[str, str]] = set()  # written at a mark's time, after it
 
-    def mark(self, namespace: str | None, now: float) -> None:
-        self.at[namespace] = now
+    def watch(self, clock: Callable[[], float]) -> None:
+        """``clock`` is the clock of a cache using the store.  Watched after marks
+        were made, it takes them at its time now: it distrusts what it has not seen."""
+        if id(clock) in self.clocks:
+            return
+        self.clocks[id(clock)] = clock
+        for namespace in {namespace for namespace, _ in self.at}:
+            self.at[namespace, id(clock)] = clock()
+
+    def mark(self, namespace: str | None) -> None:
+        for key, clock in self.clocks.items():
+            self.at[namespace, key] = clock()
         self.rewritten = {k for k in self.rewritten if namespace is not None and k[0] != namespace}
 
-    def _limit(self, namespace: str) -> float:
-        return max(self.at.get(namespace, -math.inf), self.at.get(None, -math.inf))
+    def _limit(self, namespace: str, clock: Callable[[], float]) -> float:
+        at, key = self.at, id(clock)
+        return max(at.get((namespace, key), -math.inf), at.get((None, key), -math.inf))
 
-    def written(self, namespace: str, key: str, created: float) -> None:
-        if created == self._limit(namespace):
+    def written(self, namespace: str, key: str, created: float, clock: Callable[[], float]) -> None:
+        if created == self._limit(namespace, clock):
             self.rewritten.add((namespace, key))
 
-    def trusts(self, namespace: str, key: str, created: float) -> bool:
-        limit = self._limit(namespace)
+    def trusts(self, namespace: str, key: str, created: float, clock: Callable[[], float]) -> bool:
+        limit = self._limit(namespace, clock)
         return created > limit or (created == limit and (namespace, key) in self.rewritten)
 
 

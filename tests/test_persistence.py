@@ -18,6 +18,7 @@ import pytest
 
 from aiocache_swr import SQLiteStore, SWRCache
 from aiocache_swr._function import engine_of
+from aiocache_swr._store import MemoryStore
 from aiocache_swr.testing import FakeClock
 
 CHILD = Path(__file__).with_name("_persist_child.py")
@@ -263,6 +264,73 @@ async def test_invalidate_with_an_equal_argument_of_another_type_drops_the_store
         g = cache.cached(ttl=10, namespace="f")(compute)
         assert await g(1) == 3
         assert g.cache_info().store_hits == 0
+
+
+@pytestmark_anyio
+async def test_caches_with_different_clocks_can_share_a_file(tmp_path: Path) -> None:
+    """Two caches naming one file with clocks far apart (a FakeClock beside the real
+    one): the store purges a row only once every clock has it expired, so the
+    cache whose clock is behind keeps its rows, and they answer its next process."""
+    db = tmp_path / "c.db"
+    ahead, behind = FakeClock(start=2_000_000_000.0), FakeClock(start=1_000_000.0)
+    calls = 0
+
+    async def compute(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        return x
+
+    # The cache whose clock is ahead names the file first.
+    async with SWRCache(clock=ahead, store=db) as fast, SWRCache(clock=behind, store=db) as slow:
+        b = slow.cached(ttl=10, stale_ttl=10, namespace="b")(compute)
+        a = fast.cached(ttl=10, stale_ttl=10, namespace="a")(compute)
+        assert await b(1) == 1
+        await slow.wait_idle()
+        assert await a(2) == 2  # its write batch purges what has expired
+        await fast.wait_idle()
+    with closing(sqlite3.connect(db)) as raw:
+        stored = set(raw.execute("SELECT namespace FROM swr_entries"))
+    assert stored == {("a",), ("b",)}
+
+
+class _FailingTags(MemoryStore):
+    fail = False
+
+    async def delete_tags(self, tags: Any) -> None:
+        if self.fail:
+            raise OSError("injected: tag deletion failed")
+        await super().delete_tags(tags)
+
+
+@pytestmark_anyio
+async def test_a_failed_invalidation_is_judged_on_each_caches_own_clock() -> None:
+    """After one cache's invalidate_tags fails on a shared store, another cache with a
+    clock far behind distrusts its rows from before the failure (read on its own
+    clock), and trusts those it writes after it."""
+    store = _FailingTags()
+    ahead, behind = FakeClock(start=2_000_000_000.0), FakeClock(start=1_000_000.0)
+    calls = 0
+
+    async def compute(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    slow, fast = SWRCache(clock=behind, store=store), SWRCache(clock=ahead, store=store)
+    async with slow, fast:
+        f = slow.cached(ttl=100, maxsize=1, namespace="f", tags=lambda x: ["t"])(compute)
+        fast.cached(namespace="other")(compute)
+        assert await f(1) == 1
+        store.fail = True
+        await fast.invalidate_tags("t")  # fails: logged, and the store is distrusted
+        store.fail = False
+        assert await f(2) == 2  # evicts f(1) from memory
+        assert await f(1) == 3  # its row predates the failure: recomputed, not read
+        behind.advance(10)
+        assert await f(4) == 4  # written after the failure...
+        assert await f(1) == 3  # (evicts f(4))
+        assert await f(4) == 4  # ...so read back from the store
+        assert f.cache_info().store_hits == 2
 
 
 @pytestmark_anyio
