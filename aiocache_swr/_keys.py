@@ -62,6 +62,7 @@ class UnstableKeyError(TypeError):
 
 
 _SCALARS: Final = (str, bytes, date, timedelta, uuid.UUID)
+_MAX_EXPONENT: Final = 4300  # sys.int_info's default limit of digits for str(int)
 _NUMBERS: Final = (int, float, Decimal, Fraction, complex)  # and bool, an int
 
 
@@ -81,6 +82,10 @@ def _number(obj: int | float | Decimal | Fraction | complex) -> str:
             return f"float:{obj!r}"  # every float is a fraction a float spells exactly
     else:
         finite = not isinstance(obj, Decimal) or obj.is_finite()
+        if finite and isinstance(obj, Decimal) and abs(obj.adjusted()) > _MAX_EXPONENT:
+            # Its exact value would be an int or a fraction of thousands of digits
+            # (slow to make): as for an int that long, there is no spelling.
+            raise UnstableKeyError(f"{obj!r} is too large or too small to spell")
     if not finite:
         if obj != obj:  # a NaN equals nothing, itself included: kept as it is
             return f"{type(obj).__name__}:{obj!r}"

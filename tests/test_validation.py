@@ -224,6 +224,14 @@ def test_aware_datetimes_of_one_instant_are_spelled_alike(moment: datetime, minu
     assert stable_key((other + timedelta(microseconds=1),)) != stable_key((moment,))
 
 
+@pytest.mark.parametrize("text", ["1e999999", "-1e-999999"])
+def test_a_decimal_too_large_or_small_to_spell_is_refused(text: str) -> None:
+    """A Decimal whose exact value would take thousands of digits has no stable key
+    (memory only), like an int that long: it is refused before that value is made."""
+    with pytest.raises(UnstableKeyError, match="too large or too small"):
+        stable_key((Decimal(text),))
+
+
 def test_enum_members_equal_to_their_values_are_spelled_as_them() -> None:
     """An IntEnum or str-mixin Enum member equals its value (one memory key): one row.
     A plain Enum member is spelled by its name."""
