@@ -11,8 +11,12 @@ process for ``str``); it refuses objects whose only spelling is their identity.
 Keys equal in memory are spelled alike, so that a call, ``invalidate`` and
 ``refresh`` with equal arguments reach one row: equal numbers of any type
 (``1``, ``True``, ``1.0``, ``Decimal("1.00")``, ``Fraction(1)``, ``1+0j``), an
-``IntEnum`` or ``StrEnum`` member and its value, and aware datetimes and times
-that are the same instant in different zones.
+``IntEnum`` or ``StrEnum`` member and the data it is made of, and datetimes and
+times of fixed offsets (``datetime.timezone``) that are the same instant.  Never
+the other way round: unequal keys never share a spelling.  Datetimes of a zone
+with rules (``ZoneInfo``) are spelled as they are, since ``==`` between them
+depends on the zones (wall time within one, instant across two, never equal in a
+DST gap or fold): an equal one in another zone is another row.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class UnstableKeyError(TypeError):
 
 
 _SCALARS: Final = (str, bytes, date, timedelta, uuid.UUID)
-_MAX_EXPONENT: Final = 4300  # sys.int_info's default limit of digits for str(int)
+_MAX_DIGITS: Final = 4300  # sys.int_info's default limit of digits for str(int)
 _NUMBERS: Final = (int, float, Decimal, Fraction, complex)  # and bool, an int
 
 
@@ -70,7 +74,7 @@ def _number(obj: int | float | Decimal | Fraction | complex) -> str:
     """One spelling for numbers that are equal (and hash alike) across types."""
     if isinstance(obj, complex):
         if obj.imag:
-            return f"complex:{obj!r}"
+            return f"complex:{complex(obj.real + 0.0, obj.imag + 0.0)!r}"  # -0.0 == 0.0
         obj = obj.real
     if isinstance(obj, int):  # bool too
         return f"int:{int(obj)}"
@@ -82,10 +86,14 @@ def _number(obj: int | float | Decimal | Fraction | complex) -> str:
             return f"float:{obj!r}"  # every float is a fraction a float spells exactly
     else:
         finite = not isinstance(obj, Decimal) or obj.is_finite()
-        if finite and isinstance(obj, Decimal) and abs(obj.adjusted()) > _MAX_EXPONENT:
+        if (
+            isinstance(obj, Decimal)
+            and finite
+            and (abs(obj.adjusted()) > _MAX_DIGITS or len(obj.as_tuple().digits) > _MAX_DIGITS)
+        ):
             # Its exact value would be an int or a fraction of thousands of digits
             # (slow to make): as for an int that long, there is no spelling.
-            raise UnstableKeyError(f"{obj!r} is too large or too small to spell")
+            raise UnstableKeyError(f"a Decimal of {_MAX_DIGITS}+ digits has no spelling")
     if not finite:
         if obj != obj:  # a NaN equals nothing, itself included: kept as it is
             return f"{type(obj).__name__}:{obj!r}"
@@ -93,17 +101,20 @@ def _number(obj: int | float | Decimal | Fraction | complex) -> str:
     exact = Fraction(obj)
     if exact.denominator == 1:
         return f"int:{exact.numerator}"
-    if Fraction(float(exact)) == exact:
-        return f"float:{float(exact)!r}"
+    try:
+        as_float = float(exact)
+    except OverflowError:  # beyond any float: no float equals it
+        as_float = math.inf
+    if math.isfinite(as_float) and Fraction(as_float) == exact:
+        return f"float:{as_float!r}"
     return f"frac:{exact.numerator}/{exact.denominator}"
 
 
-def _aware_time(obj: time) -> str | None:
-    """An aware time as the moment it compares as: microseconds after 00:00 UTC
-    (negative or past a day, as the offset takes it: ``time`` does not wrap)."""
+def _aware_time(obj: time) -> str:
+    """A time of a fixed offset as the moment it compares as: microseconds after
+    00:00 UTC (negative or past a day, as the offset takes it: no wrapping)."""
     offset = obj.utcoffset()
-    if offset is None:
-        return None
+    assert offset is not None
     local = timedelta(
         hours=obj.hour, minutes=obj.minute, seconds=obj.second, microseconds=obj.microsecond
     )
@@ -114,8 +125,16 @@ def _spell(obj: object, out: list[str]) -> None:
     if obj is None or obj is KW_MARK:
         out.append(repr(obj))
     elif isinstance(obj, enum.Enum):
-        if isinstance(obj, (*_NUMBERS, str, bytes)):  # IntEnum, StrEnum...: == its value
-            _spell(obj.value, out)
+        # An int, float, str or bytes enum (IntEnum, StrEnum, a mixin) is == to the
+        # data it is made of (not always its .value): spelled as that data.
+        if isinstance(obj, int):
+            _spell(int(obj), out)
+        elif isinstance(obj, float):
+            _spell(float(obj), out)
+        elif isinstance(obj, str):
+            _spell(str.__str__(obj), out)
+        elif isinstance(obj, bytes):
+            _spell(bytes(obj), out)
         else:
             out.append(f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}")
     elif type(obj) in _NUMBERS or type(obj) is bool:
@@ -124,18 +143,24 @@ def _spell(obj: object, out: list[str]) -> None:
         out.append(f"{type(obj).__name__}:{obj!r}")
     elif type(obj) is datetime or type(obj) is time:
         tz = obj.tzinfo
-        if tz is not None and type(tz).__repr__ is object.__repr__:
+        if obj.utcoffset() is None:  # naive, or as good as (== compares wall times)
+            out.append(f"{type(obj).__name__}:{obj.replace(tzinfo=None, fold=0)!r}")
+        elif type(tz) is timezone:  # a fixed offset: == exactly when the same instant
+            if type(obj) is datetime:
+                out.append(f"datetime:{obj.astimezone(timezone.utc).replace(fold=0)!r}")
+            else:
+                out.append(_aware_time(obj))  # type: ignore[arg-type]
+        elif type(tz).__repr__ is object.__repr__:
             # Its repr is its address: another process would spell it differently.
             raise UnstableKeyError(
                 f"{type(tz).__qualname__}, the tzinfo of a {type(obj).__name__}, has no "
                 "stable spelling across processes: give it a __repr__ (datetime.timezone "
                 "and zoneinfo.ZoneInfo have one)"
             )
-        if type(obj) is datetime and obj.utcoffset() is not None:
-            out.append(f"datetime:{obj.astimezone(timezone.utc)!r}")  # the same instant
-        elif type(obj) is time and (aware := _aware_time(obj)) is not None:
-            out.append(aware)
         else:
+            # A zone with rules: == compares two datetimes of one zone by their wall
+            # time, of two zones by their instant, and a time in a DST gap or fold
+            # to no other zone's: spelled as it is, which never joins unequal ones.
             out.append(f"{type(obj).__name__}:{obj!r}")
     elif type(obj) is tuple or type(obj) is list:
         out.append("(" if type(obj) is tuple else "[")
