@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import inspect
 import logging
 import math
@@ -27,7 +26,7 @@ from ._events import CacheEvent, EventListener, emit
 from ._function import Engine, decorated
 from ._runner import Runner, current_loop
 from ._sqlite import SQLiteStore, _check_path
-from ._store import Store, close_unstarted, distrust
+from ._store import Store, close_unstarted, distrust, weak_clock
 from ._types import SWRFunction
 
 __all__ = ["SWRCache", "default_cache", "swr_cached"]
@@ -42,11 +41,14 @@ StoreArg = str | os.PathLike[str] | Store | None
 # One store object per file, shared by every function (of every cache) naming it,
 # and the clocks of those caches.
 _stores_by_path: dict[Path, Store] = {}
-_clocks_by_path: dict[Path, list[Callable[[], float]]] = {}
+_clocks_by_path: dict[Path, list[Callable[[], Callable[[], float] | None]]] = {}
 
 
-def _earliest(clocks: list[Callable[[], float]]) -> float:
-    return min(clock() for clock in clocks)
+def _earliest(clocks: list[Callable[[], Callable[[], float] | None]]) -> float:
+    """The earliest time of the clocks still in use (held weakly where they can be:
+    a cache that is gone, and its clock, no longer hold back purging)."""
+    times = [clock() for ref in clocks if (clock := ref()) is not None]
+    return min(times) if times else time.time()
 
 
 def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> Store | None:
@@ -67,11 +69,12 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
         found = _stores_by_path.get(path)
         if found is None:
             found = _stores_by_path[path] = SQLiteStore(path, clock=clock)
-            _clocks_by_path[path] = [clock]
+            _clocks_by_path[path] = [weak_clock(clock)]
         elif isinstance(found, SQLiteStore):
             clocks = _clocks_by_path[path]
-            if all(clock is not known for known in clocks):
-                clocks.append(clock)
+            if all(clock is not ref() for ref in clocks):
+                clocks[:] = [ref for ref in clocks if ref() is not None]
+                clocks.append(weak_clock(clock))
                 found.clock = partial(_earliest, clocks)
         return found
     if isinstance(store, type):
@@ -286,35 +289,40 @@ class SWRCache:
     def _check_namespace_is_its_own(
         self, fn: Callable[..., Awaitable[Any]], name: str, store: Store
     ) -> None:
-        """``fn``'s default namespace (``module.qualname``) is not also that of another
-        live function of this cache on ``store`` made from the same code: two closures
-        of one factory (``def client(url): @swr_cached(...) async def fetch(...)``)
-        would read and clear each other's entries there.  A ``ValueError`` naming the
-        fix, at decoration.  (Redefining a function makes new code: not a clash.)
+        """Warn when ``fn``'s default namespace (``module.qualname``) is also that of
+        another function of this cache on ``store`` made from the same code: two
+        closures of one factory (``def client(url): @cached(...) async def fetch``)
+        would read and clear each other's entries there.
+
+        A warning, not an error: an earlier closure that is no longer used may still
+        be referenced (a traceback, a log record keeps it), and its being alive is
+        all this can see.  Redefining a function makes new code: not a clash.
         """
         code = getattr(fn, "__code__", None)
         if code is None:
             return
-
-        def clash() -> bool:
-            return any(
+        func, bound_to = getattr(fn, "__func__", fn), getattr(fn, "__self__", None)
+        for other in list(self._functions):
+            made = other._fn
+            if (
                 other._store is store
                 and other.namespace == name
-                and other._fn is not fn
-                and getattr(other._fn, "__code__", None) is code
-                for other in self._functions
-            )
-
-        if clash():
-            gc.collect()  # a closure made earlier may be garbage not yet collected
-            if clash():
-                raise ValueError(
-                    f"swr_cached: {name} is made more than once from the same code (a "
-                    f"closure, e.g. made by a factory), and each would name its entries in "
-                    f"{store!r} {name!r}, reading and clearing each other's; pass "
-                    "namespace= a name unique to each (e.g. built from the factory's "
-                    "arguments)"
+                and getattr(made, "__code__", None) is code
+                and (
+                    getattr(made, "__func__", made) is not func
+                    or getattr(made, "__self__", None) is not bound_to
                 )
+            ):
+                logger.warning(
+                    "swr_cached: %s is made more than once from the same code (a closure, "
+                    "e.g. made by a factory), and each names its entries in %r %r: they "
+                    "read and clear each other's; pass namespace= a name unique to each "
+                    "(e.g. built from the factory's arguments)",
+                    name,
+                    store,
+                    name,
+                )
+                return
 
     # -- background work -----------------------------------------------------
 
@@ -369,7 +377,7 @@ class SWRCache:
                 what = f"{what} (store_timeout={self.store_timeout}s)"
             logger.warning("aiocache_swr: store %s failed: %r", what, exc, exc_info=exc)
             if invalidates:
-                distrust(store).mark(None)
+                distrust(store).mark(None, self.clock)
             for func in list(self._functions):
                 if func._store is store:
                     func._store_errors += 1

@@ -41,15 +41,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, cast, final
 
-import anyio
-
 from ._backoff import backoff_delay
 from ._entry import Entry
 from ._events import CacheEvent, EventKind, emit
 from ._freshness import EXPIRED, STALE, deadlines, judge
 from ._info import CacheInfo
 from ._keys import KW_MARK, make_key, stable_key
-from ._runner import Signal, cancel_requested
+from ._runner import Signal, cancelled_for_real
 from ._store import Distrust, Record, Store, close_unstarted, distrust, store_time_limit
 
 if TYPE_CHECKING:
@@ -637,7 +635,7 @@ class Engine(Generic[P, T]):
                 # not an Exception: a CancelledError from something it awaited (its
                 # own task was not cancelled), or a BaseException of its own.  It
                 # must not end the cache's task group, nor be lost to its callers.
-                if isinstance(exc, anyio.get_cancelled_exc_class()) and cancel_requested():
+                if cancelled_for_real(exc):
                     raise  # this flight was cancelled: the cache is closing
                 flight.fail(exc)
                 if flight.kind == _REFRESH:
@@ -766,7 +764,7 @@ class Engine(Generic[P, T]):
                 what = f"{what} (store_timeout={timeout}s)"
             self._store_failed(what, exc)
             if invalidates:
-                self._distrust.mark(self.namespace)
+                self._distrust.mark(self.namespace, self._clock)
             return None
         finally:
             close_unstarted(op)

@@ -47,9 +47,22 @@ import anyio.abc
 
 from ._store import TimeLimit
 
-__all__ = ["Job", "Runner", "Signal", "cancel_requested", "current_loop"]
+__all__ = ["Job", "Runner", "Signal", "cancel_requested", "cancelled_for_real", "current_loop"]
 
 logger = logging.getLogger("aiocache_swr")
+
+
+def cancelled_for_real(exc: BaseException) -> bool:
+    """``exc`` is this task's own cancellation: a cancellation exception (or an
+    exception group holding one, as a trio nursery raises) while the task was
+    asked to cancel (see :func:`cancel_requested`)."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        if exc.subgroup(lambda e: isinstance(e, cancelled)) is None:
+            return False
+    elif not isinstance(exc, cancelled):
+        return False
+    return cancel_requested()
 
 
 def cancel_requested() -> bool:
@@ -366,15 +379,19 @@ class Runner:
             self._start(partial(self._run_refresh, job), job)
 
     async def _run_refresh(self, job: Job) -> None:
+        ended = False
         try:
             await job.run()
-        except BaseException:
-            # Cancelled: the cache is closing or the loop ending (the first to run
-            # of the tasks asyncio.run cancels may be this one): start nothing more.
-            self._refreshing -= 1
+            ended = True
+        except Exception:  # a bug in the engine (``_track`` logs it): go on
+            ended = True
             raise
-        self._refreshing -= 1
-        self._pump()
+        finally:
+            # Not after a cancellation: the cache is closing or the loop ending (the
+            # first to run of the tasks asyncio.run cancels may be this one).
+            self._refreshing -= 1
+            if ended:
+                self._pump()
 
     def _start(self, fn: Callable[[], Awaitable[None]], job: Job | None) -> None:
         tg = self._explicit_tg or self._host_tg

@@ -35,6 +35,7 @@ import pickle
 import weakref
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "close_unstarted",
     "distrust",
     "store_time_limit",
+    "weak_clock",
 ]
 
 
@@ -136,26 +138,34 @@ class Distrust:
     different clocks (a ``FakeClock`` beside the real one) may share a file.
     """
 
-    __slots__ = ("at", "clocks", "rewritten")
+    __slots__ = ("__weakref__", "at", "clocks", "rewritten")
 
     def __init__(self) -> None:
         # (namespace (None: every one), id of a clock) -> that clock's time then
         self.at: dict[tuple[str | None, int], float] = {}
-        self.clocks: dict[int, Callable[[], float]] = {}  # watched, by id (kept alive)
+        # The clocks watched, by id: weakly where they can be (a clock that goes
+        # takes its marks with it, and its id may then be reused).
+        self.clocks: dict[int, Callable[[], Callable[[], float] | None]] = {}
         self.rewritten: set[tuple[str, str]] = set()  # written at a mark's time, after it
 
     def watch(self, clock: Callable[[], float]) -> None:
         """``clock`` is the clock of a cache using the store.  Watched after marks
         were made, it takes them at its time now: it distrusts what it has not seen."""
-        if id(clock) in self.clocks:
+        key = id(clock)
+        if key in self.clocks:
             return
-        self.clocks[id(clock)] = clock
+        self.clocks[key] = weak_clock(clock, partial(_forget_clock, weakref.ref(self), key))
         for namespace in {namespace for namespace, _ in self.at}:
-            self.at[namespace, id(clock)] = clock()
-
-    def mark(self, namespace: str | None) -> None:
-        for key, clock in self.clocks.items():
             self.at[namespace, key] = clock()
+
+    def mark(self, namespace: str | None, clock: Callable[[], float]) -> None:
+        """The store failed to apply an invalidation of ``namespace`` (None: of every
+        one), seen by a cache on ``clock``: now, on every clock watched."""
+        self.watch(clock)
+        for key, ref in list(self.clocks.items()):
+            watched = ref()
+            if watched is not None:
+                self.at[namespace, key] = watched()
         self.rewritten = {k for k in self.rewritten if namespace is not None and k[0] != namespace}
 
     def _limit(self, namespace: str, clock: Callable[[], float]) -> float:
@@ -169,6 +179,24 @@ class Distrust:
     def trusts(self, namespace: str, key: str, created: float, clock: Callable[[], float]) -> bool:
         limit = self._limit(namespace, clock)
         return created > limit or (created == limit and (namespace, key) in self.rewritten)
+
+
+def weak_clock(
+    clock: Callable[[], float], gone: Callable[[object], None] | None = None
+) -> Callable[[], Callable[[], float] | None]:
+    """A reference to ``clock``: weak if it takes one (calling ``gone`` when it goes)."""
+    try:
+        return weakref.ref(clock, gone)
+    except TypeError:  # e.g. time.time, which lives as long as the process anyway
+        return lambda: clock
+
+
+def _forget_clock(distrust: weakref.ref[Distrust], key: int, _gone: object) -> None:
+    found = distrust()
+    if found is not None:
+        found.clocks.pop(key, None)
+        for mark in [mark for mark in found.at if mark[1] == key]:
+            del found.at[mark]
 
 
 _distrust: dict[int, Distrust] = {}  # by id(store): stores need not be hashable

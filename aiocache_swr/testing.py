@@ -38,7 +38,7 @@ class FakeClock:
     it forward.  It never goes backwards.
     """
 
-    __slots__ = ("_now",)
+    __slots__ = ("__weakref__", "_now")
 
     def __init__(self, start: float = 1_000_000.0) -> None:
         self._now = _finite_seconds(start, "FakeClock(start=...)")

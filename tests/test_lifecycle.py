@@ -762,3 +762,84 @@ async def test_aclose_cancelled_in_its_grace_period_still_closes(clock, fetcher)
     assert fetcher.running == 0
     assert fetcher.cancelled == 1
     assert cache._runner is None
+
+
+async def _inside_a_trio_nursery() -> int:
+    import trio
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.sleep_forever)
+        await trio.sleep_forever()
+    return 0  # pragma: no cover
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_a_flight_cancelled_inside_a_nursery_is_cancelled_not_failed(clock):
+    """On trio, closing the cache cancels a flight whose function is inside a nursery
+    (which raises the cancellation in an exception group): a cancellation still, not
+    the function's failure: the miss's waiter is told the cache closed, a refresh
+    counts no error."""
+    cache = SWRCache(clock=clock, close_timeout=0)
+    calls = 0
+
+    @cache.cached(ttl=10)
+    async def f(key):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return "1:1"
+        return await _inside_a_trio_nursery()
+
+    assert await f(1) == "1:1"
+    clock.advance(11)
+    assert await f(1) == "1:1"  # stale: its refresh waits in a nursery
+    got: list[BaseException] = []
+
+    async def waiter() -> None:
+        try:
+            await f(2)
+        except BaseException as exc:  # what the waiter of a miss gets
+            got.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await wait_all_tasks_blocked()
+        await cache.aclose()
+    assert [type(e) for e in got] == [RuntimeError]
+    assert "closed" in str(got[0])
+    assert f.cache_info().refresh_errors == 0
+
+
+async def test_queued_refreshes_still_start_after_one_ended_in_an_internal_error(clock):
+    """A refresh whose job raised (here the cache's clock failed while it committed:
+    logged as an internal error) still lets the refreshes queued behind it start."""
+
+    class FlakyClock(FakeClock):
+        fail_next = False
+
+        def __call__(self) -> float:
+            if self.fail_next:
+                self.fail_next = False
+                raise OSError("clock source unavailable")
+            return super().__call__()
+
+    flaky = FlakyClock()
+    calls: list[int] = []
+    refreshing = False
+    async with SWRCache(clock=flaky, max_concurrent_refreshes=1) as cache:
+
+        @cache.cached(ttl=10)
+        async def f(key):
+            calls.append(key)
+            if refreshing and key == 1:
+                flaky.fail_next = True  # its commit reads the clock, which raises
+            return key
+
+        assert (await f(1), await f(2)) == (1, 2)
+        flaky.advance(11)
+        refreshing = True
+        assert await f(1) == 1  # stale: the refresh of 1 takes the one slot
+        assert await f(2) == 2  # stale: the refresh of 2 waits behind it
+        with anyio.fail_after(5):  # a safety net: this hung
+            await cache.wait_idle()
+        assert calls == [1, 2, 1, 2]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import sqlite3
 import subprocess
 import sys
+import weakref
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +20,8 @@ import pytest
 
 from aiocache_swr import SQLiteStore, SWRCache
 from aiocache_swr._function import engine_of
-from aiocache_swr._store import MemoryStore
+from aiocache_swr._keys import stable_key
+from aiocache_swr._store import MemoryStore, Record
 from aiocache_swr.testing import FakeClock
 
 CHILD = Path(__file__).with_name("_persist_child.py")
@@ -331,6 +334,51 @@ async def test_a_failed_invalidation_is_judged_on_each_caches_own_clock() -> Non
         assert await f(1) == 3  # (evicts f(4))
         assert await f(4) == 4  # ...so read back from the store
         assert f.cache_info().store_hits == 2
+
+
+@pytestmark_anyio
+async def test_a_failed_invalidation_before_any_function_is_decorated_is_kept() -> None:
+    """invalidate_tags failing before any function of the store was decorated still
+    distrusts the rows it could not delete, for the functions decorated later."""
+    clock = FakeClock()
+    store = _FailingTags()
+    store.put("f", stable_key((1,)), Record("old", None, clock() - 1, ("t",), None))
+    await store.flush()
+    async with SWRCache(clock=clock, store=store) as cache:
+        store.fail = True
+        await cache.invalidate_tags("t")  # fails: the row stays
+        store.fail = False
+        clock.advance(1)
+
+        @cache.cached(ttl=100, namespace="f", tags=lambda x: ["t"])
+        async def f(x: int) -> str:
+            return "new"
+
+        assert await f(1) == "new"  # not the row from before the failed invalidation
+
+
+@pytestmark_anyio
+async def test_a_cache_gone_holds_back_no_purge_of_a_shared_file(tmp_path: Path) -> None:
+    """A cache with a clock of its own that named the file and is gone no longer
+    holds back purging by the clocks still in use, and its clock is not kept alive."""
+    db = tmp_path / "c.db"
+    app_clock = FakeClock(start=2_000_000_000.0)
+    app = SWRCache(clock=app_clock, store=db)
+    a = app.cached(ttl=1, stale_ttl=0, namespace="a")(_double)
+    old = FakeClock(start=1_000_000.0)
+    tool = SWRCache(clock=old, store=db)
+    await tool.aclose()
+    gone = weakref.ref(old)
+    del tool, old
+    gc.collect()
+    assert gone() is None
+    assert await a(1) == 2
+    await app.wait_idle()
+    app_clock.advance(10)  # a(1) has expired by the only clock still in use
+    assert await a(2) == 4  # this write batch purges what has expired
+    await app.aclose()
+    with closing(sqlite3.connect(db)) as raw:
+        assert [k for (k,) in raw.execute("SELECT key FROM swr_entries")] == ["(int:2,)"]
 
 
 @pytestmark_anyio
