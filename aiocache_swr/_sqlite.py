@@ -22,10 +22,14 @@ Errors
     ``<name>.corrupt-<UTC timestamp>`` (with its ``-wal``/``-shm``), logged at
     ERROR on the ``aiocache_swr`` logger, and an empty database is created in its
     place.  A file found so later, by a read or a write on an open connection,
-    goes the same way: that read fails (the connection is closed, and opening it
-    again sets the file aside), that write is retried once on the new file.  The
+    goes the same way: that read fails (the reader is closed; the next read or
+    write, whichever comes first, sets the file aside and makes the new one, so
+    no write goes to the file about to be set aside, and a read never closes, nor
+    so waits for, the writer), that write is retried once on the new file.  The
     file is set aside only if the path still names it (same device and inode):
-    another process may have set it aside and created a new one first.
+    another process may have set it aside and created a new one first.  Each read
+    job checks that the path still names the reader's file, so a process that
+    only reads follows a file another process set aside or replaced.
 
     A single row that fails its signature check or cannot be deserialized is a
     miss: it is deleted and logged at WARNING (the signature is checked before
@@ -887,6 +891,7 @@ class SQLiteStore:
         self._state: _LoopState | None = None
         self._open_failure: tuple[float, StoreError] | None = None
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the open file
+        self._reader_file_id: tuple[int, int] | None = None  # ...and of the reader's
         # The open file, found corrupt by a job, and how: set aside by the next open.
         self._corrupt: tuple[tuple[int, int], BaseException] | None = None
         self._hold = False  # see ``pending``
@@ -1203,13 +1208,24 @@ class SQLiteStore:
     async def _run_read(self, st: _LoopState, batch: _ReadBatch) -> None:
         st.reading = batch  # before opening: readers arriving meanwhile gather behind it
         try:
-            await self._ready(st, st.reader)
-            self.stats.read_batches += 1
-            await self._call(st, st.reader, self._read_sync, batch, abandonable=True)
+            for attempt in (1, 2):
+                await self._ready(st, st.reader)
+                self.stats.read_batches += 1
+                try:
+                    await self._call(st, st.reader, self._read_sync, batch, abandonable=True)
+                    return
+                except _FileGone:
+                    # The path names another file now (set aside as corrupt, replaced
+                    # or deleted, by this process or another): the reader follows it.
+                    batch.error = None
+                    with anyio.CancelScope(shield=True):
+                        await self._close_links(st, raise_errors=False, writer=False)
+                    if attempt == 2:
+                        raise StoreError(f"{self!r}: the database file keeps changing") from None
         except StoreError:
             raise
         except (sqlite3.Error, ValueError) as exc:
-            if self._found_corrupt(exc):
+            if self._found_corrupt(exc, self._reader_file_id):
                 # Only the reader closes here (the writer may be waiting for a lock):
                 # opening it again sets the file aside (and the writer follows).
                 with anyio.CancelScope(shield=True):
@@ -1427,8 +1443,12 @@ class SQLiteStore:
         opened.db = db
         return db
 
-    def _open_sync(self) -> sqlite3.Connection:
-        """The whole open sequence, retried with backoff while SQLite reports busy."""
+    def _open_sync(self, *, writer: bool = True) -> sqlite3.Connection:
+        """The whole open sequence, retried with backoff while SQLite reports busy.
+
+        ``writer=False``: for the reader, which then does not record the file as
+        the writer's (the writer finds out on its next write that the file changed).
+        """
         delay = 0.01
         moved = False
         self._set_aside_corrupt_sync()
@@ -1439,7 +1459,10 @@ class SQLiteStore:
                 db = self._connect_to(self._path)
                 self._prepare_sync(db, last_attempt=attempt == _OPEN_ATTEMPTS)
                 found = os.stat(self._path)
-                self._file_id = (found.st_dev, found.st_ino)
+                if writer:
+                    self._file_id = (found.st_dev, found.st_ino)
+                else:
+                    self._reader_file_id = (found.st_dev, found.st_ino)
                 return db
             except SchemaVersionError:
                 if db is not None:
@@ -1472,14 +1495,19 @@ class SQLiteStore:
 
     def _open_reader_sync(self) -> sqlite3.Connection:
         """Open the read connection, on a file the writer has opened (never creating one)."""
-        if self._set_aside_corrupt_sync():  # then the writer opens a new file (``_ready``)
-            raise StoreOpenError(f"{self!r}: the file was found corrupt and set aside")
+        if self._set_aside_corrupt_sync():
+            # Make the new file here, as the writer would: closing the writer to reopen
+            # it could wait for its job (a lock another process holds); it follows
+            # on its next write, which finds the file changed.
+            return self._open_sync(writer=False)
         delay = 0.01
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
             try:
                 db = self._connect_to(f"{self._path.as_uri()}?mode=rw", uri=True)
                 self._check_version(db.execute("PRAGMA user_version").fetchone()[0])
+                found = os.stat(self._path)
+                self._reader_file_id = (found.st_dev, found.st_ino)
                 return db
             except SchemaVersionError:
                 if db is not None:
@@ -1543,12 +1571,12 @@ class SQLiteStore:
                 "point the store at another file"
             )
 
-    def _found_corrupt(self, exc: BaseException) -> bool:
-        """``exc``, from a job on an open connection, says the file is corrupt:
-        remember it, so that the next open sets that file aside."""
-        if not _is_corrupt(exc) or self._file_id is None:
+    def _found_corrupt(self, exc: BaseException, file_id: tuple[int, int] | None) -> bool:
+        """``exc``, from a job on a connection open on ``file_id``, says the file is
+        corrupt: remember it, so that the next open (or write) sets it aside."""
+        if not _is_corrupt(exc) or file_id is None:
             return False
-        self._corrupt = (self._file_id, exc)
+        self._corrupt = (file_id, exc)
         return True
 
     def _set_aside_corrupt_sync(self) -> bool:
@@ -1623,6 +1651,12 @@ class SQLiteStore:
         return mac.digest()
 
     def _read_sync(self, db: sqlite3.Connection, batch: _ReadBatch) -> None:
+        try:
+            found = os.stat(self._path)
+        except FileNotFoundError:
+            raise _FileGone from None
+        if (found.st_dev, found.st_ino) != self._reader_file_id:
+            raise _FileGone
         try:
             selected: list[tuple[str, list[tuple[Any, ...]]]] = []  # (namespace, its rows)
             delay = 0.01
@@ -1766,6 +1800,8 @@ class SQLiteStore:
     def _write_sync(self, db: sqlite3.Connection, job: _WriteJob) -> None:
         # An open connection keeps writing to a file deleted under it (the rows
         # would vanish with it): check first that the path is still that file.
+        if self._corrupt is not None:  # found corrupt by a read: set aside first
+            raise _FileGone
         try:
             found = os.stat(self._path)
         except FileNotFoundError:
@@ -1972,7 +2008,7 @@ class SQLiteStore:
                     delay = min(delay * 2, 1.0)
                     continue
                 failure = exc
-                if not reopened and self._found_corrupt(exc):
+                if not reopened and self._found_corrupt(exc, self._file_id):
                     reopened = True  # opening it again sets the corrupt file aside
                     try:
                         await self._reopen(st)

@@ -1097,6 +1097,93 @@ async def test_a_name_sqlite_cannot_hold_is_refused_or_skipped_never_failing_a_b
     await store.aclose()
 
 
+def _next_read_finds_it_corrupt(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's next read job reports SQLITE_CORRUPT, as one reaching a bad page does."""
+    original = store._read_sync
+
+    def read_sync(db: sqlite3.Connection, batch: Any) -> None:
+        monkeypatch.setattr(store, "_read_sync", original)
+        exc = sqlite3.DatabaseError("database disk image is malformed")
+        exc.sqlite_errorcode = 11  # type: ignore[attr-defined]
+        batch.error = exc
+        raise exc
+
+    monkeypatch.setattr(store, "_read_sync", read_sync)
+
+
+async def test_a_write_after_a_read_found_the_file_corrupt_goes_to_a_new_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write made after a read found the file corrupt, before any other read, sets the
+    file aside itself and goes to the new file, even when the pages it writes are sound
+    (not to the file the next read would set aside)."""
+    store = await _store_with_rows(db_path)
+    _next_read_finds_it_corrupt(store, monkeypatch)
+    with pytest.raises(StoreError, match="malformed"):
+        await store.get_many(NS, ["k0"])
+    store.put(NS, "new", rec("N"))
+    await store.flush()
+    assert store.stats.moved_aside == 1
+    assert stored_keys(db_path) == {"new"}
+    assert await store.get_many(NS, ["new"]) == {"new": rec("N")}
+    await store.aclose()
+
+
+async def test_a_reader_follows_a_file_another_process_replaced(db_path: Path) -> None:
+    """A store that only reads notices when another process has replaced the file (set
+    it aside, say) and reads the new one, instead of the old file, which no longer
+    gets that process's writes or invalidations."""
+    store = await _store_with_rows(db_path, n=2)
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{db_path}{suffix}", f"{db_path}.old{suffix}")
+    other = SQLiteStore(db_path)
+    other.put(NS, "theirs", rec("T"))
+    await other.aclose()
+    assert await store.get_many(NS, ["k0", "theirs"]) == {"theirs": rec("T")}
+    await store.aclose()
+
+
+async def test_a_read_after_a_corrupt_read_does_not_wait_for_a_blocked_write(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read that sets a corrupt file aside makes the new file itself: it does not
+    close (and so wait for) the writer, whose flush may wait for another process's lock
+    (an hour here)."""
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "old", rec("OLD"))
+    await store.flush()
+    assert await store.get_many(NS, ["old"]) == {"old": rec("OLD")}  # both open
+    writer = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    safety_net = threading.Timer(GATE_TIMEOUT, writer.execute, ("ROLLBACK",))
+    safety_net.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            try:
+                store.put(NS, "new", rec("NEW"))
+                tg.start_soon(store.flush)
+                await wait_all_tasks_blocked()  # its batch waits for the lock
+                _next_read_finds_it_corrupt(store, monkeypatch)
+                with pytest.raises(StoreError, match="malformed"):
+                    await store.get_many(NS, ["old"])
+                found = await store.get_many(NS, ["old", "new"])  # sets the file aside
+                assert writer.in_transaction, "the read waited for the blocked write"
+                assert found == {"new": rec("NEW")}  # from the flush under way; "old" gone
+                assert store.stats.moved_aside == 1
+            finally:
+                safety_net.cancel()
+                safety_net.join()
+                if writer.in_transaction:
+                    writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+    store.put(NS, "later", rec("L"))
+    await store.flush()  # the writer follows to the new file
+    assert "later" in stored_keys(db_path)
+    await store.aclose()
+
+
 def corrupt_in_place(path: Path) -> None:
     """Garble every page of the file but the first, in place, as a failing disk
     might: the file still opens as a database, and its tables no longer read."""
