@@ -1650,13 +1650,18 @@ class SQLiteStore:
             mac.update(part)
         return mac.digest()
 
-    def _read_sync(self, db: sqlite3.Connection, batch: _ReadBatch) -> None:
+    def _check_file_sync(self, file_id: tuple[int, int] | None) -> None:
+        """Raise :class:`_FileGone` unless the path still names the file ``file_id``:
+        an open connection keeps using a file deleted or replaced under it."""
         try:
             found = os.stat(self._path)
         except FileNotFoundError:
             raise _FileGone from None
-        if (found.st_dev, found.st_ino) != self._reader_file_id:
+        if (found.st_dev, found.st_ino) != file_id:
             raise _FileGone
+
+    def _read_sync(self, db: sqlite3.Connection, batch: _ReadBatch) -> None:
+        self._check_file_sync(self._reader_file_id)
         try:
             selected: list[tuple[str, list[tuple[Any, ...]]]] = []  # (namespace, its rows)
             delay = 0.01
@@ -1798,16 +1803,10 @@ class SQLiteStore:
             logger.warning("%r: could not delete that entry: %s", self, exc)
 
     def _write_sync(self, db: sqlite3.Connection, job: _WriteJob) -> None:
-        # An open connection keeps writing to a file deleted under it (the rows
-        # would vanish with it): check first that the path is still that file.
+        # Rows written to a file deleted under the connection would vanish with it.
         if self._corrupt is not None:  # found corrupt by a read: set aside first
             raise _FileGone
-        try:
-            found = os.stat(self._path)
-        except FileNotFoundError:
-            raise _FileGone from None
-        if (found.st_dev, found.st_ino) != self._file_id:
-            raise _FileGone
+        self._check_file_sync(self._file_id)
         batch = job.batch
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -954,6 +954,25 @@ async def test_a_bad_row_is_dropped_without_waiting_for_another_writer(
     await store.aclose()
 
 
+@contextmanager
+def another_writer_holds_the_lock(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holds the file's write lock (``BEGIN IMMEDIATE``) until the
+    test lets it go, or a safety net does: a test stuck behind it (a read shielded
+    behind a flush, say) then fails instead of hanging."""
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    safety_net = threading.Timer(GATE_TIMEOUT, writer.execute, ("ROLLBACK",))
+    safety_net.start()
+    try:
+        yield writer
+    finally:
+        safety_net.cancel()
+        safety_net.join()
+        if writer.in_transaction:
+            writer.execute("ROLLBACK")
+        writer.close()
+
+
 async def test_a_read_does_not_queue_behind_a_write_waiting_for_another_writer(
     db_path: Path,
 ) -> None:
@@ -965,30 +984,17 @@ async def test_a_read_does_not_queue_behind_a_write_waiting_for_another_writer(
     store = SQLiteStore(db_path, busy_timeout=3600)
     store.put(NS, "old", rec("OLD"))
     await store.flush()
-    writer = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-    writer.execute("BEGIN IMMEDIATE")  # another writer holds the lock...
-    # ...until the test is done, or the safety net lets it go (a read stuck behind
-    # the flush waits for it, shielded: the test then fails instead of hanging).
-    safety_net = threading.Timer(GATE_TIMEOUT, writer.execute, ("ROLLBACK",))
-    safety_net.start()
-    try:
+    with another_writer_holds_the_lock(db_path) as writer:
         async with anyio.create_task_group() as tg:
-            try:
-                store.put(NS, "new", rec("NEW"))
-                tg.start_soon(store.flush)
-                await wait_all_tasks_blocked()  # its batch waits for the lock, on its thread
-                assert store._inflight is not None
-                found = await store.get_many(NS, ["old", "new"])
-                assert writer.in_transaction, "the read waited until the lock was let go"
-                assert found == {"old": rec("OLD"), "new": rec("NEW")}  # "new" from the flush
-                assert store._inflight is not None  # ...which still waits
-            finally:
-                safety_net.cancel()
-                safety_net.join()
-                if writer.in_transaction:
-                    writer.execute("ROLLBACK")
-    finally:
-        writer.close()
+            store.put(NS, "new", rec("NEW"))
+            tg.start_soon(store.flush)
+            await wait_all_tasks_blocked()  # its batch waits for the lock, on its thread
+            assert store._inflight is not None
+            found = await store.get_many(NS, ["old", "new"])
+            assert writer.in_transaction, "the read waited until the lock was let go"
+            assert found == {"old": rec("OLD"), "new": rec("NEW")}  # "new" from the flush
+            assert store._inflight is not None  # ...which still waits
+            writer.execute("ROLLBACK")
     assert stored_keys(db_path) == {"old", "new"}
     await store.aclose()
 
@@ -1154,30 +1160,19 @@ async def test_a_read_after_a_corrupt_read_does_not_wait_for_a_blocked_write(
     store.put(NS, "old", rec("OLD"))
     await store.flush()
     assert await store.get_many(NS, ["old"]) == {"old": rec("OLD")}  # both open
-    writer = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-    writer.execute("BEGIN IMMEDIATE")
-    safety_net = threading.Timer(GATE_TIMEOUT, writer.execute, ("ROLLBACK",))
-    safety_net.start()
-    try:
+    with another_writer_holds_the_lock(db_path) as writer:
         async with anyio.create_task_group() as tg:
-            try:
-                store.put(NS, "new", rec("NEW"))
-                tg.start_soon(store.flush)
-                await wait_all_tasks_blocked()  # its batch waits for the lock
-                _next_read_finds_it_corrupt(store, monkeypatch)
-                with pytest.raises(StoreError, match="malformed"):
-                    await store.get_many(NS, ["old"])
-                found = await store.get_many(NS, ["old", "new"])  # sets the file aside
-                assert writer.in_transaction, "the read waited for the blocked write"
-                assert found == {"new": rec("NEW")}  # from the flush under way; "old" gone
-                assert store.stats.moved_aside == 1
-            finally:
-                safety_net.cancel()
-                safety_net.join()
-                if writer.in_transaction:
-                    writer.execute("ROLLBACK")
-    finally:
-        writer.close()
+            store.put(NS, "new", rec("NEW"))
+            tg.start_soon(store.flush)
+            await wait_all_tasks_blocked()  # its batch waits for the lock
+            _next_read_finds_it_corrupt(store, monkeypatch)
+            with pytest.raises(StoreError, match="malformed"):
+                await store.get_many(NS, ["old"])
+            found = await store.get_many(NS, ["old", "new"])  # sets the file aside
+            assert writer.in_transaction, "the read waited for the blocked write"
+            assert found == {"new": rec("NEW")}  # from the flush under way; "old" gone
+            assert store.stats.moved_aside == 1
+            writer.execute("ROLLBACK")
     store.put(NS, "later", rec("L"))
     await store.flush()  # the writer follows to the new file
     assert "later" in stored_keys(db_path)
