@@ -13,10 +13,12 @@ Keys equal in memory are spelled alike, so that a call, ``invalidate`` and
 (``1``, ``True``, ``1.0``, ``Decimal("1.00")``, ``Fraction(1)``, ``1+0j``), an
 ``IntEnum`` or ``StrEnum`` member and the data it is made of, and datetimes and
 times of fixed offsets (``datetime.timezone``) that are the same instant.  Never
-the other way round: unequal keys never share a spelling.  Datetimes of a zone
-with rules (``ZoneInfo``) are spelled as they are, since ``==`` between them
-depends on the zones (wall time within one, instant across two, never equal in a
-DST gap or fold): an equal one in another zone is another row.
+the other way round: unequal keys never share a spelling.  Datetimes of any other
+zone (``ZoneInfo``) are spelled as they are, with their instant, since ``==``
+between them depends on the zones (wall time within one, instant across two,
+never equal in a DST gap or fold): an equal one in another zone is another row.
+(One case is left: two distinct zone objects with one repr, e.g. a
+``ZoneInfo.no_cache`` beside the cached one, at one wall time in a DST gap.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import enum
 import hashlib
 import math
 import uuid
+import zoneinfo
 from collections.abc import Hashable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -143,25 +146,36 @@ def _spell(obj: object, out: list[str]) -> None:
         out.append(f"{type(obj).__name__}:{obj!r}")
     elif type(obj) is datetime or type(obj) is time:
         tz = obj.tzinfo
-        if obj.utcoffset() is None:  # naive, or as good as (== compares wall times)
-            out.append(f"{type(obj).__name__}:{obj.replace(tzinfo=None, fold=0)!r}")
+        if tz is None:  # == ignores fold
+            out.append(f"{type(obj).__name__}:{obj.replace(fold=0)!r}")
         elif type(tz) is timezone:  # a fixed offset: == exactly when the same instant
             if type(obj) is datetime:
                 out.append(f"datetime:{obj.astimezone(timezone.utc).replace(fold=0)!r}")
             else:
                 out.append(_aware_time(obj))  # type: ignore[arg-type]
-        elif type(tz).__repr__ is object.__repr__:
-            # Its repr is its address: another process would spell it differently.
+        elif type(tz).__repr__ is object.__repr__ or (
+            isinstance(tz, zoneinfo.ZoneInfo) and tz.key is None
+        ):
+            # Its repr holds an address: another process would spell it differently.
             raise UnstableKeyError(
                 f"{type(tz).__qualname__}, the tzinfo of a {type(obj).__name__}, has no "
-                "stable spelling across processes: give it a __repr__ (datetime.timezone "
-                "and zoneinfo.ZoneInfo have one)"
+                "stable spelling across processes (its repr holds an address): give it "
+                "a __repr__ (datetime.timezone and a zoneinfo.ZoneInfo made from a key "
+                "have one)"
             )
         else:
-            # A zone with rules: == compares two datetimes of one zone by their wall
-            # time, of two zones by their instant, and a time in a DST gap or fold
-            # to no other zone's: spelled as it is, which never joins unequal ones.
-            out.append(f"{type(obj).__name__}:{obj!r}")
+            # Any other zone: == compares two values of one zone by their wall time,
+            # of two zones by their instant, and one in a DST gap or fold to no
+            # other zone's.  Spelled as it is (wall time, fold, zone), and with its
+            # instant when it has one: two zones may share a repr.
+            spelled = f"{type(obj).__name__}:{obj!r}"
+            offset = obj.utcoffset()
+            if offset is not None:
+                if type(obj) is datetime:
+                    spelled += f"@{(obj - offset).replace(tzinfo=None, fold=0)!r}"
+                else:
+                    spelled += f"@{_aware_time(obj)}"  # type: ignore[arg-type]
+            out.append(spelled)
     elif type(obj) is tuple or type(obj) is list:
         out.append("(" if type(obj) is tuple else "[")
         for item in obj:

@@ -138,7 +138,7 @@ class Distrust:
     different clocks (a ``FakeClock`` beside the real one) may share a file.
     """
 
-    __slots__ = ("__weakref__", "at", "clocks", "rewritten")
+    __slots__ = ("__weakref__", "at", "clocks", "marked", "rewritten")
 
     def __init__(self) -> None:
         # (namespace (None: every one), id of a clock) -> that clock's time then
@@ -146,6 +146,7 @@ class Distrust:
         # The clocks watched, by id: weakly where they can be (a clock that goes
         # takes its marks with it, and its id may then be reused).
         self.clocks: dict[int, Callable[[], Callable[[], float] | None]] = {}
+        self.marked: set[str | None] = set()  # every namespace marked, for clocks to come
         self.rewritten: set[tuple[str, str]] = set()  # written at a mark's time, after it
 
     def watch(self, clock: Callable[[], float]) -> None:
@@ -155,13 +156,14 @@ class Distrust:
         if key in self.clocks:
             return
         self.clocks[key] = weak_clock(clock, partial(_forget_clock, weakref.ref(self), key))
-        for namespace in {namespace for namespace, _ in self.at}:
+        for namespace in self.marked:
             self.at[namespace, key] = clock()
 
     def mark(self, namespace: str | None, clock: Callable[[], float]) -> None:
         """The store failed to apply an invalidation of ``namespace`` (None: of every
         one), seen by a cache on ``clock``: now, on every clock watched."""
         self.watch(clock)
+        self.marked.add(namespace)
         for key, ref in list(self.clocks.items()):
             watched = ref()
             if watched is not None:

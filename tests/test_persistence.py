@@ -21,7 +21,7 @@ import pytest
 from aiocache_swr import SQLiteStore, SWRCache
 from aiocache_swr._function import engine_of
 from aiocache_swr._keys import stable_key
-from aiocache_swr._store import MemoryStore, Record
+from aiocache_swr._store import Distrust, MemoryStore, Record
 from aiocache_swr.testing import FakeClock
 
 CHILD = Path(__file__).with_name("_persist_child.py")
@@ -355,6 +355,22 @@ async def test_a_failed_invalidation_before_any_function_is_decorated_is_kept() 
             return "new"
 
         assert await f(1) == "new"  # not the row from before the failed invalidation
+
+
+def test_a_failed_invalidation_outlives_the_clock_that_marked_it() -> None:
+    """The mark of a failed invalidation stays when the clock that made it is gone: a
+    cache on another clock that starts using the store later distrusts what it has
+    not seen."""
+    marks = Distrust()
+    clock = FakeClock()
+    marks.mark("ns", clock)
+    del clock
+    gc.collect()
+    later = FakeClock(start=2_000_000_000.0)
+    marks.watch(later)
+    assert not marks.trusts("ns", "k", later() - 1, later)
+    later.advance(1)
+    assert marks.trusts("ns", "k", later(), later)
 
 
 @pytestmark_anyio

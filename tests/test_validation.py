@@ -10,6 +10,7 @@ import zoneinfo
 from datetime import datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -248,6 +249,43 @@ def test_datetimes_spelled_alike_are_equal(moment: datetime, change: str, zone: 
         assert other == moment
 
 
+class _SameReprOffset(tzinfo):
+    """A fixed offset whose repr does not tell its offset."""
+
+    def __init__(self, hours: int) -> None:
+        self.hours = hours
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=self.hours)
+
+    def __repr__(self) -> str:
+        return "SameReprOffset()"
+
+
+def test_zones_that_share_a_repr_are_told_apart_by_the_instant() -> None:
+    """Two zones with one repr and different offsets: the same wall time in each is
+    two instants, unequal, so two keys and two rows."""
+    a = datetime(2024, 1, 1, 12, tzinfo=_SameReprOffset(1))
+    b = datetime(2024, 1, 1, 12, tzinfo=_SameReprOffset(2))
+    assert a != b
+    assert stable_key((a,)) != stable_key((b,))
+    assert stable_key((time(12, tzinfo=_SameReprOffset(1)),)) != stable_key(
+        (time(12, tzinfo=_SameReprOffset(2)),)
+    )
+
+
+def test_a_zone_read_from_a_file_has_no_stable_spelling() -> None:
+    """A ZoneInfo made from a file (no key) has an address in its repr: refused, so such
+    keys stay in memory rather than differ from process to process."""
+    found = [Path(root, "UTC") for root in zoneinfo.TZPATH if Path(root, "UTC").is_file()]
+    if not found:
+        pytest.skip("no system time zone files")
+    with found[0].open("rb") as f:
+        zone = zoneinfo.ZoneInfo.from_file(f)
+    with pytest.raises(UnstableKeyError, match="no stable spelling"):
+        stable_key((datetime(2024, 1, 1, 12, tzinfo=zone),))
+
+
 def test_dst_gap_times_are_not_one_row() -> None:
     """02:30 (which does not exist) and 03:30 of 2021-03-14 in New York are unequal,
     though both are 07:30 UTC: two keys, two rows."""
@@ -261,8 +299,8 @@ def test_dst_gap_times_are_not_one_row() -> None:
 
 
 def test_equal_values_of_more_shapes_are_spelled_alike() -> None:
-    """Complex numbers with a signed zero, a time whose zone gives no offset and the
-    naive time, an int enum made with its own value and the int it is."""
+    """Complex numbers with a signed zero, an int enum made with its own value and the
+    int it is, a naive datetime of either fold."""
 
     class Status(int, enum.Enum):
         def __new__(cls, code: int, label: str) -> Status:
@@ -274,7 +312,7 @@ def test_equal_values_of_more_shapes_are_spelled_alike() -> None:
 
     for a, b in (
         (complex(-0.0, 1.0), complex(0.0, 1.0)),
-        (time(1, tzinfo=zoneinfo.ZoneInfo("America/New_York")), time(1)),
+        (datetime(2021, 11, 7, 1, 30), datetime(2021, 11, 7, 1, 30, fold=1)),
         (Status.OK, 200),
     ):
         assert a == b
