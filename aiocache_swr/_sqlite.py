@@ -1804,8 +1804,9 @@ class SQLiteStore:
 
     def _write_sync(self, db: sqlite3.Connection, job: _WriteJob) -> None:
         # Rows written to a file deleted under the connection would vanish with it.
-        if self._corrupt is not None:  # found corrupt by a read: set aside first
-            raise _FileGone
+        corrupt = self._corrupt
+        if corrupt is not None and corrupt[0] == self._file_id:  # found so by a read
+            raise _FileGone  # set it aside first
         self._check_file_sync(self._file_id)
         batch = job.batch
         db.execute("BEGIN IMMEDIATE")
