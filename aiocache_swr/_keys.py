@@ -113,15 +113,19 @@ def _number(obj: int | float | Decimal | Fraction | complex) -> str:
     return f"frac:{exact.numerator}/{exact.denominator}"
 
 
-def _aware_time(obj: time) -> str:
-    """A time of a fixed offset as the moment it compares as: microseconds after
-    00:00 UTC (negative or past a day, as the offset takes it: no wrapping)."""
-    offset = obj.utcoffset()
-    assert offset is not None
-    local = timedelta(
-        hours=obj.hour, minutes=obj.minute, seconds=obj.second, microseconds=obj.microsecond
-    )
-    return f"time:utc{(local - offset) // timedelta(microseconds=1)}us"
+def _instant(obj: datetime, offset: timedelta) -> str:
+    """The instant an aware datetime compares as: microseconds since 0001-01-01
+    00:00 UTC (never out of range, as ``astimezone`` can be near either end)."""
+    since = obj.replace(tzinfo=None) - datetime.min - offset
+    return f"utc{since // timedelta(microseconds=1)}us"
+
+
+def _moment(obj: time, offset: timedelta) -> str:
+    """The moment an aware time compares as: CPython's ``time`` compares the seconds
+    after 00:00 UTC (the offset's microseconds left out; no wrapping past midnight),
+    then the microseconds."""
+    seconds = obj.hour * 3600 + obj.minute * 60 + obj.second - offset.days * 86400 - offset.seconds
+    return f"utc{seconds}s{obj.microsecond}us"
 
 
 def _spell(obj: object, out: list[str]) -> None:
@@ -145,22 +149,29 @@ def _spell(obj: object, out: list[str]) -> None:
     elif type(obj) in _SCALARS:
         out.append(f"{type(obj).__name__}:{obj!r}")
     elif type(obj) is datetime or type(obj) is time:
-        tz = obj.tzinfo
-        if tz is None:  # == ignores fold
-            out.append(f"{type(obj).__name__}:{obj.replace(fold=0)!r}")
+        name, tz = type(obj).__name__, obj.tzinfo
+        offset = None if tz is None else obj.utcoffset()
+        if tz is None or (
+            offset is None
+            and (type(obj) is time or obj.replace(fold=1 - obj.fold).utcoffset() is None)
+        ):
+            # Naive, or compared as naive (no offset, in either fold): by the wall
+            # time, fold ignored.
+            out.append(f"{name}:{obj.replace(tzinfo=None, fold=0)!r}")
         elif type(tz) is timezone:  # a fixed offset: == exactly when the same instant
+            assert offset is not None
             if type(obj) is datetime:
-                out.append(f"datetime:{obj.astimezone(timezone.utc).replace(fold=0)!r}")
+                out.append(f"{name}:{_instant(obj, offset)}")
             else:
-                out.append(_aware_time(obj))  # type: ignore[arg-type]
+                out.append(f"{name}:{_moment(obj, offset)}")  # type: ignore[arg-type]
         elif type(tz).__repr__ is object.__repr__ or (
             isinstance(tz, zoneinfo.ZoneInfo) and tz.key is None
         ):
             # Its repr holds an address: another process would spell it differently.
             raise UnstableKeyError(
-                f"{type(tz).__qualname__}, the tzinfo of a {type(obj).__name__}, has no "
-                "stable spelling across processes (its repr holds an address): give it "
-                "a __repr__ (datetime.timezone and a zoneinfo.ZoneInfo made from a key "
+                f"{type(tz).__qualname__}, the tzinfo of a {name}, has no stable "
+                "spelling across processes (its repr holds an address): give it a "
+                "__repr__ (datetime.timezone and a zoneinfo.ZoneInfo made from a key "
                 "have one)"
             )
         else:
@@ -168,13 +179,12 @@ def _spell(obj: object, out: list[str]) -> None:
             # of two zones by their instant, and one in a DST gap or fold to no
             # other zone's.  Spelled as it is (wall time, fold, zone), and with its
             # instant when it has one: two zones may share a repr.
-            spelled = f"{type(obj).__name__}:{obj!r}"
-            offset = obj.utcoffset()
+            spelled = f"{name}:{obj!r}"
             if offset is not None:
                 if type(obj) is datetime:
-                    spelled += f"@{(obj - offset).replace(tzinfo=None, fold=0)!r}"
+                    spelled += f"@{_instant(obj, offset)}"
                 else:
-                    spelled += f"@{_aware_time(obj)}"  # type: ignore[arg-type]
+                    spelled += f"@{_moment(obj, offset)}"  # type: ignore[arg-type]
             out.append(spelled)
     elif type(obj) is tuple or type(obj) is list:
         out.append("(" if type(obj) is tuple else "[")
