@@ -121,11 +121,12 @@ def _instant(obj: datetime, offset: timedelta) -> str:
 
 
 def _moment(obj: time, offset: timedelta) -> str:
-    """The moment an aware time compares as: CPython's ``time`` compares the seconds
-    after 00:00 UTC (the offset's microseconds left out; no wrapping past midnight),
-    then the microseconds."""
+    """The moment an aware time compares as: CPython's ``time.__eq__`` compares the
+    seconds after 00:00 UTC (no wrapping past midnight), then the microseconds,
+    leaving the offset's microseconds out; its hash keeps them, so they are spelled
+    too (values equal but hashed apart are two keys in memory)."""
     seconds = obj.hour * 3600 + obj.minute * 60 + obj.second - offset.days * 86400 - offset.seconds
-    return f"utc{seconds}s{obj.microsecond}us"
+    return f"utc{seconds}s{obj.microsecond}us-{offset.microseconds}us"
 
 
 def _spell(obj: object, out: list[str]) -> None:
