@@ -1458,11 +1458,10 @@ class SQLiteStore:
                 self._create_file_sync()
                 db = self._connect_to(self._path)
                 self._prepare_sync(db, last_attempt=attempt == _OPEN_ATTEMPTS)
-                found = os.stat(self._path)
                 if writer:
-                    self._file_id = (found.st_dev, found.st_ino)
+                    self._file_id = self._path_id_sync()
                 else:
-                    self._reader_file_id = (found.st_dev, found.st_ino)
+                    self._reader_file_id = self._path_id_sync()
                 return db
             except SchemaVersionError:
                 if db is not None:
@@ -1506,8 +1505,7 @@ class SQLiteStore:
             try:
                 db = self._connect_to(f"{self._path.as_uri()}?mode=rw", uri=True)
                 self._check_version(db.execute("PRAGMA user_version").fetchone()[0])
-                found = os.stat(self._path)
-                self._reader_file_id = (found.st_dev, found.st_ino)
+                self._reader_file_id = self._path_id_sync()
                 return db
             except SchemaVersionError:
                 if db is not None:
@@ -1587,10 +1585,10 @@ class SQLiteStore:
             return False
         file_id, exc = corrupt
         try:
-            found = os.stat(self._path)
+            now = self._path_id_sync()
         except FileNotFoundError:
             return False
-        return (found.st_dev, found.st_ino) == file_id and self._move_aside_sync(exc)
+        return now == file_id and self._move_aside_sync(exc)
 
     def _move_aside_sync(self, exc: BaseException) -> bool:
         """Rename a corrupt database (and its -wal/-shm) to ``<name>.corrupt-<stamp>``."""
@@ -1650,14 +1648,19 @@ class SQLiteStore:
             mac.update(part)
         return mac.digest()
 
+    def _path_id_sync(self) -> tuple[int, int]:
+        """The (device, inode) of the file the path names now."""
+        found = os.stat(self._path)
+        return (found.st_dev, found.st_ino)
+
     def _check_file_sync(self, file_id: tuple[int, int] | None) -> None:
         """Raise :class:`_FileGone` unless the path still names the file ``file_id``:
         an open connection keeps using a file deleted or replaced under it."""
         try:
-            found = os.stat(self._path)
+            now = self._path_id_sync()
         except FileNotFoundError:
             raise _FileGone from None
-        if (found.st_dev, found.st_ino) != file_id:
+        if now != file_id:
             raise _FileGone
 
     def _read_sync(self, db: sqlite3.Connection, batch: _ReadBatch) -> None:
