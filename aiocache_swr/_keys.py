@@ -7,18 +7,26 @@ the keyword items sorted by name, so keyword order never changes a key.  As with
 
 A store needs keys that mean the same in every process, so :func:`stable_key`
 spells a key out from its values (never from ``hash()``, which is randomized per
-process for ``str``); it refuses objects whose only spelling is their identity.
-Keys equal in memory are spelled alike, so that a call, ``invalidate`` and
-``refresh`` with equal arguments reach one row: equal numbers of any type
+process for ``str``, nor from ``repr()`` of a ``str``, which follows the Unicode
+database of the running Python); it refuses objects whose only spelling is their
+identity.  Keys equal in memory are spelled alike, so that a call, ``invalidate``
+and ``refresh`` with equal arguments reach one row: equal numbers of any type
 (``1``, ``True``, ``1.0``, ``Decimal("1.00")``, ``Fraction(1)``, ``1+0j``), an
-``IntEnum`` or ``StrEnum`` member and the data it is made of, and datetimes and
-times of fixed offsets (``datetime.timezone``) that are the same instant.  Never
-the other way round: unequal keys never share a spelling.  Datetimes of any other
-zone (``ZoneInfo``) are spelled as they are, with their instant, since ``==``
-between them depends on the zones (wall time within one, instant across two,
-never equal in a DST gap or fold): an equal one in another zone is another row.
-(One case is left: two distinct zone objects with one repr, e.g. a
-``ZoneInfo.no_cache`` beside the cached one, at one wall time in a DST gap.)
+enum member made of data (``IntEnum``, ``StrEnum``, a ``date`` mixin) and that
+data, a named tuple (or any subclass of a spelled type that keeps its ``==`` and
+hash) and the plain value, and aware datetimes and times that are the same
+instant, unless one is in a DST gap or fold.  Never the other way round: unequal
+keys never share a spelling.  So a NaN is refused (it equals nothing, so no other
+call could read its row), as is an unnamed ``Flag`` value, and an enum class
+that cannot be found again by its module and qualified name (made in a function,
+or one of two made under one name).  A datetime in a DST gap or fold of a
+``ZoneInfo`` (or of another zone whose offset depends on the fold) compares
+equal to no other zone's, and by wall time within its zone: it is spelled as it
+is, with its instant.  (One case is left: two distinct zone objects with one
+repr, e.g. a ``ZoneInfo.no_cache`` beside the cached one, at one wall time in a
+DST gap.)  An enum class defined in a script run as ``python script.py`` is
+spelled under ``__main__``, as that process names it: another process that
+imports the script spells it under the script's module name, another row.
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+import sys
 import uuid
 import zoneinfo
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
@@ -71,11 +80,14 @@ class UnstableKeyError(TypeError):
 _SCALARS: Final = (str, bytes, date, timedelta, uuid.UUID)
 _MAX_DIGITS: Final = 4300  # sys.int_info's default limit of digits for str(int)
 _NUMBERS: Final = (int, float, Decimal, Fraction, complex)  # and bool, an int
+_NAN: Final = "a NaN equals nothing, itself included, so no other call can share its row"
 
 
 def _number(obj: int | float | Decimal | Fraction | complex) -> str:
     """One spelling for numbers that are equal (and hash alike) across types."""
     if isinstance(obj, complex):
+        if obj != obj:
+            raise UnstableKeyError(_NAN)
         if obj.imag:
             return f"complex:{complex(obj.real + 0.0, obj.imag + 0.0)!r}"  # -0.0 == 0.0
         obj = obj.real
@@ -98,8 +110,8 @@ def _number(obj: int | float | Decimal | Fraction | complex) -> str:
             # (slow to make): as for an int that long, there is no spelling.
             raise UnstableKeyError(f"a Decimal of {_MAX_DIGITS}+ digits has no spelling")
     if not finite:
-        if obj != obj:  # a NaN equals nothing, itself included: kept as it is
-            return f"{type(obj).__name__}:{obj!r}"
+        if obj != obj:
+            raise UnstableKeyError(_NAN)
         return f"float:{float(obj)!r}"  # an infinity, of either type
     exact = Fraction(obj)
     if exact.denominator == 1:
@@ -130,85 +142,152 @@ def _moment(obj: time, offset: timedelta) -> str:
 
 
 def _spell(obj: object, out: list[str]) -> None:
+    cls = type(obj)
     if obj is None or obj is KW_MARK:
         out.append(repr(obj))
-    elif isinstance(obj, enum.Enum):
-        # An int, float, str or bytes enum (IntEnum, StrEnum, a mixin) is == to the
-        # data it is made of (not always its .value): spelled as that data.
-        if isinstance(obj, int):
-            _spell(int(obj), out)
-        elif isinstance(obj, float):
-            _spell(float(obj), out)
-        elif isinstance(obj, str):
-            _spell(str.__str__(obj), out)
-        elif isinstance(obj, bytes):
-            _spell(bytes(obj), out)
-        else:
-            out.append(f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}")
-    elif type(obj) in _NUMBERS or type(obj) is bool:
+    elif cls in _NUMBERS or cls is bool:
         out.append(_number(obj))  # type: ignore[arg-type]
-    elif type(obj) in _SCALARS:
-        out.append(f"{type(obj).__name__}:{obj!r}")
-    elif type(obj) is datetime or type(obj) is time:
-        name, tz = type(obj).__name__, obj.tzinfo
-        offset = None if tz is None else obj.utcoffset()
-        if tz is None or (
-            offset is None
-            and (type(obj) is time or obj.replace(fold=1 - obj.fold).utcoffset() is None)
-        ):
-            # Naive, or compared as naive (no offset, in either fold): by the wall
-            # time, fold ignored.
-            out.append(f"{name}:{obj.replace(tzinfo=None, fold=0)!r}")
-        elif type(tz) is timezone:  # a fixed offset: == exactly when the same instant
-            assert offset is not None
-            if type(obj) is datetime:
-                out.append(f"{name}:{_instant(obj, offset)}")
-            else:
-                out.append(f"{name}:{_moment(obj, offset)}")  # type: ignore[arg-type]
-        elif type(tz).__repr__ is object.__repr__ or (
-            isinstance(tz, zoneinfo.ZoneInfo) and tz.key is None
-        ):
-            # Its repr holds an address: another process would spell it differently.
-            raise UnstableKeyError(
-                f"{type(tz).__qualname__}, the tzinfo of a {name}, has no stable "
-                "spelling across processes (its repr holds an address): give it a "
-                "__repr__ (datetime.timezone and a zoneinfo.ZoneInfo made from a key "
-                "have one)"
-            )
-        else:
-            # Any other zone: == compares two values of one zone by their wall time,
-            # of two zones by their instant, and one in a DST gap or fold to no
-            # other zone's.  Spelled as it is (wall time, fold, zone), and with its
-            # instant when it has one: two zones may share a repr.
-            spelled = f"{name}:{obj!r}"
-            if offset is not None:
-                if type(obj) is datetime:
-                    spelled += f"@{_instant(obj, offset)}"
-                else:
-                    spelled += f"@{_moment(obj, offset)}"  # type: ignore[arg-type]
-            out.append(spelled)
-    elif type(obj) is tuple or type(obj) is list:
-        out.append("(" if type(obj) is tuple else "[")
-        for item in obj:
+    elif cls in _SCALARS:
+        out.append(f"{cls.__name__}:{obj!a}")  # ascii: the same under every Unicode version
+    elif cls is datetime or cls is time:
+        out.append(_clock_time(obj))  # type: ignore[arg-type]
+    elif cls is tuple or cls is list:
+        out.append("(" if cls is tuple else "[")
+        for item in obj:  # type: ignore[attr-defined]
             _spell(item, out)
             out.append(",")
-        out.append(")" if type(obj) is tuple else "]")
-    elif type(obj) is frozenset or type(obj) is set:
+        out.append(")" if cls is tuple else "]")
+    elif cls is frozenset or cls is set:
         parts = []
-        for item in obj:
+        for item in obj:  # type: ignore[attr-defined]
             sub: list[str] = []
             _spell(item, sub)
             parts.append("".join(sub))
         out.append("{" + ",".join(sorted(parts)) + "}")
     else:
-        raise UnstableKeyError(f"{type(obj).__qualname__} has no stable spelling across processes")
+        data = _as_data(obj)
+        if data is not None:
+            _spell(data, out)
+        elif isinstance(obj, enum.Enum):
+            out.append(_member(obj))
+        else:
+            raise UnstableKeyError(f"{cls.__qualname__} has no stable spelling across processes")
+
+
+def _clock_time(obj: datetime | time) -> str:
+    name, tz = type(obj).__name__, obj.tzinfo
+    offset = None if tz is None else obj.utcoffset()
+    if tz is None or (
+        offset is None and (type(obj) is time or obj.replace(fold=1 - obj.fold).utcoffset() is None)
+    ):
+        # Naive, or compared as naive (no offset, in either fold): by the wall
+        # time, fold ignored.
+        return f"{name}:{obj.replace(tzinfo=None, fold=0)!r}"
+    if type(tz) is timezone or (
+        type(tz) is zoneinfo.ZoneInfo and obj.replace(fold=1 - obj.fold).utcoffset() == offset
+    ):
+        # A fixed offset, or a zone at a wall time that is in no DST gap or fold:
+        # == exactly when the same instant.  Across zones, == compares instants
+        # (and a value in a gap or fold is equal to no other zone's); within a
+        # zone it compares wall times, and outside its gaps and folds a ZoneInfo
+        # maps wall times to instants one to one.  (A time's ZoneInfo gives no
+        # offset: compared as naive, above.)
+        assert offset is not None
+        if isinstance(obj, datetime):
+            return f"{name}:{_instant(obj, offset)}"
+        return f"{name}:{_moment(obj, offset)}"
+    if type(tz).__repr__ is object.__repr__ or (
+        isinstance(tz, zoneinfo.ZoneInfo) and tz.key is None
+    ):
+        # Its repr holds an address: another process would spell it differently.
+        raise UnstableKeyError(
+            f"{type(tz).__qualname__}, the tzinfo of a {name}, has no stable "
+            "spelling across processes (its repr holds an address): give it a "
+            "__repr__ (datetime.timezone and a zoneinfo.ZoneInfo made from a key "
+            "have one)"
+        )
+    # In a DST gap or fold, or any other zone (whose offset may ignore the fold):
+    # == compares two values of one zone by their wall time, of two zones by
+    # their instant, and one in a DST gap or fold to no other zone's.  Spelled
+    # as it is (wall time, fold, zone), and with its instant when it has one:
+    # two zones may share a repr.
+    spelled = f"{name}:{obj!r}"
+    if offset is not None:
+        if isinstance(obj, datetime):
+            spelled += f"@{_instant(obj, offset)}"
+        else:
+            spelled += f"@{_moment(obj, offset)}"
+    return spelled
+
+
+def _time(t: time) -> time:
+    return time(t.hour, t.minute, t.second, t.microsecond, t.tzinfo, fold=t.fold)
+
+
+#: Types spelled as their data when subclassed (a named tuple, an ``IntEnum``, a
+#: ``date`` mixin enum), each with how to make an instance of exactly that type
+#: from an instance of a subclass without calling methods a subclass may override.
+_DATA: Final[dict[type, Callable[[Any], object]]] = {
+    int: int.__int__,
+    float: float.__float__,
+    complex: lambda c: complex(complex.__getattribute__(c, "real"), c.imag),
+    Decimal: Decimal,
+    Fraction: lambda f: Fraction(f.numerator, f.denominator),
+    str: str.__str__,
+    bytes: lambda b: b"" + b,
+    tuple: lambda t: tuple.__getitem__(t, slice(None)),
+    frozenset: frozenset,
+    datetime: lambda d: datetime.combine(date(d.year, d.month, d.day), _time(d.timetz())),
+    date: lambda d: date(d.year, d.month, d.day),
+    time: _time,
+    timedelta: lambda t: timedelta(t.days, t.seconds, t.microseconds),
+    uuid.UUID: lambda u: uuid.UUID(int=u.int),
+}
+
+
+def _as_data(obj: object) -> object | None:
+    """``obj`` as an instance of the spelled type it subclasses, when it compares and
+    hashes as that type does (so is == to the data it is made of); else None."""
+    cls = type(obj)
+    for base in cls.__mro__[1:]:
+        convert = _DATA.get(base)
+        if convert is not None:
+            eq: object = cls.__eq__
+            if eq is base.__eq__ and cls.__hash__ is base.__hash__:  # type: ignore[comparison-overlap]
+                data = convert(obj)
+                return data if type(data) is base else None
+            return None
+    return None
+
+
+def _member(obj: enum.Enum) -> str:
+    """An enum member that is not its data: by its class's module, qualified name and
+    its own name, when those find the class again (so in another process too)."""
+    cls, name = type(obj), obj.name
+    if name is None:  # a Flag value with no member of its own (boundary=KEEP)
+        raise UnstableKeyError(f"{cls.__qualname__}({obj.value!r}) has no name to spell")
+    found: object = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    if found is not cls:
+        raise UnstableKeyError(
+            f"enum {cls.__qualname__} is not found at {cls.__module__}.{cls.__qualname__} "
+            "(made in a function, or two made under one name): it has no stable spelling"
+        )
+    module = cls.__module__
+    if module == "__main__":  # run by ``python -m``: spelled as importing it spells it
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        if spec is not None:
+            module = spec.name
+    return f"enum:{(module, cls.__qualname__, name)!a}"
 
 
 def stable_key(key: object) -> str:
     """Spell ``key`` the same way in every process; digest it when long.
 
     Supports None, bool, numbers, str, bytes, dates, UUIDs, enums and tuples,
-    lists, sets and frozensets of those.  Anything else (or a key nested too
+    lists, sets and frozensets of those, and subclasses of those types that keep
+    their ``==`` and hash.  Anything else (or a key nested too
     deeply to spell) raises :class:`UnstableKeyError`: give the function a
     ``key=`` that returns such values.
     """
@@ -219,7 +298,7 @@ def stable_key(key: object) -> str:
         if type(item) is int:
             spelled = f"(int:{item!r},)"
         elif type(item) is str:
-            spelled = f"(str:{item!r},)"
+            spelled = f"(str:{item!a},)"
         if spelled is not None and len(spelled) <= MAX_STABLE_KEY:
             return spelled
     out: list[str] = []

@@ -207,6 +207,31 @@ def test_unequal_datetimes_and_times_never_share_a_spelling(pool: list[Any], kin
                 assert sa != sb, (a, b)
 
 
+def _plain_zone(v: Any) -> bool:
+    """Naive, a fixed offset, or a keyed ZoneInfo at a wall time in no DST gap or fold."""
+    tz = v.tzinfo
+    if tz is None or type(tz) is timezone:
+        return True
+    return (
+        type(v) is datetime
+        and type(tz) is zoneinfo.ZoneInfo
+        and tz.key is not None
+        and v.utcoffset() == v.replace(fold=1 - v.fold).utcoffset()
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(values())
+def test_equal_datetimes_of_plain_zones_share_a_spelling(pool: list[Any]) -> None:
+    """Two keys equal in memory (== and one hash) are one row, for naive values, fixed
+    offsets, and ZoneInfo values outside DST gaps and folds."""
+    for i, a in enumerate(pool):
+        for b in pool[i + 1 :]:
+            if _unequal(a, b) or not (_plain_zone(a) and _plain_zone(b)):
+                continue
+            assert stable_key((a,)) == stable_key((b,)), (a, b)
+
+
 def test_values_compared_as_naive_are_spelled_as_naive() -> None:
     """A time whose zone gives no offset, or a datetime whose zone gives none in either
     fold, is == to the naive value: one key, one row."""

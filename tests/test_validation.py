@@ -274,16 +274,46 @@ def test_zones_that_share_a_repr_are_told_apart_by_the_instant() -> None:
     )
 
 
-def test_a_zone_read_from_a_file_has_no_stable_spelling() -> None:
-    """A ZoneInfo made from a file (no key) has an address in its repr: refused, so such
-    keys stay in memory rather than differ from process to process."""
-    found = [Path(root, "UTC") for root in zoneinfo.TZPATH if Path(root, "UTC").is_file()]
+def _zone_from_file(key: str) -> zoneinfo.ZoneInfo:
+    found = [Path(root, key) for root in zoneinfo.TZPATH if Path(root, key).is_file()]
     if not found:
         pytest.skip("no system time zone files")
     with found[0].open("rb") as f:
-        zone = zoneinfo.ZoneInfo.from_file(f)
+        return zoneinfo.ZoneInfo.from_file(f)
+
+
+def test_a_zone_read_from_a_file_is_spelled_by_the_instant_outside_gaps_and_folds() -> None:
+    """A ZoneInfo made from a file (no key) has an address in its repr. At a wall time in
+    no DST gap or fold its datetimes are spelled by their instant (equal to that instant
+    in any zone); in a gap or fold, where the repr would be needed, they are refused."""
+    new_york = _zone_from_file("America/New_York")
+    winter = datetime(2024, 1, 1, 12, tzinfo=new_york)
+    assert stable_key((winter,)) == stable_key((winter.astimezone(timezone.utc),))
     with pytest.raises(UnstableKeyError, match="no stable spelling"):
-        stable_key((datetime(2024, 1, 1, 12, tzinfo=zone),))
+        stable_key((datetime(2021, 11, 7, 1, 30, tzinfo=new_york),))  # in the fall-back fold
+
+
+def test_zoneinfo_and_fixed_offsets_of_one_instant_are_one_row() -> None:
+    """datetime(12:00, ZoneInfo("UTC")) == datetime(12:00, timezone.utc), hashed alike:
+    one key in memory, so one row (an invalidate() with either reaches it)."""
+    pairs = (
+        (
+            datetime(2024, 1, 1, 12, tzinfo=zoneinfo.ZoneInfo("UTC")),
+            datetime(2024, 1, 1, 12, tzinfo=timezone.utc),
+        ),
+        (
+            datetime(2024, 7, 1, 14, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+            datetime(2024, 7, 1, 12, tzinfo=timezone.utc),
+        ),
+        (
+            datetime(2024, 7, 1, 14, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+            datetime(2024, 7, 1, 8, tzinfo=zoneinfo.ZoneInfo("America/New_York")),
+        ),
+    )
+    for a, b in pairs:
+        assert a == b
+        assert hash(a) == hash(b)
+        assert stable_key((a,)) == stable_key((b,))
 
 
 def test_dst_gap_times_are_not_one_row() -> None:
@@ -333,9 +363,13 @@ def test_a_fraction_beyond_any_float_is_spelled() -> None:
     assert stable_key((Fraction(2 * 10**400 + 1, 2),)).startswith("sha256:")
 
 
+class _Plain(enum.Enum):
+    ONE = 1
+
+
 def test_enum_members_equal_to_their_values_are_spelled_as_them() -> None:
     """An IntEnum or str-mixin Enum member equals its value (one memory key): one row.
-    A plain Enum member is spelled by its name."""
+    A plain Enum member is spelled by its class's module and name, and its own name."""
 
     class Level(enum.IntEnum):
         HIGH = 3
@@ -343,13 +377,10 @@ def test_enum_members_equal_to_their_values_are_spelled_as_them() -> None:
     class Color(str, enum.Enum):
         RED = "red"
 
-    class Plain(enum.Enum):
-        ONE = 1
-
     assert stable_key((Level.HIGH,)) == stable_key((3,))
     assert stable_key((Color.RED,)) == stable_key(("red",))
-    assert stable_key((Plain.ONE,)) != stable_key((1,))
-    assert "Plain.ONE" in stable_key((Plain.ONE,))
+    assert stable_key((_Plain.ONE,)) != stable_key((1,))
+    assert "'_Plain', 'ONE'" in stable_key((_Plain.ONE,))
 
 
 def test_long_stable_keys_are_digested() -> None:
