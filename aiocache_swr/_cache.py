@@ -24,7 +24,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 from ._events import CacheEvent, EventListener, emit
 from ._function import Engine, decorated
-from ._runner import Runner, current_loop
+from ._runner import Runner, current_loop, load_backend, loop_goes_on
 from ._sqlite import SQLiteStore, _check_path
 from ._store import Store, close_unstarted, distrust, weak_clock
 from ._types import SWRFunction
@@ -179,9 +179,10 @@ class SWRCache:
                 "SWRCache: max_concurrent_refreshes= must be an int >= 1, "
                 f"got {_brief(max_concurrent_refreshes)}"
             )
-        if on_event is not None and not callable(on_event):
+        if on_event is not None and (not callable(on_event) or _is_async_callable(on_event)):
             raise TypeError(
-                f"SWRCache: on_event= must be a callable taking a CacheEvent, got {on_event!r}"
+                "SWRCache: on_event= must be a plain callable taking a CacheEvent (it is "
+                f"called, never awaited; start a task from it for async work), got {on_event!r}"
             )
         if clock is not None:
             _check_clock(clock)
@@ -235,10 +236,10 @@ class SWRCache:
                 f"got {maxsize!r}"
             )
         for name, fn in (("key", key), ("tags", tags)):
-            if fn is not None and not callable(fn):
+            if fn is not None and (not callable(fn) or _is_async_callable(fn)):
                 raise TypeError(
-                    f"{where}: {name}= must be a callable taking the function's arguments, "
-                    f"got {fn!r}"
+                    f"{where}: {name}= must be a plain callable taking the function's "
+                    f"arguments (it is called, never awaited), got {fn!r}"
                 )
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise TypeError(f"{where}: namespace= must be a non-empty str, got {namespace!r}")
@@ -254,6 +255,7 @@ class SWRCache:
         resolved = _resolve_store(store, where, self.clock) if store is not None else self.store
 
         def decorate(fn: Callable[P, Awaitable[T]]) -> SWRFunction[P, T]:
+            load_backend()
             name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)!s}"
             _check_decorated(fn, name)
             if namespace is None and resolved is not None and not _has_stable_name(fn):
@@ -327,9 +329,10 @@ class SWRCache:
     # -- background work -----------------------------------------------------
 
     def _runner_here(self) -> Runner:
-        """The runner of the running event loop (a new one for a new loop)."""
+        """The runner of the running event loop (a new one for a new loop, or when the
+        host task of this loop's ended while the loop goes on)."""
         runner = self._runner
-        if runner is None or not runner.is_current():
+        if runner is None or not runner.is_current() or (runner.host_ended and loop_goes_on()):
             loop = current_loop()
             runner = self._runner = Runner(loop, self.max_concurrent_refreshes, self._close_stores)
         return runner

@@ -69,6 +69,12 @@ _MISS: Final = "miss"  # read the store, else compute; a caller waits
 _REFRESH: Final = "refresh"  # background refresh of a stale entry; failure keeps it
 _FORCE: Final = "force"  # refresh(): compute now, never from the store
 
+# The flight whose function runs in this task (and in tasks it starts): a call that
+# would join it waits for itself.
+_computing: contextvars.ContextVar[_Flight | None] = contextvars.ContextVar(
+    "aiocache_swr_computing", default=None
+)
+
 
 class _Flight(Signal):
     """One computation of one key, shared by every caller waiting for it.
@@ -508,7 +514,11 @@ class Engine(Generic[P, T]):
     def _registry_here(self, runner: Runner) -> dict[Hashable, _Flight]:
         """This function's in-flight registry for ``runner``'s event loop, the running one."""
         if self._registry_runner is not runner:
-            # A new event loop: flights of the old one can never finish here.
+            # A new event loop (or runner): flights of the old one can never finish
+            # here, and one that still does (its loop suspended, not gone) must not
+            # write over what this one's flights commit.
+            for flight in self._registry.values():
+                flight.doomed = True
             self._registry = {}
             self._registry_runner = runner
         return self._registry
@@ -528,7 +538,7 @@ class Engine(Generic[P, T]):
         runner = self.cache._runner_here()
         registry = self._registry_here(runner)
         current = registry.get(key)
-        if current is not None and not current.doomed:
+        if current is not None and not current.doomed and current.version == version:
             return
         try:
             flight = _Flight(
@@ -537,6 +547,8 @@ class Engine(Generic[P, T]):
         except Exception as exc:  # tags= raised: the refresh failed, the stale value is served
             self._refresh_not_started(key, entry, exc)
             return
+        if current is not None:  # computing for another version: superseded
+            current.doomed = True
         registry[key] = flight
         self._refreshes += 1
         runner.enqueue_refresh(flight)
@@ -572,7 +584,12 @@ class Engine(Generic[P, T]):
         if self._listener is not None:
             self._emit("stale_hit", key)
         current = self._registry.get(key)
-        if current is None or current.doomed or not self._registry_is_here():
+        if (
+            current is None
+            or current.doomed
+            or current.version != version
+            or not self._registry_is_here()
+        ):
             self._start_refresh(key, entry, now, version, args, kwargs)
         # else one runs or is queued already: a stale crowd's path
         return entry.value  # type: ignore[no-any-return]
@@ -596,6 +613,10 @@ class Engine(Generic[P, T]):
             runner = self.cache._runner_here()
             registry = self._registry_here(runner)
         flight = registry.get(key)
+        if flight is not None and not flight.doomed and flight.version != version:
+            # Computing for another version (the version changed meanwhile): its
+            # value is not this caller's, nor kept; a new flight supersedes it.
+            flight.doomed = True
         if flight is None or flight.doomed:
             flight = _Flight(self, _MISS, key, args, kwargs, version, runner.asyncio_loop)
             # The stable key to read the store with; None: compute it now (no
@@ -615,6 +636,12 @@ class Engine(Generic[P, T]):
                     del registry[key]
                 raise
             return flight
+        if flight is _computing.get():
+            raise RuntimeError(
+                f"{self._name}: called with the key {key!r} while computing that key "
+                "(it calls itself, or awaits a task that does): it would wait for "
+                "itself forever"
+            )
         if flight.queued:
             runner.promote(flight)
         flight.waiters += 1  # after: if promoting raises, this caller never waits
@@ -626,15 +653,19 @@ class Engine(Generic[P, T]):
         try:
             if flight.doomed and flight.kind == _REFRESH and not flight.waiters:
                 return  # superseded before it started, and nobody waits for it
+            _computing.set(flight)  # in this task's own context: no reset needed
             try:
                 value = await self._fn(*flight.args, **flight.kwargs)
-            except (KeyboardInterrupt, SystemExit):
-                raise  # it stops the loop
             except BaseException as exc:
                 # Any other exception is the function's outcome, even one that is
                 # not an Exception: a CancelledError from something it awaited (its
                 # own task was not cancelled), or a BaseException of its own.  It
                 # must not end the cache's task group, nor be lost to its callers.
+                # A KeyboardInterrupt or SystemExit stops an asyncio loop; on trio
+                # (where the task group's task could only crash the run with it) it
+                # is an outcome too, which its waiters raise in their own tasks.
+                if isinstance(exc, KeyboardInterrupt | SystemExit) and flight.on_asyncio:
+                    raise
                 if cancelled_for_real(exc):
                     raise  # this flight was cancelled: the cache is closing
                 flight.fail(exc)

@@ -28,7 +28,9 @@ for is *promoted*: it starts at once, outside the limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import importlib
 import itertools
 import logging
 import sys
@@ -81,6 +83,34 @@ def cancel_requested() -> bool:
     return cancelling is None or cancelling() > 0
 
 
+def load_backend() -> None:
+    """Import anyio's asyncio backend now, once, if it is not yet.
+
+    anyio imports it (about twenty modules: 15-20 ms) the first time a task group
+    or an event is made, which would be the first stale hit of a process: a
+    stale hit returns at once, so this is done when a function is decorated.
+    """
+    if "anyio._backends._asyncio" not in sys.modules:
+        with contextlib.suppress(ImportError):  # a later anyio may move it
+            importlib.import_module("anyio._backends._asyncio")
+
+
+def loop_goes_on() -> bool:
+    """The running task is not being cancelled, so its loop is not ending.
+
+    On asyncio, the end of ``asyncio.run`` cancels every task; a task not asked
+    to cancel (``Task.cancelling()``, 3.11+; before it, this cannot be told, and
+    the answer is False) is not in it.  On trio no task runs after the main one
+    ends: True.
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not asyncio: trio
+        return True
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() == 0
+
+
 def current_loop() -> object:
     """An object identifying the running event loop (asyncio loop or trio run)."""
     try:
@@ -124,6 +154,10 @@ class Signal:
 
     def is_set(self) -> bool:
         return self._set
+
+    @property
+    def on_asyncio(self) -> bool:
+        return self._loop is not None
 
     def set(self) -> None:
         if self._set:
@@ -208,6 +242,7 @@ class Runner:
         self._host_started = False
         self._host_scope: anyio.CancelScope | None = None
         self._host_done: anyio.Event | None = None
+        self._host_exited = False  # its task group has ended
         self._host_ref: object = None  # keeps an asyncio host task referenced
         # Work started before a task group exists, with the context it was started in.
         self._backlog: list[tuple[Callable[[], Awaitable[None]], Job | None, contextvars.Context]]
@@ -219,7 +254,8 @@ class Runner:
         ]
         self._unstarted = {}
         self._tokens = itertools.count()
-        self._queue: deque[Job] = deque()
+        # Refreshes waiting for a slot, each with the context it was asked for in.
+        self._queue: deque[tuple[Job, contextvars.Context]] = deque()
         self._refreshing = 0
         self._busy = 0  # tasks started or waiting in the backlog, plus queued refreshes
         self._idle: anyio.Event | None = None
@@ -329,21 +365,35 @@ class Runner:
             self._done_one()
 
     def enqueue_refresh(self, job: Job) -> None:
-        """Run ``job`` when fewer than ``max_refreshes`` refreshes are running."""
+        """Run ``job`` when fewer than ``max_refreshes`` refreshes are running, in the
+        context of its caller (that of the stale hit that asked for it)."""
         if self._closing:  # it would never run
             job.abandon()
             return
         self._busy += 1
+        if self._refreshing < self._max_refreshes and not self._queue:
+            self._refreshing += 1  # a slot is free: started from this context
+            self._start(partial(self._run_refresh, job), job)
+            return
         job.queued = True
-        self._queue.append(job)
-        self._pump()
+        self._queue.append((job, contextvars.copy_context()))
 
     def promote(self, job: Job) -> None:
         """Start a queued ``job`` now: a caller is waiting for it."""
-        if job.queued:
-            self._queue.remove(job)
-            job.queued = False
-            self._start(job.run, job)
+        if not job.queued:
+            return
+        queued = next(item for item in self._queue if item[0] is job)
+        self._queue.remove(queued)
+        job.queued = False
+        queued[1].run(self._start, job.run, job)
+
+    @property
+    def host_ended(self) -> bool:
+        """Its host task (the task group of a cache used without ``async with``) has
+        ended while nothing closed the cache: the loop is ending, or something else
+        cancelled it (an application cancelling "all other tasks", or, on trio, a
+        ``KeyboardInterrupt`` in background work).  It starts nothing more."""
+        return self._host_exited and self._explicit_tg is None
 
     @property
     def busy(self) -> int:
@@ -366,17 +416,17 @@ class Runner:
         """
         self._closing = True
         while self._queue:
-            job = self._queue.popleft()
+            job, _ = self._queue.popleft()
             job.queued = False
             job.abandon()
             self._done_one()
 
     def _pump(self) -> None:
         while not self._closing and self._refreshing < self._max_refreshes and self._queue:
-            job = self._queue.popleft()
+            job, context = self._queue.popleft()
             job.queued = False
             self._refreshing += 1
-            self._start(partial(self._run_refresh, job), job)
+            context.run(self._start, partial(self._run_refresh, job), job)
 
     async def _run_refresh(self, job: Job) -> None:
         ended = False
@@ -506,6 +556,7 @@ class Runner:
                     if rest is not None:
                         raise rest from None
         finally:
+            self._host_exited = True
             self._host_tg = None
             self._host_scope = None
             with anyio.CancelScope(shield=True):

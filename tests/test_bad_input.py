@@ -1196,7 +1196,7 @@ def test_bad_close_timeout(value: Any, error: type[Exception]) -> None:
 @pytest.mark.parametrize("value", ["log", 5])
 def test_on_event_must_be_callable(value: Any) -> None:
     """on_event= must be a callable taking a CacheEvent."""
-    with pytest.raises(TypeError, match=r"SWRCache: on_event= must be a callable"):
+    with pytest.raises(TypeError, match=r"SWRCache: on_event= must be a plain callable"):
         SWRCache(on_event=value)
 
 

@@ -90,7 +90,7 @@ def test_non_int_maxsize_is_a_type_error(value: Any) -> None:
 @pytest.mark.parametrize("param", ["key", "tags"])
 def test_non_callable_key_or_tags_are_type_errors(param: str) -> None:
     """key= and tags= must be callables."""
-    with pytest.raises(TypeError, match=rf"{param}= must be a callable"):
+    with pytest.raises(TypeError, match=rf"{param}= must be a plain callable"):
         swr_cached(**{param: "user_id"})
 
 
