@@ -220,7 +220,6 @@ _OPEN_ATTEMPTS: Final = 8
 _WRITE_ATTEMPTS: Final = 5
 _READ_ATTEMPTS: Final = 4
 _OPEN_RETRY_AFTER: Final = 5.0  # seconds an open failure is remembered
-_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _MAC_DOMAIN: Final = b"aiocache-swr/sqlite/v1\x00"
 
 _SQLITE_CORRUPT: Final = 11
@@ -1454,8 +1453,10 @@ class SQLiteStore:
         self._set_aside_corrupt_sync()
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
+            file_id: tuple[int, int] | None = None
             try:
                 self._create_file_sync()
+                file_id = self._path_id_sync()
                 db = self._connect_to(self._path)
                 self._prepare_sync(db, last_attempt=attempt == _OPEN_ATTEMPTS)
                 if writer:
@@ -1476,7 +1477,8 @@ class SQLiteStore:
                     delay = min(delay * 2, 0.5)
                     continue
                 if _is_corrupt(exc) and not moved and attempt < _OPEN_ATTEMPTS:
-                    moved = self._move_aside_sync(exc)
+                    if file_id is not None:  # the file connected to (see _move_aside_sync)
+                        moved = self._move_aside_sync(exc, file_id)
                     continue
                 raise StoreOpenError(f"{self!r}: cannot open the database: {exc}") from exc
         raise StoreOpenError(f"{self!r}: cannot open the database")  # pragma: no cover
@@ -1584,23 +1586,23 @@ class SQLiteStore:
         if corrupt is None:
             return False
         file_id, exc = corrupt
-        try:
-            now = self._path_id_sync()
-        except FileNotFoundError:
-            return False
-        return now == file_id and self._move_aside_sync(exc)
+        return self._move_aside_sync(exc, file_id)
 
-    def _move_aside_sync(self, exc: BaseException) -> bool:
-        """Rename a corrupt database (and its -wal/-shm) to ``<name>.corrupt-<stamp>``."""
+    def _move_aside_sync(self, exc: BaseException, file_id: tuple[int, int]) -> bool:
+        """Rename the corrupt database ``file_id`` (and its -wal/-shm) to
+        ``<name>.corrupt-<stamp>``; say whether it was renamed.
+
+        Only if the path still names that very file: what its bytes say proves
+        nothing (a damaged header may still start as a database's does), and
+        another process that found it corrupt too may have set it aside and made
+        a new file, which must be kept.
+        """
         path = self._path
         try:
-            with open(path, "rb") as f:
-                head = f.read(16)
+            if self._path_id_sync() != file_id:
+                return False  # replaced meanwhile: open what the path names now
         except FileNotFoundError:
             return False  # someone else moved it: just try again
-        not_a_db = _primary_code(exc) != _SQLITE_CORRUPT and "malformed" not in str(exc).lower()
-        if not_a_db and head in (b"", _SQLITE_MAGIC):
-            return False  # replaced by a valid (or new) database meanwhile
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         target = path.with_name(f"{path.name}.corrupt-{stamp}")
         n = 0

@@ -728,6 +728,55 @@ async def test_corrupt_file_is_moved_aside(db_path: Path, caplog: pytest.LogCapt
     await store.aclose()
 
 
+async def test_a_file_not_a_database_past_its_first_16_bytes_is_moved_aside(
+    db_path: Path,
+) -> None:
+    """A database whose header is damaged after the "SQLite format 3" bytes (here its
+    page size) is SQLITE_NOTADB: it is set aside like any other such file, and the
+    store goes on with a new one (before, those bytes kept it in place for good)."""
+    seed = SQLiteStore(db_path)
+    seed.put(NS, "a", rec("A"))
+    await seed.aclose()
+    with open(db_path, "r+b") as f:  # noqa: ASYNC230 - test setup
+        f.seek(16)
+        f.write(b"\x00\x03")  # not a power of two
+    store = SQLiteStore(db_path)
+    store.put(NS, "b", rec("B"))
+    await store.flush()
+    assert store.stats.moved_aside == 1
+    assert len(_set_aside(db_path)) == 1
+    assert await store.get_many(NS, ["a", "b"]) == {"b": rec("B")}
+    await store.aclose()
+
+
+async def test_a_file_replaced_after_the_open_found_it_corrupt_is_kept(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the file the open found corrupt is set aside: if another process set it
+    aside and made a new file meanwhile (between the error and the rename), the
+    new file is opened, not renamed away with its rows."""
+    theirs = db_path.with_name("theirs.db")
+    other = SQLiteStore(theirs)
+    other.put(NS, "theirs", rec("T"))
+    await other.aclose()
+    store = SQLiteStore(db_path)
+    original = store._prepare_sync
+
+    def prepare(db: sqlite3.Connection, **kw: Any) -> None:
+        monkeypatch.setattr(store, "_prepare_sync", original)
+        os.rename(db_path, db_path.with_name("aside.db"))  # what the other process does
+        os.rename(theirs, db_path)
+        exc = sqlite3.DatabaseError("database disk image is malformed")
+        exc.sqlite_errorcode = 11  # type: ignore[attr-defined]
+        raise exc
+
+    monkeypatch.setattr(store, "_prepare_sync", prepare)
+    assert await store.get_many(NS, ["theirs"]) == {"theirs": rec("T")}
+    assert store.stats.moved_aside == 0
+    assert _set_aside(db_path) == []
+    await store.aclose()
+
+
 async def test_future_schema_version_is_a_clear_error(db_path: Path) -> None:
     """A file with a newer schema raises SchemaVersionError from operations; it is left alone."""
     with raw(db_path) as db:
