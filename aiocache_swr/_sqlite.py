@@ -84,7 +84,10 @@ Files
     file that already exists is left alone.  Open sequence, retried as a whole
     with backoff while SQLite reports busy/locked: create file, connect with the
     busy timeout, ``PRAGMA journal_mode=WAL``, ``synchronous=NORMAL``, schema
-    check/creation in a ``BEGIN IMMEDIATE`` transaction.
+    check/creation in a ``BEGIN IMMEDIATE`` transaction.  The file's (device,
+    inode) is taken before the connect and checked after the last step: if the
+    path names another file by then (replaced by another process), the
+    connection may be on either, so it is closed and the open starts again.
 
 Writes
     ``put`` serializes ``(value, version)`` at once and buffers the row; ``delete``,
@@ -1443,7 +1446,8 @@ class SQLiteStore:
         return db
 
     def _open_sync(self, *, writer: bool = True) -> sqlite3.Connection:
-        """The whole open sequence, retried with backoff while SQLite reports busy.
+        """The whole open sequence, retried with backoff while SQLite reports busy,
+        and at once while the file is replaced during it.
 
         ``writer=False``: for the reader, which then does not record the file as
         the writer's (the writer finds out on its next write that the file changed).
@@ -1455,19 +1459,31 @@ class SQLiteStore:
             db: sqlite3.Connection | None = None
             file_id: tuple[int, int] | None = None
             try:
-                self._create_file_sync()
-                file_id = self._path_id_sync()
+                file_id = self._create_file_sync()
                 db = self._connect_to(self._path)
                 self._prepare_sync(db, last_attempt=attempt == _OPEN_ATTEMPTS)
+                # The path named file_id before the connect and still does, so that is
+                # the file connected to.  Replaced in between (by another process that
+                # set it aside, say), the connection may be on the old file while the
+                # path names the new one: then open again.
+                self._check_file_sync(file_id)
                 if writer:
-                    self._file_id = self._path_id_sync()
+                    self._file_id = file_id
                 else:
-                    self._reader_file_id = self._path_id_sync()
+                    self._reader_file_id = file_id
                 return db
             except SchemaVersionError:
                 if db is not None:
                     db.close()
                 raise
+            except _FileGone:
+                if db is not None:
+                    db.close()
+                if attempt < _OPEN_ATTEMPTS:
+                    continue  # replaced or deleted during the open: open what it names now
+                raise StoreOpenError(
+                    f"{self!r}: cannot open the database: the file keeps being replaced"
+                ) from None
             except (sqlite3.Error, OSError) as exc:
                 if db is not None:
                     db.close()
@@ -1505,14 +1521,26 @@ class SQLiteStore:
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
             try:
+                file_id = self._path_id_sync()
                 db = self._connect_to(f"{self._path.as_uri()}?mode=rw", uri=True)
                 self._check_version(db.execute("PRAGMA user_version").fetchone()[0])
-                self._reader_file_id = self._path_id_sync()
+                self._check_file_sync(file_id)  # as in _open_sync
+                self._reader_file_id = file_id
                 return db
             except SchemaVersionError:
                 if db is not None:
                     db.close()
                 raise
+            except FileNotFoundError as exc:  # from the first stat
+                raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
+            except _FileGone:
+                if db is not None:
+                    db.close()
+                if attempt < _OPEN_ATTEMPTS:
+                    continue
+                raise StoreOpenError(
+                    f"{self!r}: cannot open the database to read: the file keeps being replaced"
+                ) from None
             except sqlite3.Error as exc:
                 if db is not None:
                     db.close()
@@ -1523,7 +1551,9 @@ class SQLiteStore:
                 raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
         raise StoreOpenError(f"{self!r}: cannot open the database")  # pragma: no cover
 
-    def _create_file_sync(self) -> None:
+    def _create_file_sync(self) -> tuple[int, int]:
+        """Create the file (owner-only) and its directories unless they exist; return
+        the (device, inode) of the file the path named then."""
         missing: list[Path] = []
         parent = self._path.parent
         while not parent.is_dir() and parent != parent.parent:
@@ -1533,7 +1563,12 @@ class SQLiteStore:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(directory, 0o700)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        os.close(os.open(self._path, flags, 0o600))
+        fd = os.open(self._path, flags, 0o600)
+        try:
+            found = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return (found.st_dev, found.st_ino)
 
     def _prepare_sync(self, db: sqlite3.Connection, *, last_attempt: bool) -> None:
         db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")

@@ -1121,6 +1121,47 @@ async def test_a_read_that_finds_the_file_deleted_opens_a_new_one(db_path: Path)
     await store.aclose()
 
 
+@pytest.mark.parametrize("last_step", ["_prepare_sync", "_check_version"], ids=["writer", "reader"])
+async def test_a_file_replaced_while_a_connection_opens_is_the_one_it_uses(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, last_step: str
+) -> None:
+    """A file replaced by another process while a connection opens (after its connect,
+    before the check of which file the path names): the connection is opened again,
+    on the new file, so writes, invalidations and reads go there (before, it stayed
+    on the old file, recorded as the new one, so no later check ever noticed)."""
+    seed = SQLiteStore(db_path)
+    seed.put(NS, "k", rec("OLD"))
+    await seed.aclose()
+    theirs = db_path.with_name("theirs.db")
+    other = SQLiteStore(theirs)
+    other.put(NS, "k", rec("THEIRS"))
+    await other.aclose()
+    store = SQLiteStore(db_path)
+    reader = last_step == "_check_version"  # the reader's last step before that check
+    if reader:
+        await store.delete(NS, ["unknown"])  # the writer is open on the old file
+    original = getattr(store, last_step)
+
+    def step(*args: Any, **kw: Any) -> None:
+        original(*args, **kw)
+        monkeypatch.setattr(store, last_step, original)
+        for suffix in ("", "-wal", "-shm"):  # what another process setting it aside does
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f"{db_path}{suffix}", f"{db_path}.aside{suffix}")
+        os.rename(theirs, db_path)
+
+    monkeypatch.setattr(store, last_step, step)
+    if reader:
+        assert await store.get_many(NS, ["k"]) == {"k": rec("THEIRS")}
+    await store.delete(NS, ["k"])
+    store.put(NS, "mine", rec("M"))
+    await store.flush()
+    assert stored_keys(db_path) == {"mine"}
+    assert await store.get_many(NS, ["k", "mine"]) == {"mine": rec("M")}
+    assert store.stats.write_failures == 0
+    await store.aclose()
+
+
 async def test_a_name_sqlite_cannot_hold_is_refused_or_skipped_never_failing_a_batch(
     db_path: Path,
 ) -> None:
