@@ -29,7 +29,10 @@ Errors
     file is set aside only if the path still names it (same device and inode):
     another process may have set it aside and created a new one first.  Each read
     job checks that the path still names the reader's file, so a process that
-    only reads follows a file another process set aside or replaced.
+    only reads follows a file another process set aside or replaced.  Each write
+    job checks it for the writer's file before it waits for the write lock and
+    again before it commits: a batch that waited while the file was set aside
+    (by a read, or another process) is rolled back and written to the new file.
 
     A single row that fails its signature check or cannot be deserialized is a
     miss: it is deleted and logged at WARNING (the signature is checked before
@@ -1842,12 +1845,20 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             logger.warning("%r: could not delete that entry: %s", self, exc)
 
-    def _write_sync(self, db: sqlite3.Connection, job: _WriteJob) -> None:
-        # Rows written to a file deleted under the connection would vanish with it.
+    def _check_writer_file_sync(self) -> None:
+        """Raise :class:`_FileGone` unless the writer's file is still the one to write
+        to: the path names it, and no read has found it corrupt (it is set aside
+        first).  Rows written to a file deleted, replaced or set aside vanish with it."""
         corrupt = self._corrupt
         if corrupt is not None and corrupt[0] == self._file_id:  # found so by a read
-            raise _FileGone  # set it aside first
+            raise _FileGone
         self._check_file_sync(self._file_id)
+
+    def _write_sync(self, db: sqlite3.Connection, job: _WriteJob) -> None:
+        # Checked before waiting for the write lock, which may take up to
+        # busy_timeout, and again before committing: meanwhile a read of this
+        # store, or another process, may have set the file aside or replaced it.
+        self._check_writer_file_sync()
         batch = job.batch
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -1897,6 +1908,7 @@ class SQLiteStore:
             evicted = 0
             if count > self._max_entries:
                 evicted = db.execute(_EVICT_SQL, (count - self._max_entries,)).rowcount
+            self._check_writer_file_sync()  # else rolled back, and written to the new file
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

@@ -1269,6 +1269,50 @@ async def test_a_read_after_a_corrupt_read_does_not_wait_for_a_blocked_write(
     await store.aclose()
 
 
+def _signal_file_checks(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set (on the database thread) after each check that the path still
+    names a connection's file: a write job's first one is made before it waits for
+    the write lock."""
+    checked = threading.Event()
+    original = store._check_file_sync
+
+    def check(file_id: tuple[int, int] | None) -> None:
+        original(file_id)
+        checked.set()
+
+    monkeypatch.setattr(store, "_check_file_sync", check)
+    return checked
+
+
+async def test_a_write_waiting_for_the_lock_while_a_read_sets_the_file_aside_goes_to_the_new_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write batch that waits for another connection's lock while a read finds the
+    file corrupt and sets it aside is committed to the new file, not to the file set
+    aside (before, it was counted as written and lost with that file)."""
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "old", rec("OLD"))
+    await store.flush()
+    assert await store.get_many(NS, ["old"]) == {"old": rec("OLD")}  # both open
+    checked = _signal_file_checks(store, monkeypatch)
+    with another_writer_holds_the_lock(db_path) as writer:
+        async with anyio.create_task_group() as tg:
+            store.put(NS, "new", rec("NEW"))
+            tg.start_soon(store.flush)
+            assert await anyio.to_thread.run_sync(checked.wait, GATE_TIMEOUT)
+            _next_read_finds_it_corrupt(store, monkeypatch)
+            with pytest.raises(StoreError, match="malformed"):
+                await store.get_many(NS, ["old"])
+            assert await store.get_many(NS, ["old"]) == {}  # sets the file aside
+            assert store.stats.moved_aside == 1
+            writer.execute("ROLLBACK")  # the batch gets the lock, on the file set aside
+    assert stored_keys(db_path) == {"new"}
+    (aside,) = _set_aside(db_path)
+    assert stored_keys(aside) == {"old"}
+    assert store.stats.write_failures == store.stats.dropped_writes == 0
+    await store.aclose()
+
+
 def corrupt_in_place(path: Path) -> None:
     """Garble every page of the file but the first, in place, as a failing disk
     might: the file still opens as a database, and its tables no longer read."""
