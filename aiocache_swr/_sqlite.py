@@ -48,9 +48,12 @@ Event loops
     The store keeps two connections for the running loop, each with its worker
     thread, and opens them lazily: one writes, one reads (see "Reads").  The
     writer is opened first, as it creates the file and its schema; the reader
-    opens an existing file only (``mode=rw``).  When the store is used from a
-    different loop (two successive ``asyncio.run`` calls, one loop per test...),
-    the previous connections are stopped from a short-lived helper thread --
+    opens the file the path names (``mode=rw``), and makes a new one as the
+    writer would only if that one is missing or unusable (it never closes the
+    writer, whose job may be waiting for another process's lock).  When the
+    store is used from a different loop (two successive ``asyncio.run`` calls,
+    one loop per test...), the previous connections are stopped from a
+    short-lived helper thread --
     there, aiosqlite's ``stop()`` finds no event loop and queues its shutdown
     without a future, so the worker closes the sqlite connection and exits
     without ever touching the dead loop -- and new ones are opened.  Writes
@@ -154,7 +157,9 @@ Reads
     as now, so a range deletion (``clear``, ``delete_tags``) that was pending
     then still hides the rows it removed, even if its commit came after the
     read's snapshot.  When a write finds the file deleted or replaced and opens
-    a new one, the reader is closed too and reopens on the new file.
+    a new one, the reader is closed too and reopens on the new file.  When a
+    read finds it so, only the reader is reopened (making the new file if the
+    path names none), and the writer follows at its next write.
     Concurrent ``get_many`` calls are coalesced: the first caller of a batch
     (the leader) yields once so callers of the same loop tick can join (and, if a
     read is already in flight, waits for it, gathering more callers meanwhile),
@@ -1272,7 +1277,9 @@ class SQLiteStore:
         """Make sure ``link`` (``st.writer`` or ``st.reader``) is open.
 
         The reader is opened after the writer, which creates the file and its
-        schema (and moves a corrupt file aside): the reader never creates one.
+        schema (and moves a corrupt file aside).  The reader never closes the
+        writer: if the file is gone or unusable by then, it makes a new one
+        itself (``_open_reader_sync``).
         """
         if link.execute is not None:
             return
@@ -1285,22 +1292,8 @@ class SQLiteStore:
                     return
                 self._check_open_failure()
                 await self._open_writer(st)
-                if link is not st.reader:
-                    return
-                try:
+                if link is st.reader:
                     await self._open(st.reader, self._open_reader_sync)
-                except StoreError as exc:
-                    # E.g. the file was deleted under the writer: open both again,
-                    # so that they are on one file (the writer creates it).  Not
-                    # remembered: the writer's open says whether the file is broken.
-                    logger.warning("%s; opening the file again", exc)
-                    await self._close_unlocked(st, raise_errors=False)
-                    await self._open_writer(st)
-                    try:
-                        await self._open(st.reader, self._open_reader_sync)
-                    except StoreError:
-                        await self._close_unlocked(st, raise_errors=False)
-                        raise
 
     async def _open_writer(self, st: _LoopState) -> None:
         """Open ``st.writer`` unless it is open; a failure is remembered for a while."""
@@ -1514,11 +1507,16 @@ class SQLiteStore:
         )
 
     def _open_reader_sync(self) -> sqlite3.Connection:
-        """Open the read connection, on a file the writer has opened (never creating one)."""
+        """Open the read connection on the file the path names (``mode=rw``).
+
+        When that file was found corrupt (it is set aside), is missing (deleted) or
+        is not a usable database, the new file is made here, as the writer makes it
+        (``_open_sync``), not by closing and reopening the writer: that would wait
+        for the writer's job, which may wait up to busy_timeout for another
+        process's lock.  The writer follows at its next write, which finds the file
+        changed.
+        """
         if self._set_aside_corrupt_sync():
-            # Make the new file here, as the writer would: closing the writer to reopen
-            # it could wait for its job (a lock another process holds); it follows
-            # on its next write, which finds the file changed.
             return self._open_sync(writer=False)
         delay = 0.01
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
@@ -1534,8 +1532,9 @@ class SQLiteStore:
                 if db is not None:
                     db.close()
                 raise
-            except FileNotFoundError as exc:  # from the first stat
-                raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
+            except FileNotFoundError:  # from the first stat
+                logger.warning("%r: the database file was deleted; making a new one", self)
+                return self._open_sync(writer=False)
             except _FileGone:
                 if db is not None:
                     db.close()
@@ -1551,6 +1550,8 @@ class SQLiteStore:
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.5)
                     continue
+                if _is_corrupt(exc):
+                    return self._open_sync(writer=False)  # which sets the file aside
                 raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
         raise StoreOpenError(f"{self!r}: cannot open the database")  # pragma: no cover
 

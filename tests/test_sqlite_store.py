@@ -1313,6 +1313,35 @@ async def test_a_write_waiting_for_the_lock_while_a_read_sets_the_file_aside_goe
     await store.aclose()
 
 
+async def test_a_read_that_finds_the_file_deleted_does_not_wait_for_a_blocked_write(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that finds the file deleted while a write batch waits for another
+    connection's lock (an hour here) makes the new file itself and returns: it does
+    not close (and so wait for) the writer, which follows to the new file once it
+    gets the lock."""
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "old", rec("OLD"))
+    await store.flush()
+    assert await store.get_many(NS, ["old"]) == {"old": rec("OLD")}  # both open
+    checked = _signal_file_checks(store, monkeypatch)
+    with another_writer_holds_the_lock(db_path) as writer:
+        async with anyio.create_task_group() as tg:
+            store.put(NS, "new", rec("NEW"))
+            tg.start_soon(store.flush)
+            assert await anyio.to_thread.run_sync(checked.wait, GATE_TIMEOUT)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{db_path}{suffix}")
+            found = await store.get_many(NS, ["old", "new"])
+            assert writer.in_transaction, "the read waited for the blocked write"
+            assert found == {"new": rec("NEW")}  # from the flush under way; "old" gone
+            writer.execute("ROLLBACK")
+    assert stored_keys(db_path) == {"new"}
+    assert store.stats.write_failures == store.stats.dropped_writes == 0
+    await store.aclose()
+
+
 def corrupt_in_place(path: Path) -> None:
     """Garble every page of the file but the first, in place, as a failing disk
     might: the file still opens as a database, and its tables no longer read."""
