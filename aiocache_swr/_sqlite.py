@@ -1509,12 +1509,12 @@ class SQLiteStore:
     def _open_reader_sync(self) -> sqlite3.Connection:
         """Open the read connection on the file the path names (``mode=rw``).
 
-        When that file was found corrupt (it is set aside), is missing (deleted) or
-        is not a usable database, the new file is made here, as the writer makes it
-        (``_open_sync``), not by closing and reopening the writer: that would wait
-        for the writer's job, which may wait up to busy_timeout for another
-        process's lock.  The writer follows at its next write, which finds the file
-        changed.
+        When that file was found corrupt (it is set aside), is missing (deleted),
+        is not a usable database or has no schema (or an older one), the reader
+        makes the file here, as the writer does (``_open_sync``), rather than close
+        and reopen the writer: that would wait for the writer's job, which may wait
+        up to busy_timeout for another process's lock.  The writer follows at its
+        next write, which finds the file changed.
         """
         if self._set_aside_corrupt_sync():
             return self._open_sync(writer=False)
@@ -1524,17 +1524,16 @@ class SQLiteStore:
             try:
                 file_id = self._path_id_sync()
                 db = self._connect_to(f"{self._path.as_uri()}?mode=rw", uri=True)
-                self._check_version(db.execute("PRAGMA user_version").fetchone()[0])
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                self._check_version(version)
                 self._check_file_sync(file_id)  # as in _open_sync
-                self._reader_file_id = file_id
-                return db
             except SchemaVersionError:
                 if db is not None:
                     db.close()
                 raise
             except FileNotFoundError:  # from the first stat
                 logger.warning("%r: the database file was deleted; making a new one", self)
-                return self._open_sync(writer=False)
+                break
             except _FileGone:
                 if db is not None:
                     db.close()
@@ -1551,9 +1550,17 @@ class SQLiteStore:
                     delay = min(delay * 2, 0.5)
                     continue
                 if _is_corrupt(exc):
-                    return self._open_sync(writer=False)  # which sets the file aside
+                    break  # set aside by _open_sync
                 raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
-        raise StoreOpenError(f"{self!r}: cannot open the database")  # pragma: no cover
+            if version == SCHEMA_VERSION:
+                self._reader_file_id = file_id
+                return db
+            # No schema (an empty file: emptied, or made by another process that has
+            # not written its schema yet), where every read would fail until this
+            # process writes, or an older one: made or upgraded as the writer does.
+            db.close()
+            break
+        return self._open_sync(writer=False)
 
     def _create_file_sync(self) -> tuple[int, int]:
         """Create the file (owner-only) and its directories unless they exist; return

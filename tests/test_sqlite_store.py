@@ -1162,6 +1162,27 @@ async def test_a_file_replaced_while_a_connection_opens_is_the_one_it_uses(
     await store.aclose()
 
 
+async def test_a_read_of_a_file_replaced_by_an_empty_one_makes_its_schema(db_path: Path) -> None:
+    """A file replaced by an empty one (no schema: emptied, or made by another process
+    that has not written its schema yet) is read as empty, not failed on with "no
+    such table" by every read until this process writes: the reader makes the schema."""
+    store = await _store_with_rows(db_path, n=2)
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{db_path}{suffix}")
+    with open(db_path, "wb"):  # noqa: ASYNC230 - test setup
+        pass
+    for _ in range(2):
+        assert await store.get_many(NS, ["k0"]) == {}
+    with raw(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    store.put(NS, "new", rec("N"))
+    await store.flush()
+    assert stored_keys(db_path) == {"new"}
+    assert await store.get_many(NS, ["k0", "new"]) == {"new": rec("N")}
+    await store.aclose()
+
+
 async def test_a_name_sqlite_cannot_hold_is_refused_or_skipped_never_failing_a_batch(
     db_path: Path,
 ) -> None:
