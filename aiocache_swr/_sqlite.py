@@ -29,7 +29,10 @@ Errors
     file is set aside only if the path still names it (same device and inode):
     another process may have set it aside and created a new one first.  Each read
     job checks that the path still names the reader's file, so a process that
-    only reads follows a file another process set aside or replaced.
+    only reads follows a file another process set aside or replaced.  Each write
+    job checks it for the writer's file before it waits for the write lock and
+    again before it commits: a batch that waited while the file was set aside
+    (by a read, or another process) is rolled back and written to the new file.
 
     A single row that fails its signature check or cannot be deserialized is a
     miss: it is deleted and logged at WARNING (the signature is checked before
@@ -45,9 +48,12 @@ Event loops
     The store keeps two connections for the running loop, each with its worker
     thread, and opens them lazily: one writes, one reads (see "Reads").  The
     writer is opened first, as it creates the file and its schema; the reader
-    opens an existing file only (``mode=rw``).  When the store is used from a
-    different loop (two successive ``asyncio.run`` calls, one loop per test...),
-    the previous connections are stopped from a short-lived helper thread --
+    opens the file the path names (``mode=rw``), and makes a new one as the
+    writer would only if that one is missing or unusable (it never closes the
+    writer, whose job may be waiting for another process's lock).  When the
+    store is used from a different loop (two successive ``asyncio.run`` calls,
+    one loop per test...), the previous connections are stopped from a
+    short-lived helper thread --
     there, aiosqlite's ``stop()`` finds no event loop and queues its shutdown
     without a future, so the worker closes the sqlite connection and exits
     without ever touching the dead loop -- and new ones are opened.  Writes
@@ -84,7 +90,10 @@ Files
     file that already exists is left alone.  Open sequence, retried as a whole
     with backoff while SQLite reports busy/locked: create file, connect with the
     busy timeout, ``PRAGMA journal_mode=WAL``, ``synchronous=NORMAL``, schema
-    check/creation in a ``BEGIN IMMEDIATE`` transaction.
+    check/creation in a ``BEGIN IMMEDIATE`` transaction.  The file's (device,
+    inode) is taken before the connect and checked after the last step: if the
+    path names another file by then (replaced by another process), the
+    connection may be on either, so it is closed and the open starts again.
 
 Writes
     ``put`` serializes ``(value, version)`` at once and buffers the row; ``delete``,
@@ -148,7 +157,9 @@ Reads
     as now, so a range deletion (``clear``, ``delete_tags``) that was pending
     then still hides the rows it removed, even if its commit came after the
     read's snapshot.  When a write finds the file deleted or replaced and opens
-    a new one, the reader is closed too and reopens on the new file.
+    a new one, the reader is closed too and reopens on the new file.  When a
+    read finds it so, only the reader is reopened (making the new file if the
+    path names none), and the writer follows at its next write.
     Concurrent ``get_many`` calls are coalesced: the first caller of a batch
     (the leader) yields once so callers of the same loop tick can join (and, if a
     read is already in flight, waits for it, gathering more callers meanwhile),
@@ -220,7 +231,6 @@ _OPEN_ATTEMPTS: Final = 8
 _WRITE_ATTEMPTS: Final = 5
 _READ_ATTEMPTS: Final = 4
 _OPEN_RETRY_AFTER: Final = 5.0  # seconds an open failure is remembered
-_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _MAC_DOMAIN: Final = b"aiocache-swr/sqlite/v1\x00"
 
 _SQLITE_CORRUPT: Final = 11
@@ -1267,7 +1277,9 @@ class SQLiteStore:
         """Make sure ``link`` (``st.writer`` or ``st.reader``) is open.
 
         The reader is opened after the writer, which creates the file and its
-        schema (and moves a corrupt file aside): the reader never creates one.
+        schema (and moves a corrupt file aside).  The reader never closes the
+        writer: if the file is gone or unusable by then, it makes a new one
+        itself (``_open_reader_sync``).
         """
         if link.execute is not None:
             return
@@ -1280,22 +1292,8 @@ class SQLiteStore:
                     return
                 self._check_open_failure()
                 await self._open_writer(st)
-                if link is not st.reader:
-                    return
-                try:
+                if link is st.reader:
                     await self._open(st.reader, self._open_reader_sync)
-                except StoreError as exc:
-                    # E.g. the file was deleted under the writer: open both again,
-                    # so that they are on one file (the writer creates it).  Not
-                    # remembered: the writer's open says whether the file is broken.
-                    logger.warning("%s; opening the file again", exc)
-                    await self._close_unlocked(st, raise_errors=False)
-                    await self._open_writer(st)
-                    try:
-                        await self._open(st.reader, self._open_reader_sync)
-                    except StoreError:
-                        await self._close_unlocked(st, raise_errors=False)
-                        raise
 
     async def _open_writer(self, st: _LoopState) -> None:
         """Open ``st.writer`` unless it is open; a failure is remembered for a while."""
@@ -1444,7 +1442,8 @@ class SQLiteStore:
         return db
 
     def _open_sync(self, *, writer: bool = True) -> sqlite3.Connection:
-        """The whole open sequence, retried with backoff while SQLite reports busy.
+        """The whole open sequence, retried with backoff while SQLite reports busy,
+        and at once while the file is replaced during it.
 
         ``writer=False``: for the reader, which then does not record the file as
         the writer's (the writer finds out on its next write that the file changed).
@@ -1454,19 +1453,33 @@ class SQLiteStore:
         self._set_aside_corrupt_sync()
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
+            file_id: tuple[int, int] | None = None
             try:
-                self._create_file_sync()
+                file_id = self._create_file_sync()
                 db = self._connect_to(self._path)
                 self._prepare_sync(db, last_attempt=attempt == _OPEN_ATTEMPTS)
+                # The path named file_id before the connect and still does, so that is
+                # the file connected to.  Replaced in between (by another process that
+                # set it aside, say), the connection may be on the old file while the
+                # path names the new one: then open again.
+                self._check_file_sync(file_id)
                 if writer:
-                    self._file_id = self._path_id_sync()
+                    self._file_id = file_id
                 else:
-                    self._reader_file_id = self._path_id_sync()
+                    self._reader_file_id = file_id
                 return db
             except SchemaVersionError:
                 if db is not None:
                     db.close()
                 raise
+            except _FileGone:
+                if db is not None:
+                    db.close()
+                if attempt < _OPEN_ATTEMPTS:
+                    continue  # replaced or deleted during the open: open what it names now
+                raise StoreOpenError(
+                    f"{self!r}: cannot open the database: the file keeps being replaced"
+                ) from None
             except (sqlite3.Error, OSError) as exc:
                 if db is not None:
                     db.close()
@@ -1476,7 +1489,8 @@ class SQLiteStore:
                     delay = min(delay * 2, 0.5)
                     continue
                 if _is_corrupt(exc) and not moved and attempt < _OPEN_ATTEMPTS:
-                    moved = self._move_aside_sync(exc)
+                    if file_id is not None:  # the file connected to (see _move_aside_sync)
+                        moved = self._move_aside_sync(exc, file_id)
                     continue
                 raise StoreOpenError(f"{self!r}: cannot open the database: {exc}") from exc
         raise StoreOpenError(f"{self!r}: cannot open the database")  # pragma: no cover
@@ -1493,24 +1507,41 @@ class SQLiteStore:
         )
 
     def _open_reader_sync(self) -> sqlite3.Connection:
-        """Open the read connection, on a file the writer has opened (never creating one)."""
+        """Open the read connection on the file the path names (``mode=rw``).
+
+        When that file was found corrupt (it is set aside), is missing (deleted),
+        is not a usable database or has no schema (or an older one), the reader
+        makes the file here, as the writer does (``_open_sync``), rather than close
+        and reopen the writer: that would wait for the writer's job, which may wait
+        up to busy_timeout for another process's lock.  The writer follows at its
+        next write, which finds the file changed.
+        """
         if self._set_aside_corrupt_sync():
-            # Make the new file here, as the writer would: closing the writer to reopen
-            # it could wait for its job (a lock another process holds); it follows
-            # on its next write, which finds the file changed.
             return self._open_sync(writer=False)
         delay = 0.01
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
             try:
+                file_id = self._path_id_sync()
                 db = self._connect_to(f"{self._path.as_uri()}?mode=rw", uri=True)
-                self._check_version(db.execute("PRAGMA user_version").fetchone()[0])
-                self._reader_file_id = self._path_id_sync()
-                return db
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                self._check_version(version)
+                self._check_file_sync(file_id)  # as in _open_sync
             except SchemaVersionError:
                 if db is not None:
                     db.close()
                 raise
+            except FileNotFoundError:  # from the first stat
+                logger.warning("%r: the database file was deleted; making a new one", self)
+                break
+            except _FileGone:
+                if db is not None:
+                    db.close()
+                if attempt < _OPEN_ATTEMPTS:
+                    continue
+                raise StoreOpenError(
+                    f"{self!r}: cannot open the database to read: the file keeps being replaced"
+                ) from None
             except sqlite3.Error as exc:
                 if db is not None:
                     db.close()
@@ -1518,10 +1549,22 @@ class SQLiteStore:
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.5)
                     continue
+                if _is_corrupt(exc):
+                    break  # set aside by _open_sync
                 raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
-        raise StoreOpenError(f"{self!r}: cannot open the database")  # pragma: no cover
+            if version == SCHEMA_VERSION:
+                self._reader_file_id = file_id
+                return db
+            # No schema (an empty file: emptied, or made by another process that has
+            # not written its schema yet), where every read would fail until this
+            # process writes, or an older one: made or upgraded as the writer does.
+            db.close()
+            break
+        return self._open_sync(writer=False)
 
-    def _create_file_sync(self) -> None:
+    def _create_file_sync(self) -> tuple[int, int]:
+        """Create the file (owner-only) and its directories unless they exist; return
+        the (device, inode) of the file the path named then."""
         missing: list[Path] = []
         parent = self._path.parent
         while not parent.is_dir() and parent != parent.parent:
@@ -1531,7 +1574,12 @@ class SQLiteStore:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(directory, 0o700)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        os.close(os.open(self._path, flags, 0o600))
+        fd = os.open(self._path, flags, 0o600)
+        try:
+            found = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return (found.st_dev, found.st_ino)
 
     def _prepare_sync(self, db: sqlite3.Connection, *, last_attempt: bool) -> None:
         db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
@@ -1584,23 +1632,23 @@ class SQLiteStore:
         if corrupt is None:
             return False
         file_id, exc = corrupt
-        try:
-            now = self._path_id_sync()
-        except FileNotFoundError:
-            return False
-        return now == file_id and self._move_aside_sync(exc)
+        return self._move_aside_sync(exc, file_id)
 
-    def _move_aside_sync(self, exc: BaseException) -> bool:
-        """Rename a corrupt database (and its -wal/-shm) to ``<name>.corrupt-<stamp>``."""
+    def _move_aside_sync(self, exc: BaseException, file_id: tuple[int, int]) -> bool:
+        """Rename the corrupt database ``file_id`` (and its -wal/-shm) to
+        ``<name>.corrupt-<stamp>``; say whether it was renamed.
+
+        Only if the path still names that very file: what its bytes say proves
+        nothing (a damaged header may still start as a database's does), and
+        another process that found it corrupt too may have set it aside and made
+        a new file, which must be kept.
+        """
         path = self._path
         try:
-            with open(path, "rb") as f:
-                head = f.read(16)
+            if self._path_id_sync() != file_id:
+                return False  # replaced meanwhile: open what the path names now
         except FileNotFoundError:
             return False  # someone else moved it: just try again
-        not_a_db = _primary_code(exc) != _SQLITE_CORRUPT and "malformed" not in str(exc).lower()
-        if not_a_db and head in (b"", _SQLITE_MAGIC):
-            return False  # replaced by a valid (or new) database meanwhile
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         target = path.with_name(f"{path.name}.corrupt-{stamp}")
         n = 0
@@ -1805,12 +1853,20 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             logger.warning("%r: could not delete that entry: %s", self, exc)
 
-    def _write_sync(self, db: sqlite3.Connection, job: _WriteJob) -> None:
-        # Rows written to a file deleted under the connection would vanish with it.
+    def _check_writer_file_sync(self) -> None:
+        """Raise :class:`_FileGone` unless the writer's file is still the one to write
+        to: the path names it, and no read has found it corrupt (it is set aside
+        first).  Rows written to a file deleted, replaced or set aside vanish with it."""
         corrupt = self._corrupt
         if corrupt is not None and corrupt[0] == self._file_id:  # found so by a read
-            raise _FileGone  # set it aside first
+            raise _FileGone
         self._check_file_sync(self._file_id)
+
+    def _write_sync(self, db: sqlite3.Connection, job: _WriteJob) -> None:
+        # Checked before waiting for the write lock, which may take up to
+        # busy_timeout, and again before committing: meanwhile a read of this
+        # store, or another process, may have set the file aside or replaced it.
+        self._check_writer_file_sync()
         batch = job.batch
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -1860,6 +1916,7 @@ class SQLiteStore:
             evicted = 0
             if count > self._max_entries:
                 evicted = db.execute(_EVICT_SQL, (count - self._max_entries,)).rowcount
+            self._check_writer_file_sync()  # else rolled back, and written to the new file
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

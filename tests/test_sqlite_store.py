@@ -728,6 +728,55 @@ async def test_corrupt_file_is_moved_aside(db_path: Path, caplog: pytest.LogCapt
     await store.aclose()
 
 
+async def test_a_file_not_a_database_past_its_first_16_bytes_is_moved_aside(
+    db_path: Path,
+) -> None:
+    """A database whose header is damaged after the "SQLite format 3" bytes (here its
+    page size) is SQLITE_NOTADB: it is set aside like any other such file, and the
+    store goes on with a new one (before, those bytes kept it in place for good)."""
+    seed = SQLiteStore(db_path)
+    seed.put(NS, "a", rec("A"))
+    await seed.aclose()
+    with open(db_path, "r+b") as f:  # noqa: ASYNC230 - test setup
+        f.seek(16)
+        f.write(b"\x00\x03")  # not a power of two
+    store = SQLiteStore(db_path)
+    store.put(NS, "b", rec("B"))
+    await store.flush()
+    assert store.stats.moved_aside == 1
+    assert len(_set_aside(db_path)) == 1
+    assert await store.get_many(NS, ["a", "b"]) == {"b": rec("B")}
+    await store.aclose()
+
+
+async def test_a_file_replaced_after_the_open_found_it_corrupt_is_kept(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the file the open found corrupt is set aside: if another process set it
+    aside and made a new file meanwhile (between the error and the rename), the
+    new file is opened, not renamed away with its rows."""
+    theirs = db_path.with_name("theirs.db")
+    other = SQLiteStore(theirs)
+    other.put(NS, "theirs", rec("T"))
+    await other.aclose()
+    store = SQLiteStore(db_path)
+    original = store._prepare_sync
+
+    def prepare(db: sqlite3.Connection, **kw: Any) -> None:
+        monkeypatch.setattr(store, "_prepare_sync", original)
+        os.rename(db_path, db_path.with_name("aside.db"))  # what the other process does
+        os.rename(theirs, db_path)
+        exc = sqlite3.DatabaseError("database disk image is malformed")
+        exc.sqlite_errorcode = 11  # type: ignore[attr-defined]
+        raise exc
+
+    monkeypatch.setattr(store, "_prepare_sync", prepare)
+    assert await store.get_many(NS, ["theirs"]) == {"theirs": rec("T")}
+    assert store.stats.moved_aside == 0
+    assert _set_aside(db_path) == []
+    await store.aclose()
+
+
 async def test_future_schema_version_is_a_clear_error(db_path: Path) -> None:
     """A file with a newer schema raises SchemaVersionError from operations; it is left alone."""
     with raw(db_path) as db:
@@ -1072,6 +1121,68 @@ async def test_a_read_that_finds_the_file_deleted_opens_a_new_one(db_path: Path)
     await store.aclose()
 
 
+@pytest.mark.parametrize("last_step", ["_prepare_sync", "_check_version"], ids=["writer", "reader"])
+async def test_a_file_replaced_while_a_connection_opens_is_the_one_it_uses(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, last_step: str
+) -> None:
+    """A file replaced by another process while a connection opens (after its connect,
+    before the check of which file the path names): the connection is opened again,
+    on the new file, so writes, invalidations and reads go there (before, it stayed
+    on the old file, recorded as the new one, so no later check ever noticed)."""
+    seed = SQLiteStore(db_path)
+    seed.put(NS, "k", rec("OLD"))
+    await seed.aclose()
+    theirs = db_path.with_name("theirs.db")
+    other = SQLiteStore(theirs)
+    other.put(NS, "k", rec("THEIRS"))
+    await other.aclose()
+    store = SQLiteStore(db_path)
+    reader = last_step == "_check_version"  # the reader's last step before that check
+    if reader:
+        await store.delete(NS, ["unknown"])  # the writer is open on the old file
+    original = getattr(store, last_step)
+
+    def step(*args: Any, **kw: Any) -> None:
+        original(*args, **kw)
+        monkeypatch.setattr(store, last_step, original)
+        for suffix in ("", "-wal", "-shm"):  # what another process setting it aside does
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f"{db_path}{suffix}", f"{db_path}.aside{suffix}")
+        os.rename(theirs, db_path)
+
+    monkeypatch.setattr(store, last_step, step)
+    if reader:
+        assert await store.get_many(NS, ["k"]) == {"k": rec("THEIRS")}
+    await store.delete(NS, ["k"])
+    store.put(NS, "mine", rec("M"))
+    await store.flush()
+    assert stored_keys(db_path) == {"mine"}
+    assert await store.get_many(NS, ["k", "mine"]) == {"mine": rec("M")}
+    assert store.stats.write_failures == 0
+    await store.aclose()
+
+
+async def test_a_read_of_a_file_replaced_by_an_empty_one_makes_its_schema(db_path: Path) -> None:
+    """A file replaced by an empty one (no schema: emptied, or made by another process
+    that has not written its schema yet) is read as empty, not failed on with "no
+    such table" by every read until this process writes: the reader makes the schema."""
+    store = await _store_with_rows(db_path, n=2)
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{db_path}{suffix}")
+    with open(db_path, "wb"):  # noqa: ASYNC230 - test setup
+        pass
+    for _ in range(2):
+        assert await store.get_many(NS, ["k0"]) == {}
+    with raw(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    store.put(NS, "new", rec("N"))
+    await store.flush()
+    assert stored_keys(db_path) == {"new"}
+    assert await store.get_many(NS, ["k0", "new"]) == {"new": rec("N")}
+    await store.aclose()
+
+
 async def test_a_name_sqlite_cannot_hold_is_refused_or_skipped_never_failing_a_batch(
     db_path: Path,
 ) -> None:
@@ -1176,6 +1287,79 @@ async def test_a_read_after_a_corrupt_read_does_not_wait_for_a_blocked_write(
     store.put(NS, "later", rec("L"))
     await store.flush()  # the writer follows to the new file
     assert "later" in stored_keys(db_path)
+    await store.aclose()
+
+
+def _signal_file_checks(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set (on the database thread) after each check that the path still
+    names a connection's file: a write job's first one is made before it waits for
+    the write lock."""
+    checked = threading.Event()
+    original = store._check_file_sync
+
+    def check(file_id: tuple[int, int] | None) -> None:
+        original(file_id)
+        checked.set()
+
+    monkeypatch.setattr(store, "_check_file_sync", check)
+    return checked
+
+
+async def test_a_write_waiting_for_the_lock_while_a_read_sets_the_file_aside_goes_to_the_new_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write batch that waits for another connection's lock while a read finds the
+    file corrupt and sets it aside is committed to the new file, not to the file set
+    aside (before, it was counted as written and lost with that file)."""
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "old", rec("OLD"))
+    await store.flush()
+    assert await store.get_many(NS, ["old"]) == {"old": rec("OLD")}  # both open
+    checked = _signal_file_checks(store, monkeypatch)
+    with another_writer_holds_the_lock(db_path) as writer:
+        async with anyio.create_task_group() as tg:
+            store.put(NS, "new", rec("NEW"))
+            tg.start_soon(store.flush)
+            assert await anyio.to_thread.run_sync(checked.wait, GATE_TIMEOUT)
+            _next_read_finds_it_corrupt(store, monkeypatch)
+            with pytest.raises(StoreError, match="malformed"):
+                await store.get_many(NS, ["old"])
+            assert await store.get_many(NS, ["old"]) == {}  # sets the file aside
+            assert store.stats.moved_aside == 1
+            writer.execute("ROLLBACK")  # the batch gets the lock, on the file set aside
+    assert stored_keys(db_path) == {"new"}
+    (aside,) = _set_aside(db_path)
+    assert stored_keys(aside) == {"old"}
+    assert store.stats.write_failures == store.stats.dropped_writes == 0
+    await store.aclose()
+
+
+async def test_a_read_that_finds_the_file_deleted_does_not_wait_for_a_blocked_write(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that finds the file deleted while a write batch waits for another
+    connection's lock (an hour here) makes the new file itself and returns: it does
+    not close (and so wait for) the writer, which follows to the new file once it
+    gets the lock."""
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "old", rec("OLD"))
+    await store.flush()
+    assert await store.get_many(NS, ["old"]) == {"old": rec("OLD")}  # both open
+    checked = _signal_file_checks(store, monkeypatch)
+    with another_writer_holds_the_lock(db_path) as writer:
+        async with anyio.create_task_group() as tg:
+            store.put(NS, "new", rec("NEW"))
+            tg.start_soon(store.flush)
+            assert await anyio.to_thread.run_sync(checked.wait, GATE_TIMEOUT)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{db_path}{suffix}")
+            found = await store.get_many(NS, ["old", "new"])
+            assert writer.in_transaction, "the read waited for the blocked write"
+            assert found == {"new": rec("NEW")}  # from the flush under way; "old" gone
+            writer.execute("ROLLBACK")
+    assert stored_keys(db_path) == {"new"}
+    assert store.stats.write_failures == store.stats.dropped_writes == 0
     await store.aclose()
 
 
