@@ -39,7 +39,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, cast, final
+from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar, cast, final
 
 from ._backoff import backoff_delay
 from ._entry import Entry
@@ -412,7 +412,10 @@ class Engine(Generic[P, T]):
             store_errors=self._store_errors,
         )
 
-    def __get__(self, instance: object, owner: type | None = None) -> Any:
+    def __get__(self: Engine[..., T], instance: object, owner: type | None = None) -> Any:
+        # Its types are SWRFunction.__get__'s (the decorator returns an SWRFunction).  No
+        # overloads here: mypy would no longer take an Engine for an SWRFunction, as it
+        # cannot match self-typed overloads of a class with those of a protocol.
         if instance is None:
             return self
         return BoundSWRFunction(self, instance)
@@ -1084,22 +1087,26 @@ def _cached_call(
 
 
 @final
-class BoundSWRFunction(Generic[T]):
-    """A decorated method, bound to one instance (the first argument of its key)."""
+class BoundSWRFunction(Generic[P, T]):
+    """A decorated method, bound to one instance (the first argument of its key).
+
+    Its parameters (``P``) are the method's without the instance: a call,
+    ``refresh`` and ``invalidate`` pass the instance first.
+    """
 
     __slots__ = ("__func__", "__self__")
 
-    def __init__(self, func: Engine[..., T], instance: object) -> None:
+    def __init__(self, func: Engine[Concatenate[Any, P], T], instance: object) -> None:
         self.__func__ = func
         self.__self__ = instance
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, T]:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         return self.__func__._call(self.__self__, *args, **kwargs)
 
-    async def refresh(self, *args: Any, **kwargs: Any) -> T:
+    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.__func__.refresh(self.__self__, *args, **kwargs)
 
-    async def invalidate(self, *args: Any, **kwargs: Any) -> None:
+    async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
         await self.__func__.invalidate(self.__self__, *args, **kwargs)
 
     async def cache_clear(self) -> None:
