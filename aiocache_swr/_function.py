@@ -38,7 +38,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
-from types import FrameType, TracebackType
+from types import FrameType, MethodType, TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar, cast, final
 
 from ._backoff import backoff_delay
@@ -1088,17 +1088,72 @@ def _cached_call(
 
 @final
 class BoundSWRFunction(Generic[P, T]):
-    """A decorated method, bound to one instance (the first argument of its key).
+    """A decorated method bound to one instance (the first argument of its key): ``obj.method``.
 
-    Its parameters (``P``) are the method's without the instance: a call,
-    ``refresh`` and ``invalidate`` pass the instance first.
+    Await it like the method; ``refresh``, ``invalidate`` and ``cache_info``
+    take the instance as their first argument too (``cache_clear`` drops the
+    entries of every instance).  Like a :class:`types.MethodType`, it has its
+    function's ``__name__``, ``__qualname__``, ``__doc__``, ``cache`` and
+    ``namespace``; its ``__wrapped__`` is the undecorated function bound to the
+    instance, and its signature lacks the instance.  One is made on every
+    attribute access (``obj.method``), so those are computed when read.
     """
 
     __slots__ = ("__func__", "__self__")
 
+    class _Doc:
+        """``__doc__``: the function's on a bound method, the class's own on the class."""
+
+        __slots__ = ("class_doc",)
+
+        def __init__(self, class_doc: str | None) -> None:
+            self.class_doc = class_doc
+
+        def __get__(
+            self, instance: BoundSWRFunction[Any, Any] | None, owner: type | None = None
+        ) -> str | None:
+            return self.class_doc if instance is None else instance.__func__.__doc__
+
+    __doc__ = _Doc(__doc__)
+
     def __init__(self, func: Engine[Concatenate[Any, P], T], instance: object) -> None:
         self.__func__ = func
         self.__self__ = instance
+
+    if TYPE_CHECKING:
+        # At run time these are read from the function by __getattr__: declared here for
+        # type checkers, which see no __getattr__ (so a misspelt member is an error).
+        cache: SWRCache
+        namespace: str
+        __name__: str
+        __qualname__: str
+
+        @property
+        def __wrapped__(self) -> Callable[P, Awaitable[T]]: ...
+
+    else:
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only for names the object and its class lack; kept off the class,
+            # where inspect would take a __wrapped__ or __signature__ for the class's own.
+            if name in ("__name__", "__qualname__", "cache", "namespace"):
+                return getattr(self.__func__, name)
+            if name == "__wrapped__":
+                # What the engine calls: the function with the instance first.
+                return MethodType(self.__func__.__wrapped__, self.__self__)
+            if name == "__signature__":
+                # The function's without its first parameter, as a bound method's is, also
+                # when the function wraps another (inspect would unwrap to that one).
+                try:
+                    return inspect.signature(MethodType(self.__func__.__wrapped__, self.__self__))
+                except (TypeError, ValueError):
+                    return None  # unknown: inspect then says so itself
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+            )
+
+    def __repr__(self) -> str:
+        return f"<bound swr_cached method {self.__func__._name} of {self.__self__!r}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         return self.__func__._call(self.__self__, *args, **kwargs)

@@ -97,7 +97,12 @@ async def uses_methods(repo: Repo) -> None:
     assert_type(await repo.get.invalidate(1, fresh=True), None)
     assert_type(await repo.get.cache_clear(), None)
     assert_type(repo.get.cache_info(), CacheInfo)
+    assert_type(repo.get.cache, SWRCache)
+    assert_type(repo.get.namespace, str)
+    assert_type(repo.get.__name__, str)
+    assert_type(repo.get.__qualname__, str)
     assert_type(repo.get.__self__, object)
+    assert_type(await repo.get.__wrapped__(1), str)
     await repo.get("1")  # type: ignore[arg-type]
     await repo.get(repo)  # type: ignore[arg-type]
     await repo.get(1, True)  # type: ignore[call-arg]
