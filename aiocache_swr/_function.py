@@ -418,7 +418,10 @@ class Engine(Generic[P, T]):
         # cannot match self-typed overloads of a class with those of a protocol.
         if instance is None:
             return self
-        return BoundSWRFunction(self, instance)
+        # partial(the call closure, instance), then its engine (see BoundSWRFunction).
+        bound: BoundSWRFunction[..., T] = BoundSWRFunction(self._call, instance)
+        bound.__func__ = self
+        return bound
 
     # -- pieces of the call --------------------------------------------------
 
@@ -1087,7 +1090,7 @@ def _cached_call(
 
 
 @final
-class BoundSWRFunction(Generic[P, T]):
+class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T]):
     """A decorated method bound to one instance (the first argument of its key): ``obj.method``.
 
     Await it like the method; ``refresh``, ``invalidate`` and ``cache_info``
@@ -1095,11 +1098,16 @@ class BoundSWRFunction(Generic[P, T]):
     entries of every instance).  Like a :class:`types.MethodType`, it has its
     function's ``__name__``, ``__qualname__``, ``__doc__``, ``cache`` and
     ``namespace``; its ``__wrapped__`` is the undecorated function bound to the
-    instance, and its signature lacks the instance.  One is made on every
-    attribute access (``obj.method``), so those are computed when read.
+    instance, and its signature lacks the instance.
+
+    It is a :class:`functools.partial` of the engine's call, an ``async def``,
+    with the instance: a call goes to that in C, and ``inspect.iscoroutinefunction``
+    (which looks through a partial, on every Python version) is true of it.  One
+    is made on every attribute access (``obj.method``), so making one is only the
+    partial and one slot: the rest is computed when read.
     """
 
-    __slots__ = ("__func__", "__self__")
+    __slots__ = ("__func__",)
 
     class _Doc:
         """``__doc__``: the function's on a bound method, the class's own on the class."""
@@ -1116,11 +1124,17 @@ class BoundSWRFunction(Generic[P, T]):
 
     __doc__ = _Doc(__doc__)
 
-    def __init__(self, func: Engine[Concatenate[Any, P], T], instance: object) -> None:
-        self.__func__ = func
-        self.__self__ = instance
-
     if TYPE_CHECKING:
+
+        def __init__(self, call: Callable[..., Coroutine[Any, Any, T]], instance: object) -> None:
+            # Engine.__get__ makes one as partial(call, instance) (no __init__ runs) and
+            # sets its __func__: declared here, not in the class body, where mypy would
+            # take the engine for a descriptor of the class.
+            self.__func__: Engine[Concatenate[Any, P], T]
+
+        # At run time the call is the partial's.
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]: ...
+
         # At run time these are read from the function by __getattr__: declared here for
         # type checkers, which see no __getattr__ (so a misspelt member is an error).
         cache: SWRCache
@@ -1152,11 +1166,25 @@ class BoundSWRFunction(Generic[P, T]):
                 f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
             )
 
+    @property
+    def __self__(self) -> object:
+        """The instance the method is bound to."""
+        return self.args[0]
+
     def __repr__(self) -> str:
         return f"<bound swr_cached method {self.__func__._name} of {self.__self__!r}>"
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
-        return self.__func__._call(self.__self__, *args, **kwargs)
+    if hasattr(functools.partial, "__get__"):  # Python 3.13+
+
+        def __get__(self, instance: object, owner: type | None = None) -> BoundSWRFunction[P, T]:
+            # Already bound: stored on a class and read through an instance, it stays as it
+            # is, as before 3.13 (a partial warns there on 3.13, and binds from 3.14 on).
+            return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copied or pickled as a bound method is: looked up again on the instance (a
+        # partial's would lose __func__).
+        return (getattr, (self.__self__, self.__func__.__name__))
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.__func__.refresh(self.__self__, *args, **kwargs)

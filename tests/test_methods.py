@@ -1,21 +1,25 @@
 """A decorated method read on an instance (``obj.method``): a ``BoundSWRFunction``.
 
 It looks like a bound method of the original, as a decorated function looks
-like the original function (README, "What you get back").
+like the original function (README, "What you get back"), and frameworks that
+check for a coroutine function take it for one.
 
 A fetch's result is ``"<key>:<n>"``, ``n`` counting the calls made for that key.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import functools
 import inspect
+import sys
 import types
 from typing import Any
 
 import pytest
 
-from aiocache_swr import BoundSWRFunction, SWRCache
+from aiocache_swr import BoundSWRFunction, SWRCache, SWRFunction
 from aiocache_swr.testing import FakeClock
 
 from ._fetcher import Fetcher
@@ -120,3 +124,46 @@ async def test_a_bound_method_has_the_cache_and_namespace_of_its_function(
         assert await repo.get(1) == "(1, 'en'):1"  # stale: served, refresh started
         await repo.get.cache.wait_idle()
         assert await repo.get(1) == "(1, 'en'):2"
+
+
+async def test_a_bound_method_is_a_coroutine_function(clock: FakeClock, fetcher: Fetcher) -> None:
+    """inspect and asyncio say so, on every Python version (frameworks that check it await
+    it), as they do of the decorated function and of a plain ``async def`` method."""
+    async with SWRCache(clock=clock) as cache:
+        repo = repo_class(cache, fetcher)()
+        assert inspect.iscoroutinefunction(repo.get)
+        if sys.version_info < (3, 14):  # deprecated from 3.14 on
+            assert asyncio.iscoroutinefunction(repo.get)
+        assert inspect.iscoroutinefunction(repo.get.__wrapped__)
+        assert await repo.get(1) == "(1, 'en'):1"
+
+
+async def test_a_bound_method_stays_bound_when_copied_or_stored_on_a_class(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """A copy is bound to the same instance and reads the same entries; one stored on
+    another class and read through an instance of it stays bound to its own (no warning)."""
+    async with SWRCache(clock=clock) as cache:
+        repo = repo_class(cache, fetcher)()
+        assert await repo.get(1) == "(1, 'en'):1"
+        duplicate = copy.copy(repo.get)
+        assert duplicate.__self__ is repo
+        assert await duplicate(1) == "(1, 'en'):1"
+
+        class Holder:
+            get = repo.get
+
+        assert Holder().get.__self__ is repo
+        assert await Holder().get(1) == "(1, 'en'):1"
+        assert repo.get.cache_info().hits == 2
+
+
+def test_a_bound_method_is_not_an_swr_function(clock: FakeClock, fetcher: Fetcher) -> None:
+    """On every Python version, as for type checkers: the README tells the two apart.
+
+    Its function, read on the class, is one."""
+    Repo = repo_class(SWRCache(clock=clock), fetcher)
+    assert isinstance(Repo.get, SWRFunction)
+    assert not isinstance(Repo().get, SWRFunction)
+    with pytest.raises(AttributeError, match="no_such_member"):
+        Repo().get.no_such_member  # noqa: B018
