@@ -38,8 +38,8 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
-from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, cast, final
+from types import FrameType, MethodType, TracebackType
+from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar, cast, final
 
 from ._backoff import backoff_delay
 from ._entry import Entry
@@ -418,10 +418,16 @@ class Engine(Generic[P, T]):
             store_errors=self._store_errors,
         )
 
-    def __get__(self, instance: object, owner: type | None = None) -> Any:
+    def __get__(self: Engine[..., T], instance: object, owner: type | None = None) -> Any:
+        # Its types are SWRFunction.__get__'s (the decorator returns an SWRFunction).  No
+        # overloads here: mypy would no longer take an Engine for an SWRFunction, as it
+        # cannot match self-typed overloads of a class with those of a protocol.
         if instance is None:
             return self
-        return BoundSWRFunction(self, instance)
+        # partial(the call closure, instance), then its engine (see BoundSWRFunction).
+        bound: BoundSWRFunction[..., T] = BoundSWRFunction(self._call, instance)
+        bound.__func__ = self
+        return bound
 
     # -- pieces of the call --------------------------------------------------
 
@@ -1115,22 +1121,106 @@ def _cached_call(
 
 
 @final
-class BoundSWRFunction(Generic[T]):
-    """A decorated method, bound to one instance (the first argument of its key)."""
+class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T]):
+    """A decorated method bound to one instance (the first argument of its key): ``obj.method``.
 
-    __slots__ = ("__func__", "__self__")
+    Await it like the method; ``refresh``, ``invalidate`` and ``cache_info``
+    take the instance as their first argument too (``cache_clear`` drops the
+    entries of every instance).  Like a :class:`types.MethodType`, it has its
+    function's ``__name__``, ``__qualname__``, ``__doc__``, ``cache`` and
+    ``namespace``; its ``__wrapped__`` is the undecorated function bound to the
+    instance, and its signature lacks the instance.
 
-    def __init__(self, func: Engine[..., T], instance: object) -> None:
-        self.__func__ = func
-        self.__self__ = instance
+    It is a :class:`functools.partial` of the engine's call, an ``async def``,
+    with the instance: a call goes to that in C, and ``inspect.iscoroutinefunction``
+    (which looks through a partial, on every Python version) is true of it.  One
+    is made on every attribute access (``obj.method``), so making one is only the
+    partial and one slot: the rest is computed when read.
+    """
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, T]:
-        return self.__func__._call(self.__self__, *args, **kwargs)
+    __slots__ = ("__func__",)
 
-    async def refresh(self, *args: Any, **kwargs: Any) -> T:
+    class _Doc:
+        """``__doc__``: the function's on a bound method, the class's own on the class."""
+
+        __slots__ = ("class_doc",)
+
+        def __init__(self, class_doc: str | None) -> None:
+            self.class_doc = class_doc
+
+        def __get__(
+            self, instance: BoundSWRFunction[Any, Any] | None, owner: type | None = None
+        ) -> str | None:
+            return self.class_doc if instance is None else instance.__func__.__doc__
+
+    __doc__ = _Doc(__doc__)
+
+    if TYPE_CHECKING:
+
+        def __init__(self, call: Callable[..., Coroutine[Any, Any, T]], instance: object) -> None:
+            # Engine.__get__ makes one as partial(call, instance) (no __init__ runs) and
+            # sets its __func__: declared here, not in the class body, where mypy would
+            # take the engine for a descriptor of the class.
+            self.__func__: Engine[Concatenate[Any, P], T]
+
+        # At run time the call is the partial's.
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]: ...
+
+        # At run time these are read from the function by __getattr__: declared here for
+        # type checkers, which see no __getattr__ (so a misspelt member is an error).
+        cache: SWRCache
+        namespace: str
+        __name__: str
+        __qualname__: str
+
+        @property
+        def __wrapped__(self) -> Callable[P, Awaitable[T]]: ...
+
+    else:
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only for names the object and its class lack; kept off the class,
+            # where inspect would take a __wrapped__ or __signature__ for the class's own.
+            if name in ("__name__", "__qualname__", "cache", "namespace"):
+                return getattr(self.__func__, name)
+            if name == "__wrapped__":
+                # What the engine calls: the function with the instance first.
+                return MethodType(self.__func__.__wrapped__, self.__self__)
+            if name == "__signature__":
+                # The function's without its first parameter, as a bound method's is, also
+                # when the function wraps another (inspect would unwrap to that one).
+                try:
+                    return inspect.signature(MethodType(self.__func__.__wrapped__, self.__self__))
+                except (TypeError, ValueError):
+                    return None  # unknown: inspect then says so itself
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+            )
+
+    @property
+    def __self__(self) -> object:
+        """The instance the method is bound to."""
+        return self.args[0]
+
+    def __repr__(self) -> str:
+        return f"<bound swr_cached method {self.__func__._name} of {self.__self__!r}>"
+
+    if hasattr(functools.partial, "__get__"):  # Python 3.13+
+
+        def __get__(self, instance: object, owner: type | None = None) -> BoundSWRFunction[P, T]:
+            # Already bound: stored on a class and read through an instance, it stays as it
+            # is, as before 3.13 (a partial warns there on 3.13, and binds from 3.14 on).
+            return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copied or pickled as a bound method is: looked up again on the instance (a
+        # partial's would lose __func__).
+        return (getattr, (self.__self__, self.__func__.__name__))
+
+    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.__func__.refresh(self.__self__, *args, **kwargs)
 
-    async def invalidate(self, *args: Any, **kwargs: Any) -> None:
+    async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
         await self.__func__.invalidate(self.__self__, *args, **kwargs)
 
     async def cache_clear(self) -> None:

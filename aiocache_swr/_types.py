@@ -10,16 +10,29 @@ member below, so ``isinstance(f, SWRFunction)`` holds for either.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+    runtime_checkable,
+)
 
 if TYPE_CHECKING:
     from ._cache import SWRCache
+    from ._function import BoundSWRFunction
     from ._info import CacheInfo
 
 __all__ = ["SWRFunction"]
 
 P = ParamSpec("P")
 T_co = TypeVar("T_co", covariant=True)
+Q = ParamSpec("Q")  # a method's parameters after the first
+S = TypeVar("S")  # a method's first parameter: the instance it is bound to
+R = TypeVar("R")
 
 
 @runtime_checkable
@@ -65,6 +78,16 @@ class SWRFunction(Protocol[P, T_co]):
         """A snapshot of this function's counters."""
         ...
 
-    def __get__(self, instance: object, owner: type | None = None) -> Any:
-        """Used as a method: bound to ``instance``, which is then part of the key."""
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> SWRFunction[P, T_co]: ...
+    @overload
+    def __get__(
+        self: SWRFunction[Concatenate[S, Q], R], instance: S, owner: type | None = None
+    ) -> BoundSWRFunction[Q, R]: ...
+    def __get__(self, instance: object, owner: type | None = None) -> object:
+        """Used as a method: bound to ``instance``, which is then part of the key.
+
+        Read on the class (``Repo.method``), it is the function itself, taking
+        the instance as its first argument.
+        """
         ...

@@ -94,7 +94,7 @@ def assert_names(message: str, *parts: str) -> None:
 
 
 async def assert_healthy(
-    f: SWRFunction[Any, Any] | BoundSWRFunction[Any],
+    f: SWRFunction[Any, Any] | BoundSWRFunction[Any, Any],
     cache: SWRCache,
     caplog: pytest.LogCaptureFixture | None = None,
 ) -> str:

@@ -1,0 +1,169 @@
+"""A decorated method read on an instance (``obj.method``): a ``BoundSWRFunction``.
+
+It looks like a bound method of the original, as a decorated function looks
+like the original function (README, "What you get back"), and frameworks that
+check for a coroutine function take it for one.
+
+A fetch's result is ``"<key>:<n>"``, ``n`` counting the calls made for that key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import inspect
+import sys
+import types
+from typing import Any
+
+import pytest
+
+from aiocache_swr import BoundSWRFunction, SWRCache, SWRFunction
+from aiocache_swr.testing import FakeClock
+
+from ._fetcher import Fetcher
+
+pytestmark = pytest.mark.anyio
+
+
+def repo_class(cache: SWRCache, fetcher: Fetcher) -> Any:
+    class Repo:
+        @cache.cached(ttl=10)
+        async def get(self, album_id: int, *, lang: str = "en") -> str:
+            """Fetch one album."""
+            return await fetcher((album_id, lang))
+
+    return Repo
+
+
+def test_a_bound_method_has_the_functions_name_qualname_and_docstring(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """As a bound method has its function's; the class keeps its own docstring."""
+    Repo = repo_class(SWRCache(clock=clock), fetcher)
+    bound = Repo().get
+    assert isinstance(bound, BoundSWRFunction)
+    assert (bound.__name__, bound.__qualname__) == ("get", f"{Repo.__qualname__}.get")
+    assert bound.__doc__ == "Fetch one album."
+    assert inspect.getdoc(bound) == "Fetch one album."
+    assert isinstance(BoundSWRFunction.__doc__, str)
+    assert BoundSWRFunction.__doc__ != bound.__doc__
+
+
+def test_a_bound_method_says_what_it_is_bound_to(clock: FakeClock, fetcher: Fetcher) -> None:
+    """Its repr names the function and the instance, as a bound method's does."""
+    Repo = repo_class(SWRCache(clock=clock), fetcher)
+    repo = Repo()
+    text = repr(repo.get)
+    assert text.startswith("<bound ")
+    assert f"{Repo.__qualname__}.get" in text
+    assert repr(repo) in text
+
+
+async def test_a_bound_methods_wrapped_is_the_undecorated_function_bound_to_the_instance(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """``obj.method.__wrapped__`` is what the cache calls: the function, with ``obj`` first."""
+    async with SWRCache(clock=clock) as cache:
+        Repo = repo_class(cache, fetcher)
+        repo = Repo()
+        wrapped = repo.get.__wrapped__
+        assert isinstance(wrapped, types.MethodType)
+        assert wrapped.__func__ is Repo.get.__wrapped__
+        assert wrapped.__self__ is repo
+        assert inspect.unwrap(repo.get) == wrapped
+        assert await repo.get(1) == "(1, 'en'):1"
+        assert await wrapped(1) == "(1, 'en'):2"  # not cached
+        assert await repo.get(1) == "(1, 'en'):1"
+
+
+def test_a_bound_methods_signature_lacks_the_instance(clock: FakeClock, fetcher: Fetcher) -> None:
+    """inspect.signature(obj.method) is the function's without ``self``, also when the
+    function is itself a wrapper (inspect would otherwise unwrap to the inner function)."""
+
+    def passing(fn: Any) -> Any:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await fn(*args, **kwargs)
+
+        return wrapper
+
+    cache = SWRCache(clock=clock)
+
+    class Repo:
+        @cache.cached(ttl=10)
+        async def get(self, album_id: int, *, lang: str = "en") -> str:
+            return await fetcher(album_id)
+
+        @cache.cached(ttl=10)
+        @passing
+        async def wrapped_get(self, album_id: int, *, lang: str = "en") -> str:
+            return await fetcher(album_id)
+
+    params = list(inspect.signature(Repo.get.__wrapped__).parameters.values())
+    expected = inspect.signature(Repo.get.__wrapped__).replace(parameters=params[1:])
+    assert str(expected) == "(album_id: 'int', *, lang: 'str' = 'en') -> 'str'"
+    assert inspect.signature(Repo().get) == expected
+    assert inspect.signature(Repo().wrapped_get) == expected
+
+
+async def test_a_bound_method_has_the_cache_and_namespace_of_its_function(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """``obj.method.cache`` and ``.namespace`` are the function's: the README's
+    ``await obj.method.cache.wait_idle()`` waits for the refresh a stale hit started."""
+    async with SWRCache(clock=clock) as cache:
+        Repo = repo_class(cache, fetcher)
+        repo = Repo()
+        assert repo.get.cache is cache
+        assert repo.get.namespace == Repo.get.namespace
+        assert repo.get.namespace.endswith("Repo.get")
+        assert await repo.get(1) == "(1, 'en'):1"
+        clock.advance(11)
+        assert await repo.get(1) == "(1, 'en'):1"  # stale: served, refresh started
+        await repo.get.cache.wait_idle()
+        assert await repo.get(1) == "(1, 'en'):2"
+
+
+async def test_a_bound_method_is_a_coroutine_function(clock: FakeClock, fetcher: Fetcher) -> None:
+    """inspect and asyncio say so, on every Python version (frameworks that check it await
+    it), as they do of the decorated function and of a plain ``async def`` method."""
+    async with SWRCache(clock=clock) as cache:
+        repo = repo_class(cache, fetcher)()
+        assert inspect.iscoroutinefunction(repo.get)
+        if sys.version_info < (3, 14):  # deprecated from 3.14 on
+            assert asyncio.iscoroutinefunction(repo.get)
+        assert inspect.iscoroutinefunction(repo.get.__wrapped__)
+        assert await repo.get(1) == "(1, 'en'):1"
+
+
+async def test_a_bound_method_stays_bound_when_copied_or_stored_on_a_class(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """A copy is bound to the same instance and reads the same entries; one stored on
+    another class and read through an instance of it stays bound to its own (no warning)."""
+    async with SWRCache(clock=clock) as cache:
+        repo = repo_class(cache, fetcher)()
+        assert await repo.get(1) == "(1, 'en'):1"
+        duplicate = copy.copy(repo.get)
+        assert duplicate.__self__ is repo
+        assert await duplicate(1) == "(1, 'en'):1"
+
+        class Holder:
+            get = repo.get
+
+        assert Holder().get.__self__ is repo
+        assert await Holder().get(1) == "(1, 'en'):1"
+        assert repo.get.cache_info().hits == 2
+
+
+def test_a_bound_method_is_not_an_swr_function(clock: FakeClock, fetcher: Fetcher) -> None:
+    """On every Python version, as for type checkers: the README tells the two apart.
+
+    Its function, read on the class, is one."""
+    Repo = repo_class(SWRCache(clock=clock), fetcher)
+    assert isinstance(Repo.get, SWRFunction)
+    assert not isinstance(Repo().get, SWRFunction)
+    with pytest.raises(AttributeError, match="no_such_member"):
+        Repo().get.no_such_member  # noqa: B018
