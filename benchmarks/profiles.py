@@ -90,13 +90,13 @@ class Row:
 
 ROWS = {
     "hit": Row("fresh hit, 1 int argument", "ttl_lru_hit"),
-    "miss": Row("miss overhead (distinct keys)", "single_flight"),
+    "miss": Row("miss overhead (100k distinct keys)", "single_flight"),
     "churn": Row("LRU churn (maxsize 1,000, 10,000 keys)", "single_flight"),
     "l2-read": Row("level-2 read, one at a time", "aiosqlite_round_trip"),
     "l2-batch": Row("level-2 reads, 1,000 keys at once", "batched_read"),
 }
 HIT_KEYS, HIT_CALLS = 64, 5_000
-MISS_CALLS = 10_000
+MISS_CALLS = 100_000  # the SPEC's figure, as in the benchmark suite
 CHURN_MAXSIZE, CHURN_KEYSPACE, CHURN_CALLS = 1_000, 10_000, 10_000
 L2_KEYS = 1_000
 

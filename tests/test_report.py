@@ -219,8 +219,8 @@ def test_summary_names_each_kind_of_miss(report: ModuleType) -> None:
     text = report.summary(list(rows.values()))
     assert text.startswith("1/7 SPEC targets met (5 rows not run). ")
     assert "2 missed where the floor itself misses the target; 1 of the 1 with a " in text
-    assert "Missed but within the floor's reach: miss overhead (distinct keys)." in text
-    assert "reach unknown (only a loose floor meets it): L2 sustained writes." in text
+    assert "Missed but within the floor's reach: miss overhead (100k distinct keys)." in text
+    assert "reach unknown (only a loose floor meets it): L2 sustained writes (store.put)." in text
     assert "Missed, not judged against a floor: memory per entry." in text
     assert text.endswith("Benchmark errors: 10k callers, 1 cold key: calls.")
 
