@@ -43,3 +43,20 @@ def test_readme_testing_example_passes() -> None:
     asyncio.run(test())  # type: ignore[operator]
     info = namespace["price"].cache_info()  # type: ignore[attr-defined]
     assert (info.misses, info.stale_hits, info.refreshes) == (1, 1, 1)
+
+
+def test_readme_testing_example_is_a_pytest_file_that_passes(tmp_path: Path) -> None:
+    """Saved as a test file and run by pytest, as a reader would, it passes (once: its
+    marker and backend fixture are in the block)."""
+    [block] = [b for b in BLOCKS if "FakeClock()" in b]
+    (tmp_path / "test_from_readme.py").write_text(block)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
