@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
-from weakref import WeakSet
+from weakref import WeakSet, WeakValueDictionary
 
 import anyio
 import anyio.abc
@@ -42,6 +42,9 @@ StoreArg = str | os.PathLike[str] | Store | None
 # and the clocks of those caches.
 _stores_by_path: dict[Path, Store] = {}
 _clocks_by_path: dict[Path, list[Callable[[], Callable[[], float] | None]]] = {}
+# SQLiteStore objects made by the application and given as store=, by file: a path
+# naming one of those files gets that object (its secret, serializer, max_entries).
+_given_by_path: WeakValueDictionary[Path, SQLiteStore] = WeakValueDictionary()
 
 
 def _earliest(clocks: list[Callable[[], Callable[[], float] | None]]) -> float:
@@ -66,6 +69,9 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
             path = _check_path(store)  # exactly the checks of SQLiteStore(path)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}: store= is not a usable file path: {exc}") from None
+        given = _given_by_path.get(path)
+        if given is not None:
+            return given
         found = _stores_by_path.get(path)
         if found is None:
             found = _stores_by_path[path] = SQLiteStore(path, clock=clock)
@@ -82,12 +88,42 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
             f"{where}: store= takes a store instance, not the class {store.__name__}; "
             f"call it, e.g. store={store.__name__}(...)"
         )
+    if isinstance(store, SQLiteStore):
+        _register_given(store)
+        return store
     if isinstance(store, Store):
         return store
     raise TypeError(
         f"{where}: store= must be a path (str or os.PathLike), a SQLiteStore, or None; "
         f"got {type(store).__name__}"
     )
+
+
+def _register_given(store: SQLiteStore) -> None:
+    """Remember ``store`` as its file's store; warn if another store object on the same
+    file has other settings (each would read and evict the other's rows as its own)."""
+    path = store.path
+    others = [
+        other
+        for other in (_given_by_path.get(path), _stores_by_path.get(path))
+        if isinstance(other, SQLiteStore) and other is not store
+    ]
+    mine = store._settings()
+    for other in others:
+        theirs = other._settings()
+        differ = [name for name, value in mine.items() if theirs[name] != value]
+        if differ:
+            logger.warning(
+                "two SQLiteStore objects name %s with a different %s; each reads, purges "
+                "and evicts the other's rows (rows of another secret or serializer read "
+                "as corrupt): give every cache and function using the file one "
+                "SQLiteStore object",
+                path,
+                " and ".join(differ),
+            )
+            break
+    if path not in _given_by_path:
+        _given_by_path[path] = store
 
 
 def _brief(value: object) -> str:

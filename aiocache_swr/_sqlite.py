@@ -941,6 +941,15 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self._path)!r})"
 
+    def _settings(self) -> dict[str, object]:
+        """What two store objects naming one file must agree on: each reads, purges and
+        evicts the other's rows (a secret or serializer that differs: read as corrupt)."""
+        return {
+            "secret": self._secret,
+            "serializer": type(self._serializer),
+            "max_entries": self._max_entries,
+        }
+
     # ----------------------------------------------------------------- writes
 
     def put(self, namespace: str, key: str, record: Record) -> None:

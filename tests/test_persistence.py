@@ -423,3 +423,45 @@ async def _padded(x: int) -> str:
 
 async def _double(x: int) -> Any:
     return x * 2
+
+
+@pytest.mark.anyio
+async def test_a_path_naming_the_file_of_a_given_store_object_gets_that_object(
+    tmp_path: Path,
+) -> None:
+    """SWRCache(store=SQLiteStore(path, secret=...)) and a function given store=path share
+    one store, the signed one: not a second, unsigned store writing into the file."""
+    path = tmp_path / "signed.db"
+    signed = SQLiteStore(path, secret=b"k" * 32)
+    cache = SWRCache(store=signed)
+
+    @cache.cached(store=str(path))
+    async def f(k: int) -> int:
+        return k
+
+    assert engine_of(f)._store is signed
+    async with cache:
+        await f(1)
+    with closing(sqlite3.connect(path)) as db:
+        macs = [mac for (mac,) in db.execute("SELECT mac FROM swr_entries")]
+    assert macs
+    assert all(mac is not None for mac in macs)
+
+
+def test_two_store_objects_of_other_settings_on_one_file_are_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two SQLiteStore objects naming one file with another secret or max_entries each
+    read and evict the other's rows: a WARNING names the file and what differs."""
+    path = tmp_path / "shared.db"
+    first = SWRCache(store=SQLiteStore(path, secret=b"k" * 32))
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        second = SWRCache(store=SQLiteStore(path, max_entries=10))
+    [record] = [r for r in caplog.records if "two SQLiteStore objects" in r.getMessage()]
+    assert str(path) in record.getMessage()
+    assert "secret and max_entries" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        third = SWRCache(store=SQLiteStore(path, secret=b"k" * 32))  # the first's settings
+    assert not [r for r in caplog.records if "two SQLiteStore objects" in r.getMessage()]
+    assert first.store is not second.store is not third.store
