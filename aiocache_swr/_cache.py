@@ -99,6 +99,16 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
     )
 
 
+def _default_namespace(fn: object, name: str) -> str:
+    """``module.qualname``; for a module run with ``python -m pkg.mod`` (whose functions
+    live in ``__main__``), as importing it names them: ``pkg.mod.qualname``."""
+    if getattr(fn, "__module__", None) == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name:
+            return f"{spec.name}.{getattr(fn, '__qualname__', fn)!s}"
+    return name
+
+
 def _register_given(store: SQLiteStore) -> None:
     """Remember ``store`` as its file's store; warn if another store object on the same
     file has other settings (each would read and evict the other's rows as its own)."""
@@ -258,7 +268,8 @@ class SWRCache:
         """
         if callable(ttl) and inspect.iscoroutinefunction(ttl):
             raise TypeError(
-                f"swr_cached: use it with parentheses, @swr_cached(ttl=...), above "
+                f"swr_cached: use it with parentheses, @swr_cached(ttl=...) or "
+                f"@cache.cached(ttl=...), above "
                 f"{getattr(ttl, '__qualname__', ttl)!s}"
             )
         where = "swr_cached"
@@ -302,8 +313,9 @@ class SWRCache:
             for param, callable_ in (("key", key), ("version", version), ("tags", tags)):
                 if callable(callable_):
                     _check_signature(fn, name, param, callable_)
+            default = _default_namespace(fn, name)
             if namespace is None and resolved is not None:
-                self._check_namespace_is_its_own(fn, name, resolved)
+                self._check_namespace_is_its_own(fn, default, resolved)
             func = Engine(
                 fn,
                 self,
@@ -312,7 +324,7 @@ class SWRCache:
                 version=version,
                 maxsize=maxsize,
                 key=key,
-                namespace=namespace or name,
+                namespace=namespace or default,
                 tags=tags,
                 store=resolved,
             )

@@ -459,10 +459,14 @@ class Engine(Generic[P, T]):
                 f"{self._name}: key= returned a value that cannot be a cache key ({exc}); "
                 "make key= return a hashable value, e.g. a tuple instead of a list"
             )
+        try:
+            params = ", ".join(inspect.signature(self._fn).parameters)
+        except (TypeError, ValueError):
+            params = "..."
         return TypeError(
             f"{self._name}: these arguments cannot form a cache key ({exc}); "
-            "pass key= a function of the same arguments that returns a hashable key, "
-            "e.g. key=lambda items: tuple(items)"
+            f"pass key=lambda {params}: ... returning a hashable key made of them "
+            "(a tuple for a list, frozenset(d.items()) for a dict, an id for an object)"
         )
 
     def _check_hashable(self, key: Hashable) -> None:

@@ -639,7 +639,7 @@ async def test_unhashable_arguments_of_a_method_name_the_method(
         albums = Albums()
         with pytest.raises(TypeError) as info:
             await op(albums.lookup, [1])
-        assert_names(message_of(info), "Albums.lookup", "key=")
+        assert_names(message_of(info), "Albums.lookup", "key=lambda self, x: ...")
         await assert_healthy(albums.lookup, cache)
 
 

@@ -465,3 +465,34 @@ def test_two_store_objects_of_other_settings_on_one_file_are_warned(
         third = SWRCache(store=SQLiteStore(path, secret=b"k" * 32))  # the first's settings
     assert not [r for r in caplog.records if "two SQLiteStore objects" in r.getMessage()]
     assert first.store is not second.store is not third.store
+
+
+def test_the_default_namespace_of_a_module_run_with_dash_m_is_its_imported_name(
+    tmp_path: Path,
+) -> None:
+    """``python -m jobs`` and a process importing ``jobs`` name a function's entries
+    alike (``jobs.f``), so one answers from what the other stored. A script run as
+    ``python jobs.py`` names them ``__main__.f``."""
+    (tmp_path / "jobs.py").write_text(
+        "from aiocache_swr import swr_cached\n"
+        "@swr_cached(store='jobs.db')\n"
+        "async def f(k):\n"
+        "    return k\n"
+        "if __name__ == '__main__':\n"
+        "    print(f.namespace)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    assert run("-m", "jobs") == "jobs.f"
+    assert run("-c", "import jobs; print(jobs.f.namespace)") == "jobs.f"
+    assert run("jobs.py") == "__main__.f"
