@@ -24,7 +24,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 from ._events import CacheEvent, EventListener, emit
 from ._function import Engine, decorated
-from ._runner import Runner, current_loop, load_backend, loop_goes_on
+from ._runner import Runner, current_loop, load_backend
 from ._sqlite import SQLiteStore, _check_path
 from ._store import Store, close_unstarted, distrust, weak_clock
 from ._types import SWRFunction
@@ -377,10 +377,9 @@ class SWRCache:
     # -- background work -----------------------------------------------------
 
     def _runner_here(self) -> Runner:
-        """The runner of the running event loop (a new one for a new loop, or when the
-        host task of this loop's ended while the loop goes on)."""
+        """The runner of the running event loop (a new one for a new loop)."""
         runner = self._runner
-        if runner is None or not runner.is_current() or (runner.host_ended and loop_goes_on()):
+        if runner is None or not runner.is_current():
             loop = current_loop()
             runner = self._runner = Runner(loop, self.max_concurrent_refreshes, self._close_stores)
         return runner

@@ -69,10 +69,11 @@ _MISS: Final = "miss"  # read the store, else compute; a caller waits
 _REFRESH: Final = "refresh"  # background refresh of a stale entry; failure keeps it
 _FORCE: Final = "force"  # refresh(): compute now, never from the store
 
-# The flight whose function runs in this task (and in tasks it starts): a call that
-# would join it waits for itself.
-_computing: contextvars.ContextVar[_Flight | None] = contextvars.ContextVar(
-    "aiocache_swr_computing", default=None
+# The flights whose functions this task is part of: the one it computes, and those of
+# the callers that started it (a fetch starts in its caller's context).  A call that
+# would join one of them waits for itself.
+_computing: contextvars.ContextVar[tuple[_Flight, ...]] = contextvars.ContextVar(
+    "aiocache_swr_computing", default=()
 )
 
 
@@ -548,8 +549,8 @@ class Engine(Generic[P, T]):
         runner = self.cache._runner_here()
         registry = self._registry_here(runner)
         current = registry.get(key)
-        if current is not None and not current.doomed and current.version == version:
-            return
+        if current is not None and not current.doomed:
+            return  # one runs (if of another version, the next stale hit starts one)
         try:
             flight = _Flight(
                 self, _REFRESH, key, args, kwargs, version, runner.asyncio_loop, base=entry
@@ -557,8 +558,6 @@ class Engine(Generic[P, T]):
         except Exception as exc:  # tags= raised: the refresh failed, the stale value is served
             self._refresh_not_started(key, entry, exc)
             return
-        if current is not None:  # computing for another version: superseded
-            current.doomed = True
         registry[key] = flight
         self._refreshes += 1
         runner.enqueue_refresh(flight)
@@ -594,12 +593,7 @@ class Engine(Generic[P, T]):
         if self._listener is not None:
             self._emit("stale_hit", key)
         current = self._registry.get(key)
-        if (
-            current is None
-            or current.doomed
-            or current.version != version
-            or not self._registry_is_here()
-        ):
+        if current is None or current.doomed or not self._registry_is_here():
             self._start_refresh(key, entry, now, version, args, kwargs)
         # else one runs or is queued already: a stale crowd's path
         return entry.value  # type: ignore[no-any-return]
@@ -623,10 +617,6 @@ class Engine(Generic[P, T]):
             runner = self.cache._runner_here()
             registry = self._registry_here(runner)
         flight = registry.get(key)
-        if flight is not None and not flight.doomed and flight.version != version:
-            # Computing for another version (the version changed meanwhile): its
-            # value is not this caller's, nor kept; a new flight supersedes it.
-            flight.doomed = True
         if flight is None or flight.doomed:
             flight = _Flight(self, _MISS, key, args, kwargs, version, runner.asyncio_loop)
             # The stable key to read the store with; None: compute it now (no
@@ -646,7 +636,7 @@ class Engine(Generic[P, T]):
                     del registry[key]
                 raise
             return flight
-        if flight is _computing.get():
+        if flight in _computing.get():
             raise RuntimeError(
                 f"{self._name}: called with the key {key!r} while computing that key "
                 "(it calls itself, or awaits a task that does): it would wait for "
@@ -663,7 +653,7 @@ class Engine(Generic[P, T]):
         try:
             if flight.doomed and flight.kind == _REFRESH and not flight.waiters:
                 return  # superseded before it started, and nobody waits for it
-            _computing.set(flight)  # in this task's own context: no reset needed
+            _computing.set((*_computing.get(), flight))  # this task's own context
             try:
                 value = await self._fn(*flight.args, **flight.kwargs)
             except BaseException as exc:
@@ -1114,6 +1104,10 @@ def _cached_call(
                 await flight.wait()
             finally:
                 flight.waiters -= 1
+            if flight.version is not version and flight.version != version:
+                # It computed another version (which changed meanwhile): judge the
+                # call again, against what it left.
+                return await general(*args, **kwargs)
             return flight.outcome()  # type: ignore[no-any-return]
 
         call = general

@@ -95,22 +95,6 @@ def load_backend() -> None:
             importlib.import_module("anyio._backends._asyncio")
 
 
-def loop_goes_on() -> bool:
-    """The running task is not being cancelled, so its loop is not ending.
-
-    On asyncio, the end of ``asyncio.run`` cancels every task; a task not asked
-    to cancel (``Task.cancelling()``, 3.11+; before it, this cannot be told, and
-    the answer is False) is not in it.  On trio no task runs after the main one
-    ends: True.
-    """
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # not asyncio: trio
-        return True
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is not None and cancelling() == 0
-
-
 def current_loop() -> object:
     """An object identifying the running event loop (asyncio loop or trio run)."""
     try:
@@ -242,7 +226,6 @@ class Runner:
         self._host_started = False
         self._host_scope: anyio.CancelScope | None = None
         self._host_done: anyio.Event | None = None
-        self._host_exited = False  # its task group has ended
         self._host_ref: object = None  # keeps an asyncio host task referenced
         # Work started before a task group exists, with the context it was started in.
         self._backlog: list[tuple[Callable[[], Awaitable[None]], Job | None, contextvars.Context]]
@@ -386,14 +369,6 @@ class Runner:
         self._queue.remove(queued)
         job.queued = False
         queued[1].run(self._start, job.run, job)
-
-    @property
-    def host_ended(self) -> bool:
-        """Its host task (the task group of a cache used without ``async with``) has
-        ended while nothing closed the cache: the loop is ending, or something else
-        cancelled it (an application cancelling "all other tasks", or, on trio, a
-        ``KeyboardInterrupt`` in background work).  It starts nothing more."""
-        return self._host_exited and self._explicit_tg is None
 
     @property
     def busy(self) -> int:
@@ -556,7 +531,6 @@ class Runner:
                     if rest is not None:
                         raise rest from None
         finally:
-            self._host_exited = True
             self._host_tg = None
             self._host_scope = None
             with anyio.CancelScope(shield=True):

@@ -20,8 +20,6 @@ from anyio import wait_all_tasks_blocked
 from aiocache_swr import SWRCache
 from aiocache_swr.testing import FakeClock
 
-from ._fetcher import Fetcher
-
 pytestmark = pytest.mark.anyio
 
 who: contextvars.ContextVar[str | None] = contextvars.ContextVar("who", default=None)
@@ -32,11 +30,11 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def test_a_miss_under_a_new_version_does_not_join_a_computation_of_the_old(
+async def test_a_miss_under_a_new_version_does_not_take_a_computation_of_the_old(
     clock: FakeClock,
 ) -> None:
     """stale_ttl=0: a caller that sees version 2 never gets the value computed under
-    version 1, nor is that value kept; the newer computation's is."""
+    version 1: it waits for that computation, then judges its call again (a miss)."""
     data = {"v": 1}
     gate = anyio.Event()
     started: list[int] = []
@@ -61,18 +59,50 @@ async def test_a_miss_under_a_new_version_does_not_join_a_computation_of_the_old
             data["v"] = 2
             tg.start_soon(call, "new")
             await wait_all_tasks_blocked()
+            assert started == [1]  # it waits: no second computation while one runs
             gate.set()
         assert results == {"old": "data@1", "new": "data@2"}
         assert started == [1, 2]
-        assert await f(1) == "data@2"  # the version-1 value, finishing last, was not kept
-        assert f.cache_info().misses == 2  # the call above was a hit
+        assert await f(1) == "data@2"  # a hit: the version-2 value was kept last
+        # "new" looked its key up twice (before and after the version-1 computation).
+        assert (f.cache_info().misses, f.cache_info().hits) == (3, 1)
 
 
-async def test_a_stale_hit_under_a_new_version_supersedes_a_refresh_of_the_old(
+async def test_concurrent_misses_of_alternating_versions_compute_once_per_version(
     clock: FakeClock,
 ) -> None:
-    """A refresh computing version 1 does not count as the refresh of a stale entry
-    seen under version 2: a new one starts, and only its value is kept."""
+    """Callers whose version flips between two values (a lagging replica) share one
+    computation per version, not one per call."""
+    gate = anyio.Event()
+    started: list[int] = []
+    results: list[tuple[int, str]] = []
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=None, stale_ttl=0, key=lambda k, v: k, version=lambda k, v: v)
+        async def f(k: int, v: int) -> str:
+            started.append(v)
+            await gate.wait()
+            return f"data@{v}"
+
+        async def call(v: int) -> None:
+            results.append((v, await f(1, v)))
+
+        async with anyio.create_task_group() as tg:
+            for v in [1, 2] * 5:
+                tg.start_soon(call, v)
+            await wait_all_tasks_blocked()
+            gate.set()
+        assert sorted(started) == [1, 2]  # (trio starts tasks in another order)
+        assert all(value == f"data@{v}" for v, value in results)
+        assert len(results) == 10
+
+
+async def test_stale_hits_under_a_new_version_start_no_second_refresh_while_one_runs(
+    clock: FakeClock,
+) -> None:
+    """A refresh of the old version still running counts as the key's one refresh:
+    stale hits under a new version (or flipping between two) start no other; the
+    first stale hit after it ends starts the new version's."""
     data = {"v": 1}
     gate = anyio.Event()
     async with SWRCache(clock=clock) as cache:
@@ -80,7 +110,7 @@ async def test_a_stale_hit_under_a_new_version_supersedes_a_refresh_of_the_old(
         @cache.cached(ttl=10, version=lambda k: data["v"])
         async def f(k: int) -> str:
             seen = data["v"]
-            if seen == 1 and gate is not None and not gate.is_set():
+            if not gate.is_set():
                 await gate.wait()
             return f"data@{seen}"
 
@@ -90,12 +120,16 @@ async def test_a_stale_hit_under_a_new_version_supersedes_a_refresh_of_the_old(
         clock.advance(11)
         assert await f(1) == "data@1"  # stale: a refresh under version 1 starts, blocks
         await wait_all_tasks_blocked()
+        for v in [2, 1] * 50:
+            data["v"] = v
+            assert await f(1) == "data@1"  # stale, served; no second refresh
+        assert f.cache_info().refreshes == 1
         data["v"] = 2
-        assert await f(1) == "data@1"  # stale (other version): a version-2 refresh
-        await wait_all_tasks_blocked()
-        assert f.cache_info().refreshes == 2
         gate.set()
         await cache.wait_idle()
+        assert await f(1) == "data@1"  # stored under version 1: stale, a new refresh
+        await cache.wait_idle()
+        assert f.cache_info().refreshes == 2
         assert await f(1) == "data@2"
 
 
@@ -115,6 +149,21 @@ async def test_a_function_calling_itself_with_its_key_fails_instead_of_waiting_f
         with pytest.raises(RuntimeError, match="while computing that key"), anyio.fail_after(10):
             await g(1)  # (the time limit only ends the test if it waits for itself)
         assert await g(2, depth=1) == 2
+
+
+async def test_a_cycle_of_calls_through_other_keys_fails_instead_of_waiting_forever(
+    clock: FakeClock,
+) -> None:
+    """f(1) awaits f(2), whose computation awaits f(1): the call that would close the
+    cycle raises instead of waiting for itself."""
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=10)
+        async def f(k: int) -> int:
+            return await f(2) if k == 1 else await f(1)
+
+        with pytest.raises(RuntimeError, match="while computing that key"), anyio.fail_after(10):
+            await f(1)  # (the time limit only ends the test if it waits for itself)
 
 
 async def test_other_keys_and_other_functions_may_be_called_while_computing(
@@ -189,38 +238,6 @@ async def test_an_async_key_or_tags_callable_is_refused_at_decoration(param: str
         @SWRCache().cached(**{param: helper})
         async def f(k: int) -> int:
             return k
-
-
-def test_the_host_task_cancelled_by_the_application_does_not_stop_refreshes(
-    fetcher: Fetcher,
-) -> None:
-    """An application that cancels "all other tasks" (a reload handler) cancels the
-    cache's host task too; refreshes started afterwards still run, on a new one."""
-    clock = FakeClock()
-    cache = SWRCache(clock=clock)
-
-    @cache.cached(ttl=10)
-    async def f(k: int) -> Any:
-        return await fetcher(k)
-
-    async def main() -> Any:
-        assert await f(1) == "1:1"
-        clock.advance(11)
-        assert await f(1) == "1:1"  # stale: the host task starts and runs the refresh
-        await cache.wait_idle()
-        assert await f(1) == "1:2"
-        me = asyncio.current_task()
-        others = [t for t in asyncio.all_tasks() if t is not me]
-        assert others  # the host task
-        for task in others:
-            task.cancel()
-        await asyncio.wait(others)
-        clock.advance(11)
-        assert await f(1) == "1:2"  # stale
-        await cache.wait_idle()
-        return await f(1)
-
-    assert asyncio.run(main()) == "1:3"
 
 
 def test_keyboard_interrupt_in_a_computation_under_trio_reaches_its_caller() -> None:
