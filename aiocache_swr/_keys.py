@@ -14,19 +14,22 @@ and ``refresh`` with equal arguments reach one row: equal numbers of any type
 (``1``, ``True``, ``1.0``, ``Decimal("1.00")``, ``Fraction(1)``, ``1+0j``), an
 enum member made of data (``IntEnum``, ``StrEnum``, a ``date`` mixin) and that
 data, a named tuple (or any subclass of a spelled type that keeps its ``==`` and
-hash) and the plain value, and aware datetimes and times that are the same
-instant, unless one is in a DST gap or fold.  Never the other way round: unequal
-keys never share a spelling.  So a NaN is refused (it equals nothing, so no other
-call could read its row), as is an unnamed ``Flag`` value, and an enum class
-that cannot be found again by its module and qualified name (made in a function,
-or one of two made under one name).  A datetime in a DST gap or fold of a
-``ZoneInfo`` (or of another zone whose offset depends on the fold) compares
-equal to no other zone's, and by wall time within its zone: it is spelled as it
-is, with its instant.  (One case is left: two distinct zone objects with one
-repr, e.g. a ``ZoneInfo.no_cache`` beside the cached one, at one wall time in a
-DST gap.)  An enum class defined in a script run as ``python script.py`` is
-spelled under ``__main__``, as that process names it: another process that
-imports the script spells it under the script's module name, another row.
+hash) and the plain value, and aware datetimes and times of ``datetime.timezone``
+or ``ZoneInfo`` zones that are the same instant, unless one is in a DST gap or
+fold.  Never the other way round: unequal keys never share a spelling.  So a NaN
+is refused (it equals nothing, so no other call could read its row), as is an
+enum class that compares its members in its own way, or that cannot be found
+again by its module and qualified name (made in a function, one of two made
+under one name, or a module run with ``python -m`` and imported as well); a
+``Flag`` member is spelled by its value.  A datetime in a DST gap or fold
+compares equal to no other zone's, and by wall time within its zone object: in
+a ``ZoneInfo`` it is spelled by wall time and key when the zone is the cached
+object ``ZoneInfo(key)`` gives, and refused otherwise (``no_cache``,
+``from_file``); in any other zone it is spelled as it is, with its instant (two
+such zone objects sharing a repr, at one wall time in a gap, are the case left).
+An enum class defined in a script run as ``python script.py`` is spelled under
+``__main__``, as that process names it: another process that imports the script
+spells it under the script's module name, another row.
 """
 
 from __future__ import annotations
@@ -174,6 +177,13 @@ def _spell(obj: object, out: list[str]) -> None:
             raise UnstableKeyError(f"{cls.__qualname__} has no stable spelling across processes")
 
 
+def _cached_zone(key: str) -> zoneinfo.ZoneInfo | None:
+    try:
+        return zoneinfo.ZoneInfo(key)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
 def _clock_time(obj: datetime | time) -> str:
     name, tz = type(obj).__name__, obj.tzinfo
     offset = None if tz is None else obj.utcoffset()
@@ -196,6 +206,17 @@ def _clock_time(obj: datetime | time) -> str:
         if isinstance(obj, datetime):
             return f"{name}:{_instant(obj, offset)}"
         return f"{name}:{_moment(obj, offset)}"
+    if type(tz) is zoneinfo.ZoneInfo:
+        # In a DST gap or fold: == compares it by wall time (fold ignored) within its
+        # zone object and to no other zone's.  The zone's cached object (the one
+        # ZoneInfo(key) gives, in every process) is spelled by its key; another
+        # object of the zone (no_cache, from_file) cannot be told apart in a spelling.
+        if tz.key is not None and _cached_zone(tz.key) is tz:
+            return f"{name}:{obj.replace(tzinfo=None, fold=0)!r}@zone:{tz.key!a}"
+        raise UnstableKeyError(
+            f"a {name} in a DST gap or fold of a ZoneInfo made by ZoneInfo.no_cache or "
+            "from_file has no stable spelling: use ZoneInfo(key)"
+        )
     if type(tz).__repr__ is object.__repr__ or (
         isinstance(tz, zoneinfo.ZoneInfo) and tz.key is None
     ):
@@ -224,24 +245,30 @@ def _time(t: time) -> time:
     return time(t.hour, t.minute, t.second, t.microsecond, t.tzinfo, fold=t.fold)
 
 
+_COMPLEX_REAL: Final[Any] = complex.__dict__["real"]
+_COMPLEX_IMAG: Final[Any] = complex.__dict__["imag"]
+_FRACTION_NUM: Final[Any] = Fraction.numerator.fget  # type: ignore[attr-defined]
+_FRACTION_DEN: Final[Any] = Fraction.denominator.fget  # type: ignore[attr-defined]
+
 #: Types spelled as their data when subclassed (a named tuple, an ``IntEnum``, a
 #: ``date`` mixin enum), each with how to make an instance of exactly that type
 #: from an instance of a subclass without calling methods a subclass may override.
 _DATA: Final[dict[type, Callable[[Any], object]]] = {
     int: int.__int__,
     float: float.__float__,
-    complex: lambda c: complex(complex.__getattribute__(c, "real"), c.imag),
+    complex: lambda c: complex(_COMPLEX_REAL.__get__(c), _COMPLEX_IMAG.__get__(c)),
     Decimal: Decimal,
-    Fraction: lambda f: Fraction(f.numerator, f.denominator),
+    Fraction: lambda f: Fraction(_FRACTION_NUM(f), _FRACTION_DEN(f)),
     str: str.__str__,
-    bytes: lambda b: b"" + b,
+    bytes: lambda b: bytes.__getitem__(b, slice(None)),
     tuple: lambda t: tuple.__getitem__(t, slice(None)),
     frozenset: frozenset,
-    datetime: lambda d: datetime.combine(date(d.year, d.month, d.day), _time(d.timetz())),
-    date: lambda d: date(d.year, d.month, d.day),
-    time: _time,
-    timedelta: lambda t: timedelta(t.days, t.seconds, t.microseconds),
-    uuid.UUID: lambda u: uuid.UUID(int=u.int),
+    # Rebuilt from the state they pickle (fold included), not from attributes.
+    datetime: lambda d: datetime(*datetime.__reduce_ex__(d, 4)[1]),
+    date: lambda d: date(*date.__reduce__(d)[1]),
+    time: lambda t: time(*time.__reduce_ex__(t, 4)[1]),
+    timedelta: lambda t: timedelta(*timedelta.__reduce__(t)[1]),
+    uuid.UUID: lambda u: uuid.UUID(int=u.int),  # its == compares .int too
 }
 
 
@@ -261,11 +288,17 @@ def _as_data(obj: object) -> object | None:
 
 
 def _member(obj: enum.Enum) -> str:
-    """An enum member that is not its data: by its class's module, qualified name and
-    its own name, when those find the class again (so in another process too)."""
-    cls, name = type(obj), obj.name
-    if name is None:  # a Flag value with no member of its own (boundary=KEEP)
-        raise UnstableKeyError(f"{cls.__qualname__}({obj.value!r}) has no name to spell")
+    """An enum member that is not its data: by its class's module and qualified name,
+    and its own name (a ``Flag``'s: its value, as a ``Flag`` member may be named like
+    a combination, "R|W"), when those find the class again (so in another process
+    too) and the class compares and hashes its members as ``Enum`` does (by
+    identity, and by name)."""
+    cls = type(obj)
+    eq: object = cls.__eq__
+    if eq is not object.__eq__ or cls.__hash__ is not enum.Enum.__hash__:
+        raise UnstableKeyError(
+            f"enum {cls.__qualname__} compares its members in its own way: no stable spelling"
+        )
     found: object = sys.modules.get(cls.__module__)
     for part in cls.__qualname__.split("."):
         found = getattr(found, part, None)
@@ -277,9 +310,20 @@ def _member(obj: enum.Enum) -> str:
     module = cls.__module__
     if module == "__main__":  # run by ``python -m``: spelled as importing it spells it
         spec = getattr(sys.modules["__main__"], "__spec__", None)
-        if spec is not None:
+        if spec is not None and spec.name:
+            if sys.modules.get(spec.name, sys.modules["__main__"]) is not sys.modules["__main__"]:
+                # Imported as well: two copies of the class, whose members are unequal.
+                raise UnstableKeyError(
+                    f"enum {cls.__qualname__} of __main__ also exists as "
+                    f"{spec.name}.{cls.__qualname__}: its members have no stable spelling"
+                )
             module = spec.name
-    return f"enum:{(module, cls.__qualname__, name)!a}"
+    if isinstance(obj, enum.Flag):
+        value = obj._value_
+        if type(value) is not int:
+            raise UnstableKeyError(f"{cls.__qualname__}: a Flag of {type(value).__name__} values")
+        return f"enum:{(module, cls.__qualname__, value)!a}"
+    return f"enum:{(module, cls.__qualname__, obj._name_)!a}"
 
 
 def stable_key(key: object) -> str:

@@ -11,8 +11,9 @@ import math
 import os
 import subprocess
 import sys
+import zoneinfo
 from collections import namedtuple
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -112,18 +113,35 @@ def test_enum_classes_not_found_by_their_names_are_refused() -> None:
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="Flag boundaries are new in 3.11")
-def test_unnamed_flag_values_are_refused() -> None:
-    """Flag values with no member name (boundary=KEEP) would all be spelled alike."""
+def test_flag_values_are_spelled_by_value() -> None:
+    """Flag values with no member name (boundary=KEEP) are told apart by their value,
+    and a member named like a combination ("R|W") is not the combination."""
     keep = enum.Flag("Keep", ["R", "W"], boundary=enum.KEEP)  # type: ignore[call-overload]
-    globals()["Keep"] = keep  # found at its module and name, as a class body makes it
+    named = enum.Flag("Named", [("R", 1), ("W", 2), ("R|W", 4)])
+    globals().update(Keep=keep, Named=named)  # found at their module and name
     try:
-        assert stable_key((keep.R | keep.W,)) != stable_key((keep.R,))
         assert keep(4) != keep(8)
-        for value in (4, 8):
-            with pytest.raises(UnstableKeyError, match="no name"):
-                stable_key((keep(value),))
+        assert stable_key((keep(4),)) != stable_key((keep(8),))
+        assert stable_key((keep.R | keep.W,)) != stable_key((keep.R,))
+        assert named["R|W"] != named.R | named.W
+        assert stable_key((named["R|W"],)) != stable_key((named.R | named.W,))
     finally:
-        del globals()["Keep"]
+        del globals()["Keep"], globals()["Named"]
+
+
+class Labelled(enum.Enum):
+    """An enum whose ``name`` is a display label, the same for every member."""
+
+    A = 1
+    B = 2
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "label"
+
+
+def test_an_enum_overriding_name_is_spelled_by_its_members_own_names() -> None:
+    assert stable_key((Labelled.A,)) != stable_key((Labelled.B,))
 
 
 @pytest.mark.parametrize(
@@ -157,10 +175,49 @@ def test_enum_members_made_of_data_are_spelled_as_that_data(member: Any, data: A
     assert stable_key((member,)) == stable_key((data,))
 
 
-def test_an_enum_with_an_eq_of_its_own_is_spelled_by_name() -> None:
-    """An int enum whose members equal only themselves is not its int's row."""
+def test_an_enum_with_an_eq_of_its_own_is_refused() -> None:
+    """An enum comparing its members in its own way may make one equal to other keys
+    (or to none): no spelling is sure to follow it."""
     assert Identity.ONE != 1
-    assert stable_key((Identity.ONE,)) != stable_key((1,))
+    with pytest.raises(UnstableKeyError, match="compares its members in its own way"):
+        stable_key((Identity.ONE,))
+
+
+class Half(Fraction):
+    numerator = property(lambda self: 7)  # type: ignore[assignment]
+
+
+class Shifted(datetime):
+    def timetz(self) -> Any:
+        raise AssertionError("not read")
+
+    year = property(lambda self: 1999)  # type: ignore[assignment]
+
+
+def test_a_subclass_is_spelled_by_its_base_data_not_its_overridable_attributes() -> None:
+    """A subclass keeping its base's == and hash compares by the base's data, whatever
+    attributes it overrides: it is spelled by that data."""
+    assert Half(1, 2) == Fraction(1, 2)
+    assert stable_key((Half(1, 2),)) == stable_key((Fraction(1, 2),))
+    moment = Shifted(2024, 5, 6, 7, 8, 9, 10, fold=1)
+    assert moment == datetime(2024, 5, 6, 7, 8, 9, 10)
+    assert stable_key((moment,)) == stable_key((datetime(2024, 5, 6, 7, 8, 9, 10),))
+
+
+def test_datetimes_of_one_zone_in_a_fold_of_either_fold_value_are_one_row() -> None:
+    """01:30 of a fall-back night in New York, fold=0 and fold=1, are == in one zone
+    (wall times): one key, one row. The zone's cached object is spelled by its key; a
+    no_cache object of it, which compares unequal there, is refused."""
+    new_york = zoneinfo.ZoneInfo("America/New_York")
+    first = datetime(2021, 11, 7, 1, 30, tzinfo=new_york)
+    second = first.replace(fold=1)
+    assert first == second
+    assert stable_key((first,)) == stable_key((second,))
+    assert stable_key((first,)) != stable_key((first.replace(minute=31),))
+    other = first.replace(tzinfo=zoneinfo.ZoneInfo.no_cache("America/New_York"))
+    assert other != first
+    with pytest.raises(UnstableKeyError, match="no_cache"):
+        stable_key((other,))
 
 
 def test_subclasses_that_compare_as_their_base_are_spelled_as_it() -> None:
@@ -226,3 +283,29 @@ def test_an_enum_of_a_module_run_with_dash_m_is_spelled_as_when_imported(
     ).stdout
     assert as_main == imported
     assert "colors" in as_main
+
+
+def test_an_enum_of_a_module_run_with_dash_m_and_imported_as_well_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Under ``python -m colors``, a program that also imports ``colors`` has two copies
+    of the class, whose members are unequal: they would share the spelling under
+    ``colors``, so neither is spelled."""
+    (tmp_path / "colors.py").write_text(
+        "import enum\n"
+        "class Color(enum.Enum):\n"
+        "    RED = 1\n"
+        "if __name__ == '__main__':\n"
+        "    import colors\n"
+        "    from aiocache_swr._keys import UnstableKeyError, stable_key\n"
+        "    assert Color.RED != colors.Color.RED\n"
+        "    try:\n"
+        "        print(stable_key((Color.RED,)))\n"
+        "    except UnstableKeyError:\n"
+        "        print('refused')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    out = subprocess.run(
+        [sys.executable, "-m", "colors"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "refused"
