@@ -31,6 +31,7 @@ rest.  1,000 concurrent misses are one store call, not 1,000 tasks and time limi
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -284,6 +285,7 @@ class Engine(Generic[P, T]):
     ) -> None:
         self.__wrapped__ = fn
         self.__name__: str = getattr(fn, "__name__", "swr_function")
+        self._attr_name = self.__name__  # see __set_name__
         self.__qualname__: str = getattr(fn, "__qualname__", self.__name__)
         self.__module__ = getattr(fn, "__module__", __name__)
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -425,10 +427,15 @@ class Engine(Generic[P, T]):
         # cannot match self-typed overloads of a class with those of a protocol.
         if instance is None:
             return self
-        # partial(the call closure, instance), then its engine (see BoundSWRFunction).
-        bound: BoundSWRFunction[..., T] = BoundSWRFunction(self._call, instance)
+        # BoundSWRFunction(self, instance), spelled out: no __new__ call in Python.
+        bound: BoundSWRFunction[..., T] = _new_partial(BoundSWRFunction, self._call, instance)
         bound.__func__ = self
         return bound
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        # The name its class keeps it under (the function's own, unless assigned under
+        # another): where a copied or pickled bound method finds it again.
+        self._attr_name = name
 
     # -- pieces of the call --------------------------------------------------
 
@@ -950,6 +957,10 @@ def decorated(
       is freed at once, its LRU with it.
     """
     if _is_method(fn, caller):
+        # A partial of a bound method (functools.partial(obj.method, 1)) is made of the
+        # call closure: give it the method's signature, which inspect then binds.
+        with contextlib.suppress(TypeError, ValueError):
+            engine._call.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
         return engine
     front = engine._call
     del engine._call
@@ -1118,6 +1129,9 @@ def _cached_call(
     return call, hit_count
 
 
+_new_partial: Final[Any] = functools.partial.__new__
+
+
 @final
 class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T]):
     """A decorated method bound to one instance (the first argument of its key): ``obj.method``.
@@ -1153,12 +1167,20 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
 
     __doc__ = _Doc(__doc__)
 
+    def __new__(
+        cls, func: Engine[Concatenate[Any, P], T], instance: object
+    ) -> BoundSWRFunction[P, T]:
+        """``func`` bound to ``instance``, as ``types.MethodType(func, instance)`` is (which
+        ``weakref.WeakMethod`` calls); ``Engine.__get__`` spells this out."""
+        bound = _new_partial(cls, func._call, instance)
+        bound.__func__ = func
+        return bound  # type: ignore[no-any-return]
+
     if TYPE_CHECKING:
 
-        def __init__(self, call: Callable[..., Coroutine[Any, Any, T]], instance: object) -> None:
-            # Engine.__get__ makes one as partial(call, instance) (no __init__ runs) and
-            # sets its __func__: declared here, not in the class body, where mypy would
-            # take the engine for a descriptor of the class.
+        def __init__(self, func: Engine[Concatenate[Any, P], T], instance: object) -> None:
+            # Declared here, not in the class body, where mypy would take the engine for
+            # a descriptor of the class.
             self.__func__: Engine[Concatenate[Any, P], T]
 
         # At run time the call is the partial's.
@@ -1212,8 +1234,17 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Copied or pickled as a bound method is: looked up again on the instance (a
-        # partial's would lose __func__).
-        return (getattr, (self.__self__, self.__func__.__name__))
+        # partial's would lose __func__), under the name its class keeps it under.
+        return (getattr, (self.__self__, self.__func__._attr_name))
+
+    def __eq__(self, other: object) -> bool:
+        # As a bound method: the same function bound to the same object (identity).
+        if not isinstance(other, BoundSWRFunction):
+            return NotImplemented
+        return self.__self__ is other.__self__ and self.__func__ is other.__func__
+
+    def __hash__(self) -> int:
+        return hash((id(self.__self__), self.__func__))
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.__func__.refresh(self.__self__, *args, **kwargs)

@@ -167,3 +167,64 @@ def test_a_bound_method_is_not_an_swr_function(clock: FakeClock, fetcher: Fetche
     assert not isinstance(Repo().get, SWRFunction)
     with pytest.raises(AttributeError, match="no_such_member"):
         Repo().get.no_such_member  # noqa: B018
+
+
+async def test_a_bound_method_rebuilt_by_weakmethod_is_the_same_method(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """weakref.WeakMethod (signal and observer libraries) rebuilds a method as
+    type(m)(m.__func__, m.__self__): the result is a working bound method."""
+    import weakref
+
+    repo = repo_class(SWRCache(clock=clock), fetcher)()
+    again = weakref.WeakMethod(repo.get)()
+    assert again is not None
+    assert await again(1) == "(1, 'en'):1"
+    assert again.__self__ is repo
+    assert again.cache_info().misses == 1
+    assert again == repo.get
+
+
+def test_bound_methods_compare_and_hash_as_bound_methods(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """obj.method == obj.method (the same function bound to the same object), so it
+    can be removed from a list of callbacks, or kept in a set."""
+    Repo = repo_class(SWRCache(clock=clock), fetcher)
+    a, b = Repo(), Repo()
+    assert a.get == a.get
+    assert hash(a.get) == hash(a.get)
+    assert a.get != b.get
+    callbacks = [a.get]
+    callbacks.remove(a.get)
+    assert {a.get, a.get, b.get} == {a.get, b.get}
+
+
+async def test_a_method_kept_under_another_name_is_copied_as_that_name(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """``load = cache.cached(...)(_load)``: a copy of ``obj.load`` is ``obj.load`` (the
+    cached method), not the undecorated ``_load``."""
+    cache = SWRCache(clock=clock)
+
+    class Repo:
+        async def _load(self, x: int) -> Any:
+            return await fetcher(x)
+
+        load = cache.cached(ttl=10)(_load)
+
+    repo = Repo()
+    copied = copy.copy(repo.load)
+    assert isinstance(copied, BoundSWRFunction)
+    assert await copied(1) == "1:1"
+    assert await repo.load(1) == "1:1"  # cached by the copy
+
+
+def test_a_partial_of_a_bound_method_has_the_methods_signature(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """functools.partial(obj.method, 1) shows the parameters left, as for any method."""
+    repo = repo_class(SWRCache(clock=clock), fetcher)()
+    assert (
+        str(inspect.signature(functools.partial(repo.get, 1))) == "(*, lang: 'str' = 'en') -> 'str'"
+    )
