@@ -252,6 +252,14 @@ def test_strings_are_spelled_in_ascii() -> None:
         assert stable_key((text, 1)).isascii()
 
 
+def _python(where: Path, *args: str) -> str:
+    """What ``python *args`` prints, with ``where`` first on its module path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), *sys.path])}
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
 def test_an_enum_of_a_module_run_with_dash_m_is_spelled_as_when_imported(
     tmp_path: Path,
 ) -> None:
@@ -265,22 +273,13 @@ def test_an_enum_of_a_module_run_with_dash_m_is_spelled_as_when_imported(
         "    from aiocache_swr._keys import stable_key\n"
         "    print(stable_key((Color.RED,)))\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    as_main = subprocess.run(
-        [sys.executable, "-m", "colors"], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    imported = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from colors import Color; from aiocache_swr._keys import stable_key; "
-            "print(stable_key((Color.RED,)))",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    as_main = _python(tmp_path, "-m", "colors")
+    imported = _python(
+        tmp_path,
+        "-c",
+        "from colors import Color; from aiocache_swr._keys import stable_key; "
+        "print(stable_key((Color.RED,)))",
+    )
     assert as_main == imported
     assert "colors" in as_main
 
@@ -304,8 +303,4 @@ def test_an_enum_of_a_module_run_with_dash_m_and_imported_as_well_is_refused(
         "    except UnstableKeyError:\n"
         "        print('refused')\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    out = subprocess.run(
-        [sys.executable, "-m", "colors"], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "refused"
+    assert _python(tmp_path, "-m", "colors").strip() == "refused"
