@@ -89,8 +89,10 @@ Files
     needed (a library must not change the process-wide umask).  The mode of a
     file that already exists is left alone.  Open sequence, retried as a whole
     with backoff while SQLite reports busy/locked: create file, connect with the
-    busy timeout, ``PRAGMA journal_mode=WAL``, ``synchronous=NORMAL``, schema
-    check/creation in a ``BEGIN IMMEDIATE`` transaction.  The file's (device,
+    busy timeout, check the schema version (before anything else, so that a
+    newer version's file keeps its journal mode), ``PRAGMA journal_mode=WAL``,
+    ``synchronous=NORMAL``, schema check/creation in a ``BEGIN IMMEDIATE``
+    transaction.  The file's (device,
     inode) is taken before the connect and checked after the last step: if the
     path names another file by then (replaced by another process), the
     connection may be on either, so it is closed and the open starts again.
@@ -1592,6 +1594,9 @@ class SQLiteStore:
 
     def _prepare_sync(self, db: sqlite3.Connection, *, last_attempt: bool) -> None:
         db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        # The version first: a newer version's file is left untouched, journal mode
+        # included (it may use another one).
+        self._check_version(db.execute("PRAGMA user_version").fetchone()[0])
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             if not last_attempt:

@@ -796,6 +796,24 @@ async def test_future_schema_version_is_a_clear_error(db_path: Path) -> None:
         assert db.execute("PRAGMA user_version").fetchone() == (99,)
 
 
+async def test_a_newer_schema_file_keeps_its_journal_mode(db_path: Path) -> None:
+    """A file of a newer schema in rollback-journal mode (another version of the
+    library made it so) is left untouched by a write's open: not switched to WAL
+    (before, the open switched it, then read its version)."""
+    with raw(db_path) as db:
+        db.execute("PRAGMA journal_mode = DELETE")
+        db.execute("PRAGMA user_version = 99")
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec(1))
+    with pytest.raises(SchemaVersionError):
+        await store.flush()
+    await store.aclose()
+    with raw(db_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert db.execute("PRAGMA user_version").fetchone() == (99,)
+    assert sorted(p.name for p in db_path.parent.iterdir()) == [db_path.name]
+
+
 # Version 1's schema and write statement, as that release created them (kept here
 # verbatim: the module only knows how to upgrade from it).
 V1_SCHEMA = (
