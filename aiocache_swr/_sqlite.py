@@ -1245,7 +1245,7 @@ class SQLiteStore:
                         raise StoreError(f"{self!r}: the database file keeps changing") from None
         except StoreError:
             raise
-        except (sqlite3.Error, ValueError) as exc:
+        except (sqlite3.Error, ValueError, OSError) as exc:  # OSError: from the file's check
             if self._found_corrupt(exc, self._reader_file_id):
                 # Only the reader closes here (the writer may be waiting for a lock):
                 # opening it again sets the file aside (and the writer follows).
@@ -1717,7 +1717,9 @@ class SQLiteStore:
 
     def _check_file_sync(self, file_id: tuple[int, int] | None) -> None:
         """Raise :class:`_FileGone` unless the path still names the file ``file_id``:
-        an open connection keeps using a file deleted or replaced under it."""
+        an open connection keeps using a file deleted or replaced under it.  Another
+        ``OSError`` of the ``stat`` (a folder replaced by a file, or not searchable)
+        is raised as it is: the job fails (a store error, counted)."""
         try:
             now = self._path_id_sync()
         except FileNotFoundError:
@@ -2075,7 +2077,8 @@ class SQLiteStore:
                     else:
                         attempt -= 1  # reopening is not a failed attempt
                         continue
-            except (sqlite3.Error, ValueError, StoreError) as exc:
+            # OSError: from the check of the file (its folder replaced, say).
+            except (sqlite3.Error, ValueError, StoreError, OSError) as exc:
                 if _is_busy(exc) and attempt < _WRITE_ATTEMPTS:
                     logger.debug("%r: write attempt %d found the file busy: %s", self, attempt, exc)
                     await anyio.sleep(delay * (0.5 + random.random()))

@@ -1352,6 +1352,33 @@ async def test_a_write_waiting_for_the_lock_while_a_read_sets_the_file_aside_goe
     await store.aclose()
 
 
+@pytest.mark.parametrize("op", ["read", "write"])
+async def test_a_folder_replaced_by_a_file_fails_an_operation_as_a_store_error(
+    tmp_path: Path, op: str
+) -> None:
+    """The store's folder replaced by a regular file (the check of which file the path
+    names meets NotADirectoryError): a read or write fails with StoreError, a write's
+    puts counted as dropped (before, the raw OSError escaped, nothing counted)."""
+    folder = tmp_path / "d"
+    store = SQLiteStore(folder / "cache.db")
+    store.put(NS, "k", rec(1))
+    await store.flush()
+    assert await store.get_many(NS, ["k"]) == {"k": rec(1)}  # both connections open
+    folder.rename(tmp_path / "d.old")
+    folder.write_bytes(b"not a folder")
+    try:
+        if op == "read":
+            with pytest.raises(StoreError, match="read failed"):
+                await store.get_many(NS, ["k"])
+        else:
+            store.put(NS, "m", rec(2))
+            with pytest.raises(StoreError, match="write failed"):
+                await store.flush()
+            assert store.stats.write_failures == store.stats.dropped_writes == 1
+    finally:
+        await store.aclose()
+
+
 async def test_a_read_that_finds_the_file_deleted_does_not_wait_for_a_blocked_write(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
