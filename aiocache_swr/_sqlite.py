@@ -33,6 +33,9 @@ Errors
     job checks it for the writer's file before it waits for the write lock and
     again before it commits: a batch that waited while the file was set aside
     (by a read, or another process) is rolled back and written to the new file.
+    That last check and the COMMIT hold a lock that this store's setting aside of
+    a file holds too, from its check of the file to the rename, so neither runs
+    in the middle of the other.
 
     A single row that fails its signature check or cannot be deserialized is a
     miss: it is deleted and logged at WARNING (the signature is checked before
@@ -906,6 +909,12 @@ class SQLiteStore:
         self._reader_file_id: tuple[int, int] | None = None  # ...and of the reader's
         # The open file, found corrupt by a job, and how: set aside by the next open.
         self._corrupt: tuple[tuple[int, int], BaseException] | None = None
+        # Held (on a worker thread) by a write batch's last check of its file and its
+        # COMMIT, and by the setting aside of a file: a batch commits either before
+        # the file is set aside (as any batch before it) or, finding it so, to the new
+        # file; never to a file being set aside, unchecked.  Neither waits for
+        # another process's lock under it (a WAL commit does not).
+        self._file_lock = threading.Lock()
         self._hold = False  # see ``pending``
         self._settling: set[asyncio.Task[None]] = set()  # see ``_call``
 
@@ -1641,14 +1650,28 @@ class SQLiteStore:
 
     def _set_aside_corrupt_sync(self) -> bool:
         """Move aside the file a job found corrupt, unless it was replaced meanwhile
-        (e.g. by another process that found it corrupt too); say whether it was."""
-        corrupt, self._corrupt = self._corrupt, None
-        if corrupt is None:
-            return False
-        file_id, exc = corrupt
-        return self._move_aside_sync(exc, file_id)
+        (e.g. by another process that found it corrupt too); say whether it was.
+
+        Under ``_file_lock``, from the check of the mark to the rename: a write batch
+        that checks its file meanwhile waits, then finds the file gone.
+        """
+        with self._file_lock:
+            corrupt = self._corrupt
+            if corrupt is None:
+                return False
+            try:
+                file_id, exc = corrupt
+                return self._move_aside_locked(exc, file_id)
+            finally:
+                if self._corrupt is corrupt:  # not a mark set meanwhile, of another file
+                    self._corrupt = None
 
     def _move_aside_sync(self, exc: BaseException, file_id: tuple[int, int]) -> bool:
+        """:meth:`_move_aside_locked` under ``_file_lock``."""
+        with self._file_lock:
+            return self._move_aside_locked(exc, file_id)
+
+    def _move_aside_locked(self, exc: BaseException, file_id: tuple[int, int]) -> bool:
         """Rename the corrupt database ``file_id`` (and its -wal/-shm) to
         ``<name>.corrupt-<stamp>``; say whether it was renamed.
 
@@ -1932,8 +1955,9 @@ class SQLiteStore:
             evicted = 0
             if count > self._max_entries:
                 evicted = db.execute(_EVICT_SQL, (count - self._max_entries,)).rowcount
-            self._check_writer_file_sync()  # else rolled back, and written to the new file
-            db.execute("COMMIT")
+            with self._file_lock:  # not while a read sets the file aside
+                self._check_writer_file_sync()  # else rolled back, written to the new file
+                db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):

@@ -1379,6 +1379,89 @@ async def test_a_folder_replaced_by_a_file_fails_an_operation_as_a_store_error(
         await store.aclose()
 
 
+class _WatchedLock:
+    """A lock that sets ``tried`` when the store's write thread tries to take it."""
+
+    def __init__(self, tried: threading.Event) -> None:
+        self._lock = threading.Lock()
+        self._tried = tried
+
+    def __enter__(self) -> bool:
+        if threading.current_thread().name.startswith("aiocache-swr-sqlite "):
+            self._tried.set()
+        return self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+async def test_a_write_checking_its_file_while_a_read_sets_it_aside_goes_to_the_new_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write batch whose last check before COMMIT comes while a read sets the file
+    aside (the file found corrupt, not renamed yet) is committed to the new file:
+    before, the read forgot that the file was corrupt before renaming it, so the
+    check passed and the batch went into the file set aside, counted as written."""
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "old", rec("OLD"))
+    await store.flush()
+    assert await store.get_many(NS, ["old"]) == {"old": rec("OLD")}  # both open
+    tried = threading.Event()  # the batch is at its last check (or waits to make it)
+    monkeypatch.setattr(store, "_file_lock", _WatchedLock(tried), raising=False)
+    in_move, go = threading.Event(), threading.Event()
+    original_path_id = store._path_id_sync
+    armed = False
+
+    def path_id() -> tuple[int, int]:  # held in the read's set-aside, before the rename
+        nonlocal armed
+        found = original_path_id()
+        if armed and threading.current_thread().name.startswith("aiocache-swr-sqlite-read"):
+            armed = False
+            in_move.set()
+            assert go.wait(GATE_TIMEOUT)
+        return found
+
+    monkeypatch.setattr(store, "_path_id_sync", path_id)
+    checked = _signal_file_checks(store, monkeypatch)
+    flushed = anyio.Event()
+
+    async def flush() -> None:
+        await store.flush()
+        flushed.set()
+
+    with another_writer_holds_the_lock(db_path) as writer:
+        async with anyio.create_task_group() as tg:
+            store.put(NS, "new", rec("NEW"))
+            tg.start_soon(flush)
+            assert await anyio.to_thread.run_sync(checked.wait, GATE_TIMEOUT)  # waits for the lock
+            original_check = store._check_writer_file_sync
+
+            def last_check() -> None:
+                try:
+                    original_check()
+                finally:
+                    tried.set()
+
+            monkeypatch.setattr(store, "_check_writer_file_sync", last_check)
+            _next_read_finds_it_corrupt(store, monkeypatch)
+            with pytest.raises(StoreError, match="malformed"):
+                await store.get_many(NS, ["old"])
+            armed = True
+            tg.start_soon(store.get_many, NS, ["old"])  # sets the file aside
+            assert await anyio.to_thread.run_sync(in_move.wait, GATE_TIMEOUT)
+            writer.execute("ROLLBACK")  # the batch gets the lock and goes on to COMMIT
+            assert await anyio.to_thread.run_sync(tried.wait, GATE_TIMEOUT)
+            go.set()
+            with anyio.fail_after(GATE_TIMEOUT):
+                await flushed.wait()
+    assert store.stats.moved_aside == 1
+    assert stored_keys(db_path) == {"new"}
+    (aside,) = _set_aside(db_path)
+    assert stored_keys(aside) == {"old"}
+    assert store.stats.write_failures == store.stats.dropped_writes == 0
+    await store.aclose()
+
+
 async def test_a_read_that_finds_the_file_deleted_does_not_wait_for_a_blocked_write(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
