@@ -23,9 +23,10 @@ Errors
     ERROR on the ``aiocache_swr`` logger, and an empty database is created in its
     place.  A file found so later, by a read or a write on an open connection,
     goes the same way: that read fails (the reader is closed; the next read or
-    write, whichever comes first, sets the file aside and makes the new one, so
-    no write goes to the file about to be set aside, and a read never closes, nor
-    so waits for, the writer), that write is retried once on the new file.  The
+    write, whichever comes first, sets the file aside, so no write goes to the
+    file about to be set aside, and a read never closes, nor so waits for, the
+    writer; a read then finds no file, a miss, and a write makes the new one),
+    that write is retried once on the new file.  The
     file is set aside only if the path still names it (same device and inode):
     another process may have set it aside and created a new one first.  Each read
     job checks that the path still names the reader's file, so a process that
@@ -51,9 +52,10 @@ Event loops
     The store keeps two connections for the running loop, each with its worker
     thread, and opens them lazily: one writes, one reads (see "Reads").  The
     writer is opened first, as it creates the file and its schema; the reader
-    opens the file the path names (``mode=rw``), and makes a new one as the
-    writer would only if that one is missing or unusable (it never closes the
-    writer, whose job may be waiting for another process's lock).  When the
+    opens the file the path names (``mode=rw``).  The reader never makes a file
+    or a schema, nor closes the writer (either could wait for another process's
+    lock): a missing file, or one without this version's schema (new, or
+    older), reads as empty until a write makes or upgrades it.  When the
     store is used from a different loop (two successive ``asyncio.run`` calls,
     one loop per test...), the previous connections are stopped from a
     short-lived helper thread --
@@ -163,8 +165,8 @@ Reads
     then still hides the rows it removed, even if its commit came after the
     read's snapshot.  When a write finds the file deleted or replaced and opens
     a new one, the reader is closed too and reopens on the new file.  When a
-    read finds it so, only the reader is reopened (making the new file if the
-    path names none), and the writer follows at its next write.
+    read finds it so, only the reader is reopened (on no file if the path names
+    none: a miss), and the writer follows at its next write.
     Concurrent ``get_many`` calls are coalesced: the first caller of a batch
     (the leader) yields once so callers of the same loop tick can join (and, if a
     read is already in flight, waits for it, gathering more callers meanwhile),
@@ -239,6 +241,7 @@ _OPEN_RETRY_AFTER: Final = 5.0  # seconds an open failure is remembered
 _MAC_DOMAIN: Final = b"aiocache-swr/sqlite/v1\x00"
 
 _SQLITE_CORRUPT: Final = 11
+_SQLITE_CANTOPEN: Final = 14
 _SQLITE_NOTADB: Final = 26
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
@@ -906,7 +909,10 @@ class SQLiteStore:
         self._state: _LoopState | None = None
         self._open_failure: tuple[float, StoreError] | None = None
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the open file
-        self._reader_file_id: tuple[int, int] | None = None  # ...and of the reader's
+        # ...and of the reader's (None: the path named no file when it opened), and
+        # whether that file has this version's schema (if not, it reads as empty).
+        self._reader_file_id: tuple[int, int] | None = None
+        self._reader_schema = False
         # The open file, found corrupt by a job, and how: set aside by the next open.
         self._corrupt: tuple[tuple[int, int], BaseException] | None = None
         # Held (on a worker thread) by a write batch's last check of its file and its
@@ -1298,8 +1304,7 @@ class SQLiteStore:
 
         The reader is opened after the writer, which creates the file and its
         schema (and moves a corrupt file aside).  The reader never closes the
-        writer: if the file is gone or unusable by then, it makes a new one
-        itself (``_open_reader_sync``).
+        writer, nor makes a file or a schema (``_open_reader_sync``).
         """
         if link.execute is not None:
             return
@@ -1461,13 +1466,9 @@ class SQLiteStore:
         opened.db = db
         return db
 
-    def _open_sync(self, *, writer: bool = True) -> sqlite3.Connection:
-        """The whole open sequence, retried with backoff while SQLite reports busy,
-        and at once while the file is replaced during it.
-
-        ``writer=False``: for the reader, which then does not record the file as
-        the writer's (the writer finds out on its next write that the file changed).
-        """
+    def _open_sync(self) -> sqlite3.Connection:
+        """The writer's whole open sequence, retried with backoff while SQLite
+        reports busy, and at once while the file is replaced during it."""
         delay = 0.01
         moved = False
         self._set_aside_corrupt_sync()
@@ -1483,10 +1484,7 @@ class SQLiteStore:
                 # set it aside, say), the connection may be on the old file while the
                 # path names the new one: then open again.
                 self._check_file_sync(file_id)
-                if writer:
-                    self._file_id = file_id
-                else:
-                    self._reader_file_id = file_id
+                self._file_id = file_id
                 return db
             except SchemaVersionError:
                 if db is not None:
@@ -1529,31 +1527,43 @@ class SQLiteStore:
     def _open_reader_sync(self) -> sqlite3.Connection:
         """Open the read connection on the file the path names (``mode=rw``).
 
-        When that file was found corrupt (it is set aside), is missing (deleted),
-        is not a usable database or has no schema (or an older one), the reader
-        makes the file here, as the writer does (``_open_sync``), rather than close
-        and reopen the writer: that would wait for the writer's job, which may wait
-        up to busy_timeout for another process's lock.  The writer follows at its
-        next write, which finds the file changed.
+        It never makes a file or a schema: that could wait for another process's
+        write lock (``BEGIN IMMEDIATE``), and a read must not (nor close the
+        writer, whose job may wait so).  A path that names no file (deleted) reads
+        as empty: the connection is then an in-memory one, and each read checks
+        whether a file has been made since.  So does a file without this
+        version's schema (``user_version`` 0: emptied, or made by another process
+        that has not written its schema yet; or older), each read checking its
+        version until it has it.  The next write makes or upgrades the file (the
+        writer finds out that the file changed).  A file found corrupt, before or
+        by this open, is set aside first (a rename).  A newer schema's file raises
+        :class:`SchemaVersionError`.
         """
-        if self._set_aside_corrupt_sync():
-            return self._open_sync(writer=False)
+        self._set_aside_corrupt_sync()
         delay = 0.01
+        moved = False
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
+            file_id: tuple[int, int] | None = None
             try:
                 file_id = self._path_id_sync()
                 db = self._connect_to(f"{self._path.as_uri()}?mode=rw", uri=True)
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 self._check_version(version)
                 self._check_file_sync(file_id)  # as in _open_sync
+            except FileNotFoundError:  # from the first stat
+                logger.warning(
+                    "%r: the database file is missing (deleted?); reads find nothing "
+                    "until a write makes a new one",
+                    self,
+                )
+                self._reader_file_id = None
+                self._reader_schema = False
+                return self._connect_to(":memory:")
             except SchemaVersionError:
                 if db is not None:
                     db.close()
                 raise
-            except FileNotFoundError:  # from the first stat
-                logger.warning("%r: the database file was deleted; making a new one", self)
-                break
             except _FileGone:
                 if db is not None:
                     db.close()
@@ -1565,22 +1575,28 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 if db is not None:
                     db.close()
-                if _is_busy(exc) and attempt < _OPEN_ATTEMPTS:
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 0.5)
-                    continue
-                if _is_corrupt(exc):
-                    break  # set aside by _open_sync
+                if attempt < _OPEN_ATTEMPTS:
+                    if _is_busy(exc):
+                        time.sleep(delay * (0.5 + random.random()))
+                        delay = min(delay * 2, 0.5)
+                        continue
+                    if _is_corrupt(exc) and not moved and file_id is not None:
+                        moved = self._move_aside_sync(exc, file_id)
+                        continue
+                    if _primary_code(exc) == _SQLITE_CANTOPEN:
+                        continue  # deleted after the stat, say: see what the path names now
                 raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
-            if version == SCHEMA_VERSION:
-                self._reader_file_id = file_id
-                return db
-            # No schema (an empty file: emptied, or made by another process that has
-            # not written its schema yet), where every read would fail until this
-            # process writes, or an older one: made or upgraded as the writer does.
-            db.close()
-            break
-        return self._open_sync(writer=False)
+            self._reader_file_id = file_id
+            self._reader_schema = version == SCHEMA_VERSION
+            if not self._reader_schema:
+                logger.info(
+                    "%r: the database file has no schema of this version (user_version "
+                    "%s); reads find nothing until a write makes it",
+                    self,
+                    version,
+                )
+            return db
+        raise StoreOpenError(f"{self!r}: cannot open the database to read")  # pragma: no cover
 
     def _create_file_sync(self) -> tuple[int, int]:
         """Create the file (owner-only) and its directories unless they exist; return
@@ -1750,8 +1766,33 @@ class SQLiteStore:
         if now != file_id:
             raise _FileGone
 
+    def _reader_has_rows_sync(self, db: sqlite3.Connection) -> bool:
+        """Check the reader's file before a read: raise :class:`_FileGone` if the
+        path names another file now (the reader opens it); say whether there is
+        anything to read (not if the path named no file when the reader opened
+        and still does not, or the file has no schema of this version yet)."""
+        file_id = self._reader_file_id
+        if file_id is None:  # the path named no file
+            try:
+                self._path_id_sync()
+            except FileNotFoundError:
+                return False
+            raise _FileGone  # made since
+        self._check_file_sync(file_id)
+        if self._reader_schema:
+            return True
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        self._check_version(version)
+        if version < SCHEMA_VERSION:
+            return False
+        self._reader_schema = True
+        return True
+
     def _read_sync(self, db: sqlite3.Connection, batch: _ReadBatch) -> None:
-        self._check_file_sync(self._reader_file_id)
+        if not self._reader_has_rows_sync(db):
+            batch.found = {}
+            batch.complete = True
+            return
         try:
             selected: list[tuple[str, list[tuple[Any, ...]]]] = []  # (namespace, its rows)
             delay = 0.01

@@ -1121,16 +1121,25 @@ async def test_a_read_after_the_file_was_replaced_reads_the_new_file(db_path: Pa
     await store.aclose()
 
 
-async def test_a_read_that_finds_the_file_deleted_opens_a_new_one(db_path: Path) -> None:
-    """The file deleted before the read connection was first opened: the read opens
-    the file again (a new, empty one: a miss), and the writes that follow go to it."""
+async def test_a_read_that_finds_the_file_deleted_is_a_miss_and_the_next_write_makes_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file deleted before the read connection was first opened: reads are misses
+    (opened once, logged once), make no file (a process that cannot write there, or
+    only reads, does not try to on every read), and the next write makes it."""
     store = SQLiteStore(db_path)
     store.put(NS, "a", rec("A"))
     await store.flush()  # the write connection is open, the read one not yet
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{db_path}{suffix}")
-    assert await store.get_many(NS, ["a"]) == {}
+    opens = _count_calls(store, "_open_reader_sync", monkeypatch)
+    with caplog.at_level(logging.DEBUG, logger="aiocache_swr"):
+        for _ in range(3):
+            assert await store.get_many(NS, ["a"]) == {}
+    assert db_path.name not in os.listdir(db_path.parent)
+    assert opens == [1]
+    assert [r.levelno for r in caplog.records if r.name == "aiocache_swr"] == [logging.WARNING]
     store.put(NS, "b", rec("B"))
     await store.flush()
     assert store.stats.dropped_writes == store.stats.write_failures == 0
@@ -1180,10 +1189,14 @@ async def test_a_file_replaced_while_a_connection_opens_is_the_one_it_uses(
     await store.aclose()
 
 
-async def test_a_read_of_a_file_replaced_by_an_empty_one_makes_its_schema(db_path: Path) -> None:
+async def test_a_read_of_a_file_replaced_by_an_empty_one_is_a_miss_and_the_write_makes_its_schema(
+    db_path: Path,
+) -> None:
     """A file replaced by an empty one (no schema: emptied, or made by another process
     that has not written its schema yet) is read as empty, not failed on with "no
-    such table" by every read until this process writes: the reader makes the schema."""
+    such table" by every read until this process writes; the reader leaves it as it
+    is (making the schema would wait for another process's write lock), and the
+    next write makes the schema."""
     store = await _store_with_rows(db_path, n=2)
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
@@ -1192,12 +1205,52 @@ async def test_a_read_of_a_file_replaced_by_an_empty_one_makes_its_schema(db_pat
         pass
     for _ in range(2):
         assert await store.get_many(NS, ["k0"]) == {}
-    with raw(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert os.stat(db_path).st_size == 0
     store.put(NS, "new", rec("N"))
     await store.flush()
     assert stored_keys(db_path) == {"new"}
     assert await store.get_many(NS, ["k0", "new"]) == {"new": rec("N")}
+    await store.aclose()
+
+
+def _count_calls(store: SQLiteStore, name: str, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list counting the calls of the store's method ``name`` from now on."""
+    calls = [0]
+    original = getattr(store, name)
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kw)
+
+    monkeypatch.setattr(store, name, counted)
+    return calls
+
+
+async def test_a_read_of_a_file_without_the_schema_does_not_wait_for_another_writer(
+    db_path: Path,
+) -> None:
+    """A read that finds a file without the schema (another process's new file, whose
+    schema that process is writing under its write lock) is a miss at once: before,
+    the reader made the schema itself and waited for that lock (an hour here), in
+    the shielded open, so that no store_timeout let its caller go."""
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "k", rec("V"))
+    await store.flush()  # the writer is open, the reader not yet
+    theirs = db_path.with_name("theirs.db")
+    with raw(theirs) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{db_path}{suffix}")
+    os.rename(theirs, db_path)
+    with another_writer_holds_the_lock(db_path) as writer:
+        assert await store.get_many(NS, ["k"]) == {}
+        assert writer.in_transaction, "the read waited for another process's write lock"
+        writer.execute("ROLLBACK")
+    store.put(NS, "k", rec("W"))
+    await store.flush()
+    assert await store.get_many(NS, ["k"]) == {"k": rec("W")}  # the schema is there now
+    assert store.stats.write_failures == 0
     await store.aclose()
 
 
@@ -1282,9 +1335,9 @@ async def test_a_reader_follows_a_file_another_process_replaced(db_path: Path) -
 async def test_a_read_after_a_corrupt_read_does_not_wait_for_a_blocked_write(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The read that sets a corrupt file aside makes the new file itself: it does not
-    close (and so wait for) the writer, whose flush may wait for another process's lock
-    (an hour here)."""
+    """The read that sets a corrupt file aside reads what the path names then (nothing:
+    a miss) itself: it does not close (and so wait for) the writer, whose flush may
+    wait for another process's lock (an hour here)."""
     store = SQLiteStore(db_path, busy_timeout=3600)
     store.put(NS, "old", rec("OLD"))
     await store.flush()
@@ -1466,7 +1519,7 @@ async def test_a_read_that_finds_the_file_deleted_does_not_wait_for_a_blocked_wr
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read that finds the file deleted while a write batch waits for another
-    connection's lock (an hour here) makes the new file itself and returns: it does
+    connection's lock (an hour here) reads it as empty and returns: it does
     not close (and so wait for) the writer, which follows to the new file once it
     gets the lock."""
     store = SQLiteStore(db_path, busy_timeout=3600)
