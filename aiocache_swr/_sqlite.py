@@ -9,7 +9,9 @@ Errors
 
     * :class:`StoreOpenError` -- the file cannot be created or opened (permissions,
       missing volume, read-only file, ...).  The failure is remembered for a few
-      seconds (``_OPEN_RETRY_AFTER``) so a broken file is not re-opened on every call.
+      seconds (``_OPEN_RETRY_AFTER``) so a broken file is not re-opened on every
+      call: the write connection's fails every operation meanwhile, the read
+      connection's every read.
     * :class:`SchemaVersionError` (a :class:`StoreOpenError`) -- the file was
       written by a newer aiocache-swr (its ``PRAGMA user_version`` is above
       :data:`SCHEMA_VERSION`).  The file is left untouched.
@@ -907,7 +909,8 @@ class SQLiteStore:
         self._buffer = _Layer()
         self._inflight: _Layer | None = None
         self._state: _LoopState | None = None
-        self._open_failure: tuple[float, StoreError] | None = None
+        self._open_failure: tuple[float, StoreError] | None = None  # the writer's
+        self._read_open_failure: tuple[float, StoreError] | None = None  # the reader's
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the open file
         # ...and of the reader's (None: the path named no file when it opened), and
         # whether that file has this version's schema (if not, it reads as empty).
@@ -1304,21 +1307,28 @@ class SQLiteStore:
 
         The reader is opened after the writer, which creates the file and its
         schema (and moves a corrupt file aside).  The reader never closes the
-        writer, nor makes a file or a schema (``_open_reader_sync``).
+        writer, nor makes a file or a schema (``_open_reader_sync``).  An open
+        that fails is remembered for ``_OPEN_RETRY_AFTER`` seconds, the reader's
+        as the writer's: meanwhile the operations that need it fail at once.
         """
         if link.execute is not None:
             return
-        self._check_open_failure()
+        reader = link is st.reader
+        self._check_open_failure(reader=reader)
         if st.open_lock is None:
             st.open_lock = anyio.Lock()
         with anyio.CancelScope(shield=True):  # one open serves every waiting caller
             async with st.open_lock:
                 if link.execute is not None:
                     return
-                self._check_open_failure()
+                self._check_open_failure(reader=reader)
                 await self._open_writer(st)
-                if link is st.reader:
-                    await self._open(st.reader, self._open_reader_sync)
+                if reader:
+                    try:
+                        await self._open(st.reader, self._open_reader_sync)
+                    except StoreError as exc:
+                        self._read_open_failure = (time.monotonic() + _OPEN_RETRY_AFTER, exc)
+                        raise
 
     async def _open_writer(self, st: _LoopState) -> None:
         """Open ``st.writer`` unless it is open; a failure is remembered for a while."""
@@ -1379,15 +1389,25 @@ class SQLiteStore:
         if failure is not None and raise_errors:
             raise StoreError(f"{self!r}: closing failed: {failure}") from failure
 
-    def _check_open_failure(self) -> None:
+    def _check_open_failure(self, *, reader: bool = False) -> None:
+        """Raise the open failure remembered for less than ``_OPEN_RETRY_AFTER``
+        seconds: the writer's, and with ``reader`` the reader's too.
+
+        A new exception, not chained: its caller logs it, without the traceback of
+        the open that failed each time.
+        """
+        now = time.monotonic()
         failure = self._open_failure
-        if failure is None:
-            return
-        until, exc = failure
-        if time.monotonic() >= until:
-            self._open_failure = None
-            return
-        raise type(exc)(f"{exc} (not retried before {_OPEN_RETRY_AFTER:g}s have passed)")
+        if failure is not None and now >= failure[0]:
+            failure = self._open_failure = None
+        read_failure = self._read_open_failure
+        if read_failure is not None and now >= read_failure[0]:
+            read_failure = self._read_open_failure = None
+        if failure is None and reader:
+            failure = read_failure
+        if failure is not None:
+            exc = failure[1]
+            raise type(exc)(f"{exc} (not retried before {_OPEN_RETRY_AFTER:g}s have passed)")
 
     async def _open(self, link: _Link, connect: Callable[[], sqlite3.Connection]) -> None:
         opened = _Opened()

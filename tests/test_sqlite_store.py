@@ -1254,6 +1254,40 @@ async def test_a_read_of_a_file_without_the_schema_does_not_wait_for_another_wri
     await store.aclose()
 
 
+async def test_a_reader_open_that_fails_is_remembered_not_retried_every_read(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read connection that cannot open the file (here replaced by a newer
+    version's) fails every read for _OPEN_RETRY_AFTER seconds without opening it
+    again, as the writer's failed open does; before, every read batch opened it
+    again, logging each time."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec("V"))
+    await store.flush()
+    assert await store.get_many(NS, ["k"]) == {"k": rec("V")}  # both open
+    theirs = db_path.with_name("theirs.db")
+    with raw(theirs) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("CREATE TABLE their_v3 (x)")
+        db.execute("PRAGMA user_version = 3")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{db_path}{suffix}")
+    os.rename(theirs, db_path)
+    opens = _count_calls(store, "_open_reader_sync", monkeypatch)
+    with pytest.raises(SchemaVersionError, match="schema version 3"):
+        await store.get_many(NS, ["k"])
+    for _ in range(3):
+        with pytest.raises(SchemaVersionError, match="not retried before"):
+            await store.get_many(NS, ["k"])
+    assert opens == [1]
+    await store.aclose()
+    with raw(db_path) as db:  # left untouched
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("their_v3",)]
+    assert store.stats.moved_aside == 0
+
+
 async def test_a_name_sqlite_cannot_hold_is_refused_or_skipped_never_failing_a_batch(
     db_path: Path,
 ) -> None:
