@@ -9,7 +9,9 @@ Errors
 
     * :class:`StoreOpenError` -- the file cannot be created or opened (permissions,
       missing volume, read-only file, ...).  The failure is remembered for a few
-      seconds (``_OPEN_RETRY_AFTER``) so a broken file is not re-opened on every call.
+      seconds (``_OPEN_RETRY_AFTER``) so a broken file is not re-opened on every
+      call: the write connection's fails every operation meanwhile, the read
+      connection's every read.
     * :class:`SchemaVersionError` (a :class:`StoreOpenError`) -- the file was
       written by a newer aiocache-swr (its ``PRAGMA user_version`` is above
       :data:`SCHEMA_VERSION`).  The file is left untouched.
@@ -23,9 +25,10 @@ Errors
     ERROR on the ``aiocache_swr`` logger, and an empty database is created in its
     place.  A file found so later, by a read or a write on an open connection,
     goes the same way: that read fails (the reader is closed; the next read or
-    write, whichever comes first, sets the file aside and makes the new one, so
-    no write goes to the file about to be set aside, and a read never closes, nor
-    so waits for, the writer), that write is retried once on the new file.  The
+    write, whichever comes first, sets the file aside, so no write goes to the
+    file about to be set aside, and a read never closes, nor so waits for, the
+    writer; a read then finds no file, a miss, and a write makes the new one),
+    that write is retried once on the new file.  The
     file is set aside only if the path still names it (same device and inode):
     another process may have set it aside and created a new one first.  Each read
     job checks that the path still names the reader's file, so a process that
@@ -33,6 +36,9 @@ Errors
     job checks it for the writer's file before it waits for the write lock and
     again before it commits: a batch that waited while the file was set aside
     (by a read, or another process) is rolled back and written to the new file.
+    That last check and the COMMIT hold a lock that this store's setting aside of
+    a file holds too, from its check of the file to the rename, so neither runs
+    in the middle of the other.
 
     A single row that fails its signature check or cannot be deserialized is a
     miss: it is deleted and logged at WARNING (the signature is checked before
@@ -48,9 +54,10 @@ Event loops
     The store keeps two connections for the running loop, each with its worker
     thread, and opens them lazily: one writes, one reads (see "Reads").  The
     writer is opened first, as it creates the file and its schema; the reader
-    opens the file the path names (``mode=rw``), and makes a new one as the
-    writer would only if that one is missing or unusable (it never closes the
-    writer, whose job may be waiting for another process's lock).  When the
+    opens the file the path names (``mode=rw``).  The reader never makes a file
+    or a schema, nor closes the writer (either could wait for another process's
+    lock): a missing file, or one without this version's schema (new, or
+    older), reads as empty until a write makes or upgrades it.  When the
     store is used from a different loop (two successive ``asyncio.run`` calls,
     one loop per test...), the previous connections are stopped from a
     short-lived helper thread --
@@ -89,8 +96,10 @@ Files
     needed (a library must not change the process-wide umask).  The mode of a
     file that already exists is left alone.  Open sequence, retried as a whole
     with backoff while SQLite reports busy/locked: create file, connect with the
-    busy timeout, ``PRAGMA journal_mode=WAL``, ``synchronous=NORMAL``, schema
-    check/creation in a ``BEGIN IMMEDIATE`` transaction.  The file's (device,
+    busy timeout, check the schema version (before anything else, so that a
+    newer version's file keeps its journal mode), ``PRAGMA journal_mode=WAL``,
+    ``synchronous=NORMAL``, schema check/creation in a ``BEGIN IMMEDIATE``
+    transaction.  The file's (device,
     inode) is taken before the connect and checked after the last step: if the
     path names another file by then (replaced by another process), the
     connection may be on either, so it is closed and the open starts again.
@@ -158,8 +167,8 @@ Reads
     then still hides the rows it removed, even if its commit came after the
     read's snapshot.  When a write finds the file deleted or replaced and opens
     a new one, the reader is closed too and reopens on the new file.  When a
-    read finds it so, only the reader is reopened (making the new file if the
-    path names none), and the writer follows at its next write.
+    read finds it so, only the reader is reopened (on no file if the path names
+    none: a miss), and the writer follows at its next write.
     Concurrent ``get_many`` calls are coalesced: the first caller of a batch
     (the leader) yields once so callers of the same loop tick can join (and, if a
     read is already in flight, waits for it, gathering more callers meanwhile),
@@ -234,6 +243,7 @@ _OPEN_RETRY_AFTER: Final = 5.0  # seconds an open failure is remembered
 _MAC_DOMAIN: Final = b"aiocache-swr/sqlite/v1\x00"
 
 _SQLITE_CORRUPT: Final = 11
+_SQLITE_CANTOPEN: Final = 14
 _SQLITE_NOTADB: Final = 26
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
@@ -899,11 +909,21 @@ class SQLiteStore:
         self._buffer = _Layer()
         self._inflight: _Layer | None = None
         self._state: _LoopState | None = None
-        self._open_failure: tuple[float, StoreError] | None = None
+        self._open_failure: tuple[float, StoreError] | None = None  # the writer's
+        self._read_open_failure: tuple[float, StoreError] | None = None  # the reader's
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the open file
-        self._reader_file_id: tuple[int, int] | None = None  # ...and of the reader's
+        # ...and of the reader's (None: the path named no file when it opened), and
+        # whether that file has this version's schema (if not, it reads as empty).
+        self._reader_file_id: tuple[int, int] | None = None
+        self._reader_schema = False
         # The open file, found corrupt by a job, and how: set aside by the next open.
         self._corrupt: tuple[tuple[int, int], BaseException] | None = None
+        # Held (on a worker thread) by a write batch's last check of its file and its
+        # COMMIT, and by the setting aside of a file: a batch commits either before
+        # the file is set aside (as any batch before it) or, finding it so, to the new
+        # file; never to a file being set aside, unchecked.  Neither waits for
+        # another process's lock under it (a WAL commit does not).
+        self._file_lock = threading.Lock()
         self._hold = False  # see ``pending``
         self._settling: set[asyncio.Task[None]] = set()  # see ``_call``
 
@@ -1243,7 +1263,7 @@ class SQLiteStore:
                         raise StoreError(f"{self!r}: the database file keeps changing") from None
         except StoreError:
             raise
-        except (sqlite3.Error, ValueError) as exc:
+        except (sqlite3.Error, ValueError, OSError) as exc:  # OSError: from the file's check
             if self._found_corrupt(exc, self._reader_file_id):
                 # Only the reader closes here (the writer may be waiting for a lock):
                 # opening it again sets the file aside (and the writer follows).
@@ -1287,22 +1307,28 @@ class SQLiteStore:
 
         The reader is opened after the writer, which creates the file and its
         schema (and moves a corrupt file aside).  The reader never closes the
-        writer: if the file is gone or unusable by then, it makes a new one
-        itself (``_open_reader_sync``).
+        writer, nor makes a file or a schema (``_open_reader_sync``).  An open
+        that fails is remembered for ``_OPEN_RETRY_AFTER`` seconds, the reader's
+        as the writer's: meanwhile the operations that need it fail at once.
         """
         if link.execute is not None:
             return
-        self._check_open_failure()
+        reader = link is st.reader
+        self._check_open_failure(reader=reader)
         if st.open_lock is None:
             st.open_lock = anyio.Lock()
         with anyio.CancelScope(shield=True):  # one open serves every waiting caller
             async with st.open_lock:
                 if link.execute is not None:
                     return
-                self._check_open_failure()
+                self._check_open_failure(reader=reader)
                 await self._open_writer(st)
-                if link is st.reader:
-                    await self._open(st.reader, self._open_reader_sync)
+                if reader:
+                    try:
+                        await self._open(st.reader, self._open_reader_sync)
+                    except StoreError as exc:
+                        self._read_open_failure = (time.monotonic() + _OPEN_RETRY_AFTER, exc)
+                        raise
 
     async def _open_writer(self, st: _LoopState) -> None:
         """Open ``st.writer`` unless it is open; a failure is remembered for a while."""
@@ -1363,15 +1389,25 @@ class SQLiteStore:
         if failure is not None and raise_errors:
             raise StoreError(f"{self!r}: closing failed: {failure}") from failure
 
-    def _check_open_failure(self) -> None:
+    def _check_open_failure(self, *, reader: bool = False) -> None:
+        """Raise the open failure remembered for less than ``_OPEN_RETRY_AFTER``
+        seconds: the writer's, and with ``reader`` the reader's too.
+
+        A new exception, not chained: its caller logs it, without the traceback of
+        the open that failed each time.
+        """
+        now = time.monotonic()
         failure = self._open_failure
-        if failure is None:
-            return
-        until, exc = failure
-        if time.monotonic() >= until:
-            self._open_failure = None
-            return
-        raise type(exc)(f"{exc} (not retried before {_OPEN_RETRY_AFTER:g}s have passed)")
+        if failure is not None and now >= failure[0]:
+            failure = self._open_failure = None
+        read_failure = self._read_open_failure
+        if read_failure is not None and now >= read_failure[0]:
+            read_failure = self._read_open_failure = None
+        if failure is None and reader:
+            failure = read_failure
+        if failure is not None:
+            exc = failure[1]
+            raise type(exc)(f"{exc} (not retried before {_OPEN_RETRY_AFTER:g}s have passed)")
 
     async def _open(self, link: _Link, connect: Callable[[], sqlite3.Connection]) -> None:
         opened = _Opened()
@@ -1450,13 +1486,9 @@ class SQLiteStore:
         opened.db = db
         return db
 
-    def _open_sync(self, *, writer: bool = True) -> sqlite3.Connection:
-        """The whole open sequence, retried with backoff while SQLite reports busy,
-        and at once while the file is replaced during it.
-
-        ``writer=False``: for the reader, which then does not record the file as
-        the writer's (the writer finds out on its next write that the file changed).
-        """
+    def _open_sync(self) -> sqlite3.Connection:
+        """The writer's whole open sequence, retried with backoff while SQLite
+        reports busy, and at once while the file is replaced during it."""
         delay = 0.01
         moved = False
         self._set_aside_corrupt_sync()
@@ -1472,10 +1504,7 @@ class SQLiteStore:
                 # set it aside, say), the connection may be on the old file while the
                 # path names the new one: then open again.
                 self._check_file_sync(file_id)
-                if writer:
-                    self._file_id = file_id
-                else:
-                    self._reader_file_id = file_id
+                self._file_id = file_id
                 return db
             except SchemaVersionError:
                 if db is not None:
@@ -1518,31 +1547,43 @@ class SQLiteStore:
     def _open_reader_sync(self) -> sqlite3.Connection:
         """Open the read connection on the file the path names (``mode=rw``).
 
-        When that file was found corrupt (it is set aside), is missing (deleted),
-        is not a usable database or has no schema (or an older one), the reader
-        makes the file here, as the writer does (``_open_sync``), rather than close
-        and reopen the writer: that would wait for the writer's job, which may wait
-        up to busy_timeout for another process's lock.  The writer follows at its
-        next write, which finds the file changed.
+        It never makes a file or a schema: that could wait for another process's
+        write lock (``BEGIN IMMEDIATE``), and a read must not (nor close the
+        writer, whose job may wait so).  A path that names no file (deleted) reads
+        as empty: the connection is then an in-memory one, and each read checks
+        whether a file has been made since.  So does a file without this
+        version's schema (``user_version`` 0: emptied, or made by another process
+        that has not written its schema yet; or older), each read checking its
+        version until it has it.  The next write makes or upgrades the file (the
+        writer finds out that the file changed).  A file found corrupt, before or
+        by this open, is set aside first (a rename).  A newer schema's file raises
+        :class:`SchemaVersionError`.
         """
-        if self._set_aside_corrupt_sync():
-            return self._open_sync(writer=False)
+        self._set_aside_corrupt_sync()
         delay = 0.01
+        moved = False
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
+            file_id: tuple[int, int] | None = None
             try:
                 file_id = self._path_id_sync()
                 db = self._connect_to(f"{self._path.as_uri()}?mode=rw", uri=True)
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 self._check_version(version)
                 self._check_file_sync(file_id)  # as in _open_sync
+            except FileNotFoundError:  # from the first stat
+                logger.warning(
+                    "%r: the database file is missing (deleted?); reads find nothing "
+                    "until a write makes a new one",
+                    self,
+                )
+                self._reader_file_id = None
+                self._reader_schema = False
+                return self._connect_to(":memory:")
             except SchemaVersionError:
                 if db is not None:
                     db.close()
                 raise
-            except FileNotFoundError:  # from the first stat
-                logger.warning("%r: the database file was deleted; making a new one", self)
-                break
             except _FileGone:
                 if db is not None:
                     db.close()
@@ -1554,22 +1595,28 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 if db is not None:
                     db.close()
-                if _is_busy(exc) and attempt < _OPEN_ATTEMPTS:
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 0.5)
-                    continue
-                if _is_corrupt(exc):
-                    break  # set aside by _open_sync
+                if attempt < _OPEN_ATTEMPTS:
+                    if _is_busy(exc):
+                        time.sleep(delay * (0.5 + random.random()))
+                        delay = min(delay * 2, 0.5)
+                        continue
+                    if _is_corrupt(exc) and not moved and file_id is not None:
+                        moved = self._move_aside_sync(exc, file_id)
+                        continue
+                    if _primary_code(exc) == _SQLITE_CANTOPEN:
+                        continue  # deleted after the stat, say: see what the path names now
                 raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
-            if version == SCHEMA_VERSION:
-                self._reader_file_id = file_id
-                return db
-            # No schema (an empty file: emptied, or made by another process that has
-            # not written its schema yet), where every read would fail until this
-            # process writes, or an older one: made or upgraded as the writer does.
-            db.close()
-            break
-        return self._open_sync(writer=False)
+            self._reader_file_id = file_id
+            self._reader_schema = version == SCHEMA_VERSION
+            if not self._reader_schema:
+                logger.info(
+                    "%r: the database file has no schema of this version (user_version "
+                    "%s); reads find nothing until a write makes it",
+                    self,
+                    version,
+                )
+            return db
+        raise StoreOpenError(f"{self!r}: cannot open the database to read")  # pragma: no cover
 
     def _create_file_sync(self) -> tuple[int, int]:
         """Create the file (owner-only) and its directories unless they exist; return
@@ -1592,6 +1639,9 @@ class SQLiteStore:
 
     def _prepare_sync(self, db: sqlite3.Connection, *, last_attempt: bool) -> None:
         db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        # The version first: a newer version's file is left untouched, journal mode
+        # included (it may use another one).
+        self._check_version(db.execute("PRAGMA user_version").fetchone()[0])
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             if not last_attempt:
@@ -1636,14 +1686,28 @@ class SQLiteStore:
 
     def _set_aside_corrupt_sync(self) -> bool:
         """Move aside the file a job found corrupt, unless it was replaced meanwhile
-        (e.g. by another process that found it corrupt too); say whether it was."""
-        corrupt, self._corrupt = self._corrupt, None
-        if corrupt is None:
-            return False
-        file_id, exc = corrupt
-        return self._move_aside_sync(exc, file_id)
+        (e.g. by another process that found it corrupt too); say whether it was.
+
+        Under ``_file_lock``, from the check of the mark to the rename: a write batch
+        that checks its file meanwhile waits, then finds the file gone.
+        """
+        with self._file_lock:
+            corrupt = self._corrupt
+            if corrupt is None:
+                return False
+            try:
+                file_id, exc = corrupt
+                return self._move_aside_locked(exc, file_id)
+            finally:
+                if self._corrupt is corrupt:  # not a mark set meanwhile, of another file
+                    self._corrupt = None
 
     def _move_aside_sync(self, exc: BaseException, file_id: tuple[int, int]) -> bool:
+        """:meth:`_move_aside_locked` under ``_file_lock``."""
+        with self._file_lock:
+            return self._move_aside_locked(exc, file_id)
+
+    def _move_aside_locked(self, exc: BaseException, file_id: tuple[int, int]) -> bool:
         """Rename the corrupt database ``file_id`` (and its -wal/-shm) to
         ``<name>.corrupt-<stamp>``; say whether it was renamed.
 
@@ -1712,7 +1776,9 @@ class SQLiteStore:
 
     def _check_file_sync(self, file_id: tuple[int, int] | None) -> None:
         """Raise :class:`_FileGone` unless the path still names the file ``file_id``:
-        an open connection keeps using a file deleted or replaced under it."""
+        an open connection keeps using a file deleted or replaced under it.  Another
+        ``OSError`` of the ``stat`` (a folder replaced by a file, or not searchable)
+        is raised as it is: the job fails (a store error, counted)."""
         try:
             now = self._path_id_sync()
         except FileNotFoundError:
@@ -1720,8 +1786,33 @@ class SQLiteStore:
         if now != file_id:
             raise _FileGone
 
+    def _reader_has_rows_sync(self, db: sqlite3.Connection) -> bool:
+        """Check the reader's file before a read: raise :class:`_FileGone` if the
+        path names another file now (the reader opens it); say whether there is
+        anything to read (not if the path named no file when the reader opened
+        and still does not, or the file has no schema of this version yet)."""
+        file_id = self._reader_file_id
+        if file_id is None:  # the path named no file
+            try:
+                self._path_id_sync()
+            except FileNotFoundError:
+                return False
+            raise _FileGone  # made since
+        self._check_file_sync(file_id)
+        if self._reader_schema:
+            return True
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        self._check_version(version)
+        if version < SCHEMA_VERSION:
+            return False
+        self._reader_schema = True
+        return True
+
     def _read_sync(self, db: sqlite3.Connection, batch: _ReadBatch) -> None:
-        self._check_file_sync(self._reader_file_id)
+        if not self._reader_has_rows_sync(db):
+            batch.found = {}
+            batch.complete = True
+            return
         try:
             selected: list[tuple[str, list[tuple[Any, ...]]]] = []  # (namespace, its rows)
             delay = 0.01
@@ -1925,8 +2016,9 @@ class SQLiteStore:
             evicted = 0
             if count > self._max_entries:
                 evicted = db.execute(_EVICT_SQL, (count - self._max_entries,)).rowcount
-            self._check_writer_file_sync()  # else rolled back, and written to the new file
-            db.execute("COMMIT")
+            with self._file_lock:  # not while a read sets the file aside
+                self._check_writer_file_sync()  # else rolled back, written to the new file
+                db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -2070,7 +2162,8 @@ class SQLiteStore:
                     else:
                         attempt -= 1  # reopening is not a failed attempt
                         continue
-            except (sqlite3.Error, ValueError, StoreError) as exc:
+            # OSError: from the check of the file (its folder replaced, say).
+            except (sqlite3.Error, ValueError, StoreError, OSError) as exc:
                 if _is_busy(exc) and attempt < _WRITE_ATTEMPTS:
                     logger.debug("%r: write attempt %d found the file busy: %s", self, attempt, exc)
                     await anyio.sleep(delay * (0.5 + random.random()))

@@ -796,6 +796,24 @@ async def test_future_schema_version_is_a_clear_error(db_path: Path) -> None:
         assert db.execute("PRAGMA user_version").fetchone() == (99,)
 
 
+async def test_a_newer_schema_file_keeps_its_journal_mode(db_path: Path) -> None:
+    """A file of a newer schema in rollback-journal mode (another version of the
+    library made it so) is left untouched by a write's open: not switched to WAL
+    (before, the open switched it, then read its version)."""
+    with raw(db_path) as db:
+        db.execute("PRAGMA journal_mode = DELETE")
+        db.execute("PRAGMA user_version = 99")
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec(1))
+    with pytest.raises(SchemaVersionError):
+        await store.flush()
+    await store.aclose()
+    with raw(db_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert db.execute("PRAGMA user_version").fetchone() == (99,)
+    assert sorted(p.name for p in db_path.parent.iterdir()) == [db_path.name]
+
+
 # Version 1's schema and write statement, as that release created them (kept here
 # verbatim: the module only knows how to upgrade from it).
 V1_SCHEMA = (
@@ -1103,16 +1121,25 @@ async def test_a_read_after_the_file_was_replaced_reads_the_new_file(db_path: Pa
     await store.aclose()
 
 
-async def test_a_read_that_finds_the_file_deleted_opens_a_new_one(db_path: Path) -> None:
-    """The file deleted before the read connection was first opened: the read opens
-    the file again (a new, empty one: a miss), and the writes that follow go to it."""
+async def test_a_read_that_finds_the_file_deleted_is_a_miss_and_the_next_write_makes_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file deleted before the read connection was first opened: reads are misses
+    (opened once, logged once), make no file (a process that cannot write there, or
+    only reads, does not try to on every read), and the next write makes it."""
     store = SQLiteStore(db_path)
     store.put(NS, "a", rec("A"))
     await store.flush()  # the write connection is open, the read one not yet
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{db_path}{suffix}")
-    assert await store.get_many(NS, ["a"]) == {}
+    opens = _count_calls(store, "_open_reader_sync", monkeypatch)
+    with caplog.at_level(logging.DEBUG, logger="aiocache_swr"):
+        for _ in range(3):
+            assert await store.get_many(NS, ["a"]) == {}
+    assert db_path.name not in os.listdir(db_path.parent)
+    assert opens == [1]
+    assert [r.levelno for r in caplog.records if r.name == "aiocache_swr"] == [logging.WARNING]
     store.put(NS, "b", rec("B"))
     await store.flush()
     assert store.stats.dropped_writes == store.stats.write_failures == 0
@@ -1162,10 +1189,14 @@ async def test_a_file_replaced_while_a_connection_opens_is_the_one_it_uses(
     await store.aclose()
 
 
-async def test_a_read_of_a_file_replaced_by_an_empty_one_makes_its_schema(db_path: Path) -> None:
+async def test_a_read_of_a_file_replaced_by_an_empty_one_is_a_miss_and_the_write_makes_its_schema(
+    db_path: Path,
+) -> None:
     """A file replaced by an empty one (no schema: emptied, or made by another process
     that has not written its schema yet) is read as empty, not failed on with "no
-    such table" by every read until this process writes: the reader makes the schema."""
+    such table" by every read until this process writes; the reader leaves it as it
+    is (making the schema would wait for another process's write lock), and the
+    next write makes the schema."""
     store = await _store_with_rows(db_path, n=2)
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
@@ -1174,13 +1205,87 @@ async def test_a_read_of_a_file_replaced_by_an_empty_one_makes_its_schema(db_pat
         pass
     for _ in range(2):
         assert await store.get_many(NS, ["k0"]) == {}
-    with raw(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert os.stat(db_path).st_size == 0
     store.put(NS, "new", rec("N"))
     await store.flush()
     assert stored_keys(db_path) == {"new"}
     assert await store.get_many(NS, ["k0", "new"]) == {"new": rec("N")}
     await store.aclose()
+
+
+def _count_calls(store: SQLiteStore, name: str, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list counting the calls of the store's method ``name`` from now on."""
+    calls = [0]
+    original = getattr(store, name)
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kw)
+
+    monkeypatch.setattr(store, name, counted)
+    return calls
+
+
+async def test_a_read_of_a_file_without_the_schema_does_not_wait_for_another_writer(
+    db_path: Path,
+) -> None:
+    """A read that finds a file without the schema (another process's new file, whose
+    schema that process is writing under its write lock) is a miss at once: before,
+    the reader made the schema itself and waited for that lock (an hour here), in
+    the shielded open, so that no store_timeout let its caller go."""
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "k", rec("V"))
+    await store.flush()  # the writer is open, the reader not yet
+    theirs = db_path.with_name("theirs.db")
+    with raw(theirs) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{db_path}{suffix}")
+    os.rename(theirs, db_path)
+    with another_writer_holds_the_lock(db_path) as writer:
+        assert await store.get_many(NS, ["k"]) == {}
+        assert writer.in_transaction, "the read waited for another process's write lock"
+        writer.execute("ROLLBACK")
+    store.put(NS, "k", rec("W"))
+    await store.flush()
+    assert await store.get_many(NS, ["k"]) == {"k": rec("W")}  # the schema is there now
+    assert store.stats.write_failures == 0
+    await store.aclose()
+
+
+async def test_a_reader_open_that_fails_is_remembered_not_retried_every_read(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read connection that cannot open the file (here replaced by a newer
+    version's) fails every read for _OPEN_RETRY_AFTER seconds without opening it
+    again, as the writer's failed open does; before, every read batch opened it
+    again, logging each time."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec("V"))
+    await store.flush()
+    assert await store.get_many(NS, ["k"]) == {"k": rec("V")}  # both open
+    theirs = db_path.with_name("theirs.db")
+    with raw(theirs) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("CREATE TABLE their_v3 (x)")
+        db.execute("PRAGMA user_version = 3")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{db_path}{suffix}")
+    os.rename(theirs, db_path)
+    opens = _count_calls(store, "_open_reader_sync", monkeypatch)
+    with pytest.raises(SchemaVersionError, match="schema version 3"):
+        await store.get_many(NS, ["k"])
+    for _ in range(3):
+        with pytest.raises(SchemaVersionError, match="not retried before"):
+            await store.get_many(NS, ["k"])
+    assert opens == [1]
+    await store.aclose()
+    with raw(db_path) as db:  # left untouched
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("their_v3",)]
+    assert store.stats.moved_aside == 0
 
 
 async def test_a_name_sqlite_cannot_hold_is_refused_or_skipped_never_failing_a_batch(
@@ -1264,9 +1369,9 @@ async def test_a_reader_follows_a_file_another_process_replaced(db_path: Path) -
 async def test_a_read_after_a_corrupt_read_does_not_wait_for_a_blocked_write(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The read that sets a corrupt file aside makes the new file itself: it does not
-    close (and so wait for) the writer, whose flush may wait for another process's lock
-    (an hour here)."""
+    """The read that sets a corrupt file aside reads what the path names then (nothing:
+    a miss) itself: it does not close (and so wait for) the writer, whose flush may
+    wait for another process's lock (an hour here)."""
     store = SQLiteStore(db_path, busy_timeout=3600)
     store.put(NS, "old", rec("OLD"))
     await store.flush()
@@ -1334,11 +1439,121 @@ async def test_a_write_waiting_for_the_lock_while_a_read_sets_the_file_aside_goe
     await store.aclose()
 
 
+@pytest.mark.parametrize("op", ["read", "write"])
+async def test_a_folder_replaced_by_a_file_fails_an_operation_as_a_store_error(
+    tmp_path: Path, op: str
+) -> None:
+    """The store's folder replaced by a regular file (the check of which file the path
+    names meets NotADirectoryError): a read or write fails with StoreError, a write's
+    puts counted as dropped (before, the raw OSError escaped, nothing counted)."""
+    folder = tmp_path / "d"
+    store = SQLiteStore(folder / "cache.db")
+    store.put(NS, "k", rec(1))
+    await store.flush()
+    assert await store.get_many(NS, ["k"]) == {"k": rec(1)}  # both connections open
+    folder.rename(tmp_path / "d.old")
+    folder.write_bytes(b"not a folder")
+    try:
+        if op == "read":
+            with pytest.raises(StoreError, match="read failed"):
+                await store.get_many(NS, ["k"])
+        else:
+            store.put(NS, "m", rec(2))
+            with pytest.raises(StoreError, match="write failed"):
+                await store.flush()
+            assert store.stats.write_failures == store.stats.dropped_writes == 1
+    finally:
+        await store.aclose()
+
+
+class _WatchedLock:
+    """A lock that sets ``tried`` when the store's write thread tries to take it."""
+
+    def __init__(self, tried: threading.Event) -> None:
+        self._lock = threading.Lock()
+        self._tried = tried
+
+    def __enter__(self) -> bool:
+        if threading.current_thread().name.startswith("aiocache-swr-sqlite "):
+            self._tried.set()
+        return self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+async def test_a_write_checking_its_file_while_a_read_sets_it_aside_goes_to_the_new_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write batch whose last check before COMMIT comes while a read sets the file
+    aside (the file found corrupt, not renamed yet) is committed to the new file:
+    before, the read forgot that the file was corrupt before renaming it, so the
+    check passed and the batch went into the file set aside, counted as written."""
+    store = SQLiteStore(db_path, busy_timeout=3600)
+    store.put(NS, "old", rec("OLD"))
+    await store.flush()
+    assert await store.get_many(NS, ["old"]) == {"old": rec("OLD")}  # both open
+    tried = threading.Event()  # the batch is at its last check (or waits to make it)
+    monkeypatch.setattr(store, "_file_lock", _WatchedLock(tried), raising=False)
+    in_move, go = threading.Event(), threading.Event()
+    original_path_id = store._path_id_sync
+    armed = False
+
+    def path_id() -> tuple[int, int]:  # held in the read's set-aside, before the rename
+        nonlocal armed
+        found = original_path_id()
+        if armed and threading.current_thread().name.startswith("aiocache-swr-sqlite-read"):
+            armed = False
+            in_move.set()
+            assert go.wait(GATE_TIMEOUT)
+        return found
+
+    monkeypatch.setattr(store, "_path_id_sync", path_id)
+    checked = _signal_file_checks(store, monkeypatch)
+    flushed = anyio.Event()
+
+    async def flush() -> None:
+        await store.flush()
+        flushed.set()
+
+    with another_writer_holds_the_lock(db_path) as writer:
+        async with anyio.create_task_group() as tg:
+            store.put(NS, "new", rec("NEW"))
+            tg.start_soon(flush)
+            assert await anyio.to_thread.run_sync(checked.wait, GATE_TIMEOUT)  # waits for the lock
+            original_check = store._check_writer_file_sync
+
+            def last_check() -> None:
+                try:
+                    original_check()
+                finally:
+                    tried.set()
+
+            monkeypatch.setattr(store, "_check_writer_file_sync", last_check)
+            _next_read_finds_it_corrupt(store, monkeypatch)
+            with pytest.raises(StoreError, match="malformed"):
+                await store.get_many(NS, ["old"])
+            armed = True
+            tg.start_soon(store.get_many, NS, ["old"])  # sets the file aside
+            assert await anyio.to_thread.run_sync(in_move.wait, GATE_TIMEOUT)
+            writer.execute("ROLLBACK")  # the batch gets the lock and goes on to COMMIT
+            assert await anyio.to_thread.run_sync(tried.wait, GATE_TIMEOUT)
+            go.set()
+            with anyio.fail_after(GATE_TIMEOUT):
+                await flushed.wait()
+    assert store.stats.moved_aside == 1
+    assert stored_keys(db_path) == {"new"}
+    (aside,) = _set_aside(db_path)
+    assert stored_keys(aside) == {"old"}
+    assert store.stats.write_failures == store.stats.dropped_writes == 0
+    await store.aclose()
+
+
 async def test_a_read_that_finds_the_file_deleted_does_not_wait_for_a_blocked_write(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read that finds the file deleted while a write batch waits for another
-    connection's lock (an hour here) makes the new file itself and returns: it does
+    connection's lock (an hour here) reads it as empty and returns: it does
     not close (and so wait for) the writer, which follows to the new file once it
     gets the lock."""
     store = SQLiteStore(db_path, busy_timeout=3600)
