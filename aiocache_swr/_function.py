@@ -76,6 +76,10 @@ _FORCE: Final = "force"  # refresh(): compute now, never from the store
 _computing: contextvars.ContextVar[tuple[_Flight, ...]] = contextvars.ContextVar(
     "aiocache_swr_computing", default=()
 )
+# Set while a call judges itself again after waiting for a flight of another version.
+_judging_again: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "aiocache_swr_judging_again", default=False
+)
 
 
 class _Flight(Signal):
@@ -285,7 +289,6 @@ class Engine(Generic[P, T]):
     ) -> None:
         self.__wrapped__ = fn
         self.__name__: str = getattr(fn, "__name__", "swr_function")
-        self._attr_name = self.__name__  # see __set_name__
         self.__qualname__: str = getattr(fn, "__qualname__", self.__name__)
         self.__module__ = getattr(fn, "__module__", __name__)
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -431,11 +434,6 @@ class Engine(Generic[P, T]):
         bound: BoundSWRFunction[..., T] = _new_partial(BoundSWRFunction, self._call, instance)
         bound.__func__ = self
         return bound
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        # The name its class keeps it under (the function's own, unless assigned under
-        # another): where a copied or pickled bound method finds it again.
-        self._attr_name = name
 
     # -- pieces of the call --------------------------------------------------
 
@@ -643,6 +641,15 @@ class Engine(Generic[P, T]):
                     del registry[key]
                 raise
             return flight
+        if flight.version is not version and flight.version != version and _judging_again.get():
+            # This caller already waited for a flight of another version: rather than
+            # wait again (versions that change with every call), a computation of its
+            # own, never kept (it is in no registry, so no invalidation could doom it).
+            own = _Flight(self, _MISS, key, args, kwargs, version, runner.asyncio_loop)
+            own.doomed = True
+            own.waiters = 1
+            runner.start_fetch(own)
+            return own
         if flight in _computing.get():
             raise RuntimeError(
                 f"{self._name}: called with the key {key!r} while computing that key "
@@ -660,7 +667,10 @@ class Engine(Generic[P, T]):
         try:
             if flight.doomed and flight.kind == _REFRESH and not flight.waiters:
                 return  # superseded before it started, and nobody waits for it
-            _computing.set((*_computing.get(), flight))  # this task's own context
+            # In this task's own context.  A background refresh is waited for by no
+            # computation that started it: its chain starts with it.
+            chain = (flight,) if flight.kind == _REFRESH else (*_computing.get(), flight)
+            _computing.set(chain)
             try:
                 value = await self._fn(*flight.args, **flight.kwargs)
             except BaseException as exc:
@@ -1115,10 +1125,19 @@ def _cached_call(
                 await flight.wait()
             finally:
                 flight.waiters -= 1
-            if flight.version is not version and flight.version != version:
+            if (
+                flight.version is not version
+                and flight.version != version
+                and (flight.error is None or isinstance(flight.error, Exception))
+            ):
                 # It computed another version (which changed meanwhile): judge the
-                # call again, against what it left.
-                return await general(*args, **kwargs)
+                # call again, against what it left.  Once: a second time, a flight
+                # of yet another version is not waited for (see _miss).
+                token = _judging_again.set(True)
+                try:
+                    return await general(*args, **kwargs)
+                finally:
+                    _judging_again.reset(token)
             return flight.outcome()  # type: ignore[no-any-return]
 
         call = general
@@ -1234,8 +1253,12 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Copied or pickled as a bound method is: looked up again on the instance (a
-        # partial's would lose __func__), under the name its class keeps it under.
-        return (getattr, (self.__self__, self.__func__._attr_name))
+        # partial's would lose __func__), under a name its class keeps it under.
+        func, names = self.__func__, []
+        for klass in type(self.__self__).__mro__:
+            names += [name for name, value in vars(klass).items() if value is func]
+        name = func.__name__ if func.__name__ in names or not names else names[0]
+        return (getattr, (self.__self__, name))
 
     def __eq__(self, other: object) -> bool:
         # As a bound method: the same function bound to the same object (identity).

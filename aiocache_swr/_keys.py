@@ -180,7 +180,7 @@ def _spell(obj: object, out: list[str]) -> None:
 def _cached_zone(key: str) -> zoneinfo.ZoneInfo | None:
     try:
         return zoneinfo.ZoneInfo(key)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError, OSError):
         return None
 
 
@@ -211,7 +211,7 @@ def _clock_time(obj: datetime | time) -> str:
         # zone object and to no other zone's.  The zone's cached object (the one
         # ZoneInfo(key) gives, in every process) is spelled by its key; another
         # object of the zone (no_cache, from_file) cannot be told apart in a spelling.
-        if tz.key is not None and _cached_zone(tz.key) is tz:
+        if type(tz.key) is str and _cached_zone(tz.key) is tz:
             return f"{name}:{obj.replace(tzinfo=None, fold=0)!r}@zone:{tz.key!a}"
         raise UnstableKeyError(
             f"a {name} in a DST gap or fold of a ZoneInfo made by ZoneInfo.no_cache or "
@@ -320,9 +320,13 @@ def _member(obj: enum.Enum) -> str:
             module = spec.name
     if isinstance(obj, enum.Flag):
         value = obj._value_
-        if type(value) is not int:
-            raise UnstableKeyError(f"{cls.__qualname__}: a Flag of {type(value).__name__} values")
+        if type(value) is not int or cls._value2member_map_.get(value) is not obj:
+            raise UnstableKeyError(
+                f"{cls.__qualname__}({value!r}) is not the one member of its value"
+            )
         return f"enum:{(module, cls.__qualname__, value)!a}"
+    if cls._member_map_.get(obj._name_) is not obj:  # e.g. made by _missing_, unnamed
+        raise UnstableKeyError(f"{cls.__qualname__}: {obj!r} is not a member by its name")
     return f"enum:{(module, cls.__qualname__, obj._name_)!a}"
 
 

@@ -346,3 +346,120 @@ def test_the_first_stale_hit_imports_nothing() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+async def test_a_background_refresh_started_inside_a_computation_may_call_it(
+    clock: FakeClock,
+) -> None:
+    """f(1)'s computation reads g(2), stale: served, and refreshed in the background.
+    That refresh calls f(1) while it computes: it waits for it (f(1) never waits for
+    the refresh), and is no self-call."""
+    gate = anyio.Event()
+    calls = {"f": 0, "g": 0}
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=10, stale_ttl=0)
+        async def f(k: int) -> str:
+            calls["f"] += 1
+            other = await g(2)
+            if calls["f"] > 1:
+                await gate.wait()
+            return f"f{k}/{other}"
+
+        @cache.cached(ttl=5, stale_ttl=None)
+        async def g(k: int) -> str:
+            calls["g"] += 1
+            if calls["g"] == 1:
+                return "g0"
+            return f"g{calls['g']}<{await f(1)}>"
+
+        assert await f(1) == "f1/g0"
+        clock.advance(11)  # f(1) expired (a miss), g(2) stale (served, refreshed)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(f, 1)
+            await wait_all_tasks_blocked()
+            gate.set()
+        await cache.wait_idle()
+        assert g.cache_info().refresh_errors == 0
+        assert await g(2) == "g2<f1/g0>"
+
+
+async def test_callers_of_ever_new_versions_wait_once_then_compute_their_own(
+    clock: FakeClock,
+) -> None:
+    """n concurrent misses each reading a version of their own (a counter): each
+    waits for at most one computation of another version, then gets one of its own
+    (not kept), instead of waiting round after round, one call deeper each time."""
+    n = 50
+    versions = iter(range(10_000))
+    gate = anyio.Event()
+    computed: list[int] = []
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=None, stale_ttl=0, version=lambda k: next(versions))
+        async def f(k: int) -> int:
+            computed.append(k)
+            if len(computed) == 1:
+                await gate.wait()
+            await anyio.lowlevel.checkpoint()
+            return k
+
+        results: list[int] = []
+
+        async def call() -> None:
+            results.append(await f(1))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(call)
+            await wait_all_tasks_blocked()
+            gate.set()
+        assert results == [1] * n
+        assert len(computed) <= n
+        assert f.cache_info().misses <= 2 * n
+
+
+async def test_a_keyboard_interrupt_of_another_versions_computation_is_not_retried_past(
+    clock: FakeClock, anyio_backend: str
+) -> None:
+    """On trio a KeyboardInterrupt raised by the function is its callers' outcome; a
+    caller under another version that waited for it raises it too, rather than judge
+    its call again and drop it."""
+    if anyio_backend != "trio":
+        pytest.skip("on asyncio a KeyboardInterrupt stops the loop")
+    data = {"v": 1}
+    gate = anyio.Event()
+    async with SWRCache(clock=clock) as cache:
+        raised: list[int] = []
+
+        @cache.cached(ttl=None, stale_ttl=0, version=lambda k: data["v"])
+        async def f(k: int) -> str:
+            await gate.wait()
+            if not raised:  # once: a second computation would succeed
+                raised.append(1)
+                raise KeyboardInterrupt
+            return "ok"
+
+        outcome: list[str] = []
+        scope = anyio.CancelScope()
+
+        async def starter() -> None:
+            with scope:
+                await f(1)
+
+        async def second() -> None:
+            try:
+                await f(1)
+            except KeyboardInterrupt:
+                outcome.append("KeyboardInterrupt")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(starter)
+            await wait_all_tasks_blocked()
+            data["v"] = 2
+            tg.start_soon(second)
+            await wait_all_tasks_blocked()
+            scope.cancel()  # the starter stops waiting
+            await wait_all_tasks_blocked()
+            gate.set()
+        assert outcome == ["KeyboardInterrupt"]

@@ -304,3 +304,41 @@ def test_an_enum_of_a_module_run_with_dash_m_and_imported_as_well_is_refused(
         "        print('refused')\n"
     )
     assert _python(tmp_path, "-m", "colors").strip() == "refused"
+
+
+class Status(enum.Enum):
+    """An enum whose _missing_ makes an unnamed pseudo-member for each unknown value."""
+
+    OK = 1
+
+    @classmethod
+    def _missing_(cls, value: object) -> Status:
+        member = object.__new__(cls)
+        member._name_ = None  # type: ignore[assignment]
+        member._value_ = value
+        return member
+
+
+class Bits(enum.Flag):
+    """A Flag whose _missing_ makes a new object on every call."""
+
+    R = 4
+    W = 2
+
+    @classmethod
+    def _missing_(cls, value: object) -> Bits:
+        member = object.__new__(cls)
+        member._name_ = None  # type: ignore[assignment]
+        member._value_ = value
+        return member
+
+
+def test_enum_objects_that_are_not_the_member_of_their_name_or_value_are_refused() -> None:
+    """Status(5) and Status(6) (no name), or two Bits(16) objects (unequal, one value),
+    would share a spelling: only the class's own member of a name or value is spelled."""
+    assert Status(5) != Status(6)
+    assert Bits(16) != Bits(16)
+    for obj in (Status(5), Bits(16)):
+        with pytest.raises(UnstableKeyError, match="is not"):
+            stable_key((obj,))
+    assert stable_key((Status.OK,)) != stable_key((Bits.R,))

@@ -228,3 +228,23 @@ def test_a_partial_of_a_bound_method_has_the_methods_signature(
     assert (
         str(inspect.signature(functools.partial(repo.get, 1))) == "(*, lang: 'str' = 'en') -> 'str'"
     )
+
+
+class _Loader:
+    cache = SWRCache()
+
+    @cache.cached(ttl=10)
+    async def load(self, k: int) -> int:
+        return k
+
+
+class _Alias:
+    fetch = _Loader.load  # the same engine, kept by another class under another name
+
+
+def test_a_copy_of_a_bound_method_is_found_under_its_own_class_name() -> None:
+    """Another class keeping the engine under another name changes nothing for a copy
+    of the first class's bound method."""
+    loader = _Loader()
+    copied = copy.copy(loader.load)
+    assert copied == loader.load
