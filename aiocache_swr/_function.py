@@ -641,6 +641,12 @@ class Engine(Generic[P, T]):
                     del registry[key]
                 raise
             return flight
+        if flight in _computing.get():
+            raise RuntimeError(
+                f"{self._name}: called with the key {key!r} while computing that key "
+                "(it calls itself, or awaits a task that does): it would wait for "
+                "itself forever"
+            )
         if flight.version is not version and flight.version != version and _judging_again.get():
             # This caller already waited for a flight of another version: rather than
             # wait again (versions that change with every call), a computation of its
@@ -650,12 +656,6 @@ class Engine(Generic[P, T]):
             own.waiters = 1
             runner.start_fetch(own)
             return own
-        if flight in _computing.get():
-            raise RuntimeError(
-                f"{self._name}: called with the key {key!r} while computing that key "
-                "(it calls itself, or awaits a task that does): it would wait for "
-                "itself forever"
-            )
         if flight.queued:
             runner.promote(flight)
         flight.waiters += 1  # after: if promoting raises, this caller never waits
@@ -671,6 +671,7 @@ class Engine(Generic[P, T]):
             # computation that started it: its chain starts with it.
             chain = (flight,) if flight.kind == _REFRESH else (*_computing.get(), flight)
             _computing.set(chain)
+            _judging_again.set(False)  # a caller's second judgement is its own, not this
             try:
                 value = await self._fn(*flight.args, **flight.kwargs)
             except BaseException as exc:

@@ -1261,6 +1261,14 @@ class SQLiteStore:
                         await self._close_links(st, raise_errors=False, writer=False)
                     if attempt == 2:
                         raise StoreError(f"{self!r}: the database file keeps changing") from None
+        except SchemaVersionError as exc:
+            # A newer version's schema, found by the check before a read (another
+            # process upgraded the file since the reader opened it): remembered as a
+            # failed open of the reader is, and the reader closed.
+            self._read_open_failure = (time.monotonic() + _OPEN_RETRY_AFTER, exc)
+            with anyio.CancelScope(shield=True):
+                await self._close_links(st, raise_errors=False, writer=False)
+            raise
         except StoreError:
             raise
         except (sqlite3.Error, ValueError, OSError) as exc:  # OSError: from the file's check

@@ -463,3 +463,76 @@ async def test_a_keyboard_interrupt_of_another_versions_computation_is_not_retri
             await wait_all_tasks_blocked()
             gate.set()
         assert outcome == ["KeyboardInterrupt"]
+
+
+async def test_a_computation_started_by_a_second_judgement_joins_flights_as_usual(
+    clock: FakeClock,
+) -> None:
+    """f's version-2 computation, started by a caller judging its call again, calls
+    g(1, 3) for the first time: like any first call it joins g's running flight (of
+    another version) and waits, rather than computing a value of its own."""
+    gate_f1, gate_g4 = anyio.Event(), anyio.Event()
+    g_started: list[int] = []
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=None, stale_ttl=0, key=lambda k, v: k, version=lambda k, v: v)
+        async def g(k: int, v: int) -> str:
+            g_started.append(v)
+            if v == 4:
+                await gate_g4.wait()
+            return f"g@{v}"
+
+        @cache.cached(ttl=None, stale_ttl=0, key=lambda k, v: k, version=lambda k, v: v)
+        async def f(k: int, v: int) -> str:
+            if v == 1:
+                await gate_f1.wait()
+                return "f@1"
+            return "f@2/" + await g(1, 3)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(f, 1, 1)
+            tg.start_soon(g, 1, 4)
+            await wait_all_tasks_blocked()
+            tg.start_soon(f, 1, 2)  # waits for f's version-1 flight, then judges again
+            await wait_all_tasks_blocked()
+            gate_f1.set()
+            await wait_all_tasks_blocked()
+            assert g_started == [4]
+            gate_g4.set()
+        g_started.clear()
+        assert await g(1, 3) == "g@3"
+        assert g_started == []  # computed (after g@4) and kept
+
+
+async def test_a_self_call_after_a_second_judgement_is_still_refused(clock: FakeClock) -> None:
+    """A function calling itself, its version changing with every call, started by a
+    caller judging its call again: the self-call raises, no chain of computations."""
+    versions = iter(range(1000))
+    gate = anyio.Event()
+    computed: list[int] = []
+    outcome: list[BaseException] = []
+    async with SWRCache(clock=clock) as cache:
+
+        @cache.cached(ttl=None, stale_ttl=0, version=lambda k: next(versions))
+        async def f(k: int) -> int:
+            computed.append(k)
+            if len(computed) == 1:
+                await gate.wait()
+                return 0
+            assert len(computed) < 20, "a chain of computations"
+            return await f(k)
+
+        async def second() -> None:
+            try:
+                await f(1)  # waits for the first flight, then judges again
+            except Exception as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(f, 1)
+            await wait_all_tasks_blocked()
+            tg.start_soon(second)
+            await wait_all_tasks_blocked()
+            gate.set()
+        assert [type(exc) for exc in outcome] == [RuntimeError]
+        assert len(computed) == 2

@@ -2145,3 +2145,31 @@ async def test_concurrent_reads_on_a_closed_connection_share_round_trips(db_path
             tg.start_soon(store.get_many, NS, [str(i)])
     assert store.stats.read_batches - before <= 2
     await store.aclose()
+
+
+async def test_a_newer_schema_found_by_a_read_is_remembered_as_a_failed_open(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file another process made and then gave a newer version's schema, after the
+    reader opened it schema-less: the read that finds the version fails, and the next
+    reads fail at once for a while (no read job each, no log each), as after a
+    failed open."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec(1))
+    await store.flush()
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{db_path}{suffix}")
+    os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))  # another process's new file
+    assert await store.get_many(NS, ["k"]) == {}
+    with closing(sqlite3.connect(db_path)) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        raw.commit()
+    jobs: list[int] = []
+    read = store._read_sync
+    monkeypatch.setattr(store, "_read_sync", lambda *a: (jobs.append(1), read(*a))[1])
+    for _ in range(3):
+        with pytest.raises(StoreError, match="newer"):
+            await store.get_many(NS, ["k"])
+    assert len(jobs) == 1
+    await store.aclose()
