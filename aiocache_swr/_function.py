@@ -1015,8 +1015,11 @@ def _is_method(fn: object, caller: FrameType | None) -> bool:
     the function shape used as a method would key ``obj.method.invalidate(x)``
     without ``obj`` (a TypeError, or no entry dropped).
     """
-    if caller is not None and {"__module__", "__qualname__"} <= caller.f_locals.keys():
-        return True
+    if caller is not None:
+        # By membership: on 3.13 a function's f_locals is a proxy whose keys() is a list.
+        namespace = caller.f_locals
+        if "__module__" in namespace and "__qualname__" in namespace:
+            return True
     if not inspect.isfunction(fn):
         return False
     outer, dot, _ = fn.__qualname__.rpartition(".")
