@@ -76,10 +76,6 @@ _FORCE: Final = "force"  # refresh(): compute now, never from the store
 _computing: contextvars.ContextVar[tuple[_Flight, ...]] = contextvars.ContextVar(
     "aiocache_swr_computing", default=()
 )
-# Set while a call judges itself again after waiting for a flight of another version.
-_judging_again: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "aiocache_swr_judging_again", default=False
-)
 
 
 class _Flight(Signal):
@@ -647,15 +643,6 @@ class Engine(Generic[P, T]):
                 "(it calls itself, or awaits a task that does): it would wait for "
                 "itself forever"
             )
-        if flight.version is not version and flight.version != version and _judging_again.get():
-            # This caller already waited for a flight of another version: rather than
-            # wait again (versions that change with every call), a computation of its
-            # own, never kept (it is in no registry, so no invalidation could doom it).
-            own = _Flight(self, _MISS, key, args, kwargs, version, runner.asyncio_loop)
-            own.doomed = True
-            own.waiters = 1
-            runner.start_fetch(own)
-            return own
         if flight.queued:
             runner.promote(flight)
         flight.waiters += 1  # after: if promoting raises, this caller never waits
@@ -671,7 +658,6 @@ class Engine(Generic[P, T]):
             # computation that started it: its chain starts with it.
             chain = (flight,) if flight.kind == _REFRESH else (*_computing.get(), flight)
             _computing.set(chain)
-            _judging_again.set(False)  # a caller's second judgement is its own, not this
             try:
                 value = await self._fn(*flight.args, **flight.kwargs)
             except BaseException as exc:
@@ -1129,19 +1115,6 @@ def _cached_call(
                 await flight.wait()
             finally:
                 flight.waiters -= 1
-            if (
-                flight.version is not version
-                and flight.version != version
-                and (flight.error is None or isinstance(flight.error, Exception))
-            ):
-                # It computed another version (which changed meanwhile): judge the
-                # call again, against what it left.  Once: a second time, a flight
-                # of yet another version is not waited for (see _miss).
-                token = _judging_again.set(True)
-                try:
-                    return await general(*args, **kwargs)
-                finally:
-                    _judging_again.reset(token)
             return flight.outcome()  # type: ignore[no-any-return]
 
         call = general

@@ -30,11 +30,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def test_a_miss_under_a_new_version_does_not_take_a_computation_of_the_old(
+async def test_a_call_under_a_new_version_shares_a_computation_of_the_old_one(
     clock: FakeClock,
 ) -> None:
-    """stale_ttl=0: a caller that sees version 2 never gets the value computed under
-    version 1: it waits for that computation, then judges its call again (a miss)."""
+    """Documented: a caller arriving while a computation of its key runs shares it,
+    whatever version it started under; the stored entry is then judged under each
+    call's version (with stale_ttl=0, the next call computes the new version)."""
     data = {"v": 1}
     gate = anyio.Event()
     started: list[int] = []
@@ -59,42 +60,11 @@ async def test_a_miss_under_a_new_version_does_not_take_a_computation_of_the_old
             data["v"] = 2
             tg.start_soon(call, "new")
             await wait_all_tasks_blocked()
-            assert started == [1]  # it waits: no second computation while one runs
             gate.set()
-        assert results == {"old": "data@1", "new": "data@2"}
+        assert results == {"old": "data@1", "new": "data@1"}
+        assert started == [1]
+        assert await f(1) == "data@2"  # stored under version 1: recomputed for version 2
         assert started == [1, 2]
-        assert await f(1) == "data@2"  # a hit: the version-2 value was kept last
-        # "new" looked its key up twice (before and after the version-1 computation).
-        assert (f.cache_info().misses, f.cache_info().hits) == (3, 1)
-
-
-async def test_concurrent_misses_of_alternating_versions_compute_once_per_version(
-    clock: FakeClock,
-) -> None:
-    """Callers whose version flips between two values (a lagging replica) share one
-    computation per version, not one per call."""
-    gate = anyio.Event()
-    started: list[int] = []
-    results: list[tuple[int, str]] = []
-    async with SWRCache(clock=clock) as cache:
-
-        @cache.cached(ttl=None, stale_ttl=0, key=lambda k, v: k, version=lambda k, v: v)
-        async def f(k: int, v: int) -> str:
-            started.append(v)
-            await gate.wait()
-            return f"data@{v}"
-
-        async def call(v: int) -> None:
-            results.append((v, await f(1, v)))
-
-        async with anyio.create_task_group() as tg:
-            for v in [1, 2] * 5:
-                tg.start_soon(call, v)
-            await wait_all_tasks_blocked()
-            gate.set()
-        assert sorted(started) == [1, 2]  # (trio starts tasks in another order)
-        assert all(value == f"data@{v}" for v, value in results)
-        assert len(results) == 10
 
 
 async def test_stale_hits_under_a_new_version_start_no_second_refresh_while_one_runs(
@@ -382,157 +352,3 @@ async def test_a_background_refresh_started_inside_a_computation_may_call_it(
         await cache.wait_idle()
         assert g.cache_info().refresh_errors == 0
         assert await g(2) == "g2<f1/g0>"
-
-
-async def test_callers_of_ever_new_versions_wait_once_then_compute_their_own(
-    clock: FakeClock,
-) -> None:
-    """n concurrent misses each reading a version of their own (a counter): each
-    waits for at most one computation of another version, then gets one of its own
-    (not kept), instead of waiting round after round, one call deeper each time."""
-    n = 50
-    versions = iter(range(10_000))
-    gate = anyio.Event()
-    computed: list[int] = []
-    async with SWRCache(clock=clock) as cache:
-
-        @cache.cached(ttl=None, stale_ttl=0, version=lambda k: next(versions))
-        async def f(k: int) -> int:
-            computed.append(k)
-            if len(computed) == 1:
-                await gate.wait()
-            await anyio.lowlevel.checkpoint()
-            return k
-
-        results: list[int] = []
-
-        async def call() -> None:
-            results.append(await f(1))
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(n):
-                tg.start_soon(call)
-            await wait_all_tasks_blocked()
-            gate.set()
-        assert results == [1] * n
-        assert len(computed) <= n
-        assert f.cache_info().misses <= 2 * n
-
-
-async def test_a_keyboard_interrupt_of_another_versions_computation_is_not_retried_past(
-    clock: FakeClock, anyio_backend: str
-) -> None:
-    """On trio a KeyboardInterrupt raised by the function is its callers' outcome; a
-    caller under another version that waited for it raises it too, rather than judge
-    its call again and drop it."""
-    if anyio_backend != "trio":
-        pytest.skip("on asyncio a KeyboardInterrupt stops the loop")
-    data = {"v": 1}
-    gate = anyio.Event()
-    async with SWRCache(clock=clock) as cache:
-        raised: list[int] = []
-
-        @cache.cached(ttl=None, stale_ttl=0, version=lambda k: data["v"])
-        async def f(k: int) -> str:
-            await gate.wait()
-            if not raised:  # once: a second computation would succeed
-                raised.append(1)
-                raise KeyboardInterrupt
-            return "ok"
-
-        outcome: list[str] = []
-        scope = anyio.CancelScope()
-
-        async def starter() -> None:
-            with scope:
-                await f(1)
-
-        async def second() -> None:
-            try:
-                await f(1)
-            except KeyboardInterrupt:
-                outcome.append("KeyboardInterrupt")
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(starter)
-            await wait_all_tasks_blocked()
-            data["v"] = 2
-            tg.start_soon(second)
-            await wait_all_tasks_blocked()
-            scope.cancel()  # the starter stops waiting
-            await wait_all_tasks_blocked()
-            gate.set()
-        assert outcome == ["KeyboardInterrupt"]
-
-
-async def test_a_computation_started_by_a_second_judgement_joins_flights_as_usual(
-    clock: FakeClock,
-) -> None:
-    """f's version-2 computation, started by a caller judging its call again, calls
-    g(1, 3) for the first time: like any first call it joins g's running flight (of
-    another version) and waits, rather than computing a value of its own."""
-    gate_f1, gate_g4 = anyio.Event(), anyio.Event()
-    g_started: list[int] = []
-    async with SWRCache(clock=clock) as cache:
-
-        @cache.cached(ttl=None, stale_ttl=0, key=lambda k, v: k, version=lambda k, v: v)
-        async def g(k: int, v: int) -> str:
-            g_started.append(v)
-            if v == 4:
-                await gate_g4.wait()
-            return f"g@{v}"
-
-        @cache.cached(ttl=None, stale_ttl=0, key=lambda k, v: k, version=lambda k, v: v)
-        async def f(k: int, v: int) -> str:
-            if v == 1:
-                await gate_f1.wait()
-                return "f@1"
-            return "f@2/" + await g(1, 3)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(f, 1, 1)
-            tg.start_soon(g, 1, 4)
-            await wait_all_tasks_blocked()
-            tg.start_soon(f, 1, 2)  # waits for f's version-1 flight, then judges again
-            await wait_all_tasks_blocked()
-            gate_f1.set()
-            await wait_all_tasks_blocked()
-            assert g_started == [4]
-            gate_g4.set()
-        g_started.clear()
-        assert await g(1, 3) == "g@3"
-        assert g_started == []  # computed (after g@4) and kept
-
-
-async def test_a_self_call_after_a_second_judgement_is_still_refused(clock: FakeClock) -> None:
-    """A function calling itself, its version changing with every call, started by a
-    caller judging its call again: the self-call raises, no chain of computations."""
-    versions = iter(range(1000))
-    gate = anyio.Event()
-    computed: list[int] = []
-    outcome: list[BaseException] = []
-    async with SWRCache(clock=clock) as cache:
-
-        @cache.cached(ttl=None, stale_ttl=0, version=lambda k: next(versions))
-        async def f(k: int) -> int:
-            computed.append(k)
-            if len(computed) == 1:
-                await gate.wait()
-                return 0
-            assert len(computed) < 20, "a chain of computations"
-            return await f(k)
-
-        async def second() -> None:
-            try:
-                await f(1)  # waits for the first flight, then judges again
-            except Exception as exc:
-                outcome.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(f, 1)
-            await wait_all_tasks_blocked()
-            tg.start_soon(second)
-            await wait_all_tasks_blocked()
-            gate.set()
-        assert [type(exc) for exc in outcome] == [RuntimeError]
-        assert len(computed) == 2

@@ -421,17 +421,6 @@ class SWRModel(RuleBasedStateMachine):
         """
         now = self.clock()
         entry = self.model.get(k)
-        running = self.engine._registry.get((k,))
-        if (
-            running is not None
-            and not running.doomed
-            and running.version != self.version
-            and (entry is None or self._judge(entry, now) == "expired")
-        ):
-            # A miss under another version than its key's running fetch waits for it,
-            # then judges the call again: not modelled (tests/test_engine_review25.py).
-            event("a miss under another version than the running fetch: skipped")
-            return
         state = "miss"
         if entry is not None:
             self.model.move_to_end(k)
