@@ -306,17 +306,19 @@ def test_an_enum_of_a_module_run_with_dash_m_and_imported_as_well_is_refused(
     assert _python(tmp_path, "-m", "colors").strip() == "refused"
 
 
+def _unnamed(cls: Any, value: object) -> Any:
+    """A ``_missing_`` that makes a new, unnamed object of ``cls`` for ``value``."""
+    member = object.__new__(cls)
+    member._name_ = None
+    member._value_ = value
+    return member
+
+
 class Status(enum.Enum):
     """An enum whose _missing_ makes an unnamed pseudo-member for each unknown value."""
 
     OK = 1
-
-    @classmethod
-    def _missing_(cls, value: object) -> Status:
-        member = object.__new__(cls)
-        member._name_ = None  # type: ignore[assignment]
-        member._value_ = value
-        return member
+    _missing_ = classmethod(_unnamed)
 
 
 class Bits(enum.Flag):
@@ -324,13 +326,7 @@ class Bits(enum.Flag):
 
     R = 4
     W = 2
-
-    @classmethod
-    def _missing_(cls, value: object) -> Bits:
-        member = object.__new__(cls)
-        member._name_ = None  # type: ignore[assignment]
-        member._value_ = value
-        return member
+    _missing_ = classmethod(_unnamed)
 
 
 def test_enum_objects_that_are_not_the_member_of_their_name_or_value_are_refused() -> None:

@@ -20,7 +20,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -1410,12 +1410,13 @@ def _signal_file_checks(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> 
     return checked
 
 
-async def test_a_write_waiting_for_the_lock_while_a_read_sets_the_file_aside_goes_to_the_new_file(
+@contextlib.asynccontextmanager
+async def _a_flush_waiting_for_the_lock(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A write batch that waits for another connection's lock while a read finds the
-    file corrupt and sets it aside is committed to the new file, not to the file set
-    aside (before, it was counted as written and lost with that file)."""
+) -> AsyncIterator[tuple[SQLiteStore, sqlite3.Connection]]:
+    """A store holding "old", both connections open, whose flush of "new" has checked
+    its file and waits for another connection's write lock (an hour): yields the store
+    and that connection; the flush ends once the body lets the lock go."""
     store = SQLiteStore(db_path, busy_timeout=3600)
     store.put(NS, "old", rec("OLD"))
     await store.flush()
@@ -1426,12 +1427,22 @@ async def test_a_write_waiting_for_the_lock_while_a_read_sets_the_file_aside_goe
             store.put(NS, "new", rec("NEW"))
             tg.start_soon(store.flush)
             assert await anyio.to_thread.run_sync(checked.wait, GATE_TIMEOUT)
-            _next_read_finds_it_corrupt(store, monkeypatch)
-            with pytest.raises(StoreError, match="malformed"):
-                await store.get_many(NS, ["old"])
-            assert await store.get_many(NS, ["old"]) == {}  # sets the file aside
-            assert store.stats.moved_aside == 1
-            writer.execute("ROLLBACK")  # the batch gets the lock, on the file set aside
+            yield store, writer
+
+
+async def test_a_write_waiting_for_the_lock_while_a_read_sets_the_file_aside_goes_to_the_new_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write batch that waits for another connection's lock while a read finds the
+    file corrupt and sets it aside is committed to the new file, not to the file set
+    aside (before, it was counted as written and lost with that file)."""
+    async with _a_flush_waiting_for_the_lock(db_path, monkeypatch) as (store, writer):
+        _next_read_finds_it_corrupt(store, monkeypatch)
+        with pytest.raises(StoreError, match="malformed"):
+            await store.get_many(NS, ["old"])
+        assert await store.get_many(NS, ["old"]) == {}  # sets the file aside
+        assert store.stats.moved_aside == 1
+        writer.execute("ROLLBACK")  # the batch gets the lock, on the file set aside
     assert stored_keys(db_path) == {"new"}
     (aside,) = _set_aside(db_path)
     assert stored_keys(aside) == {"old"}
@@ -1556,23 +1567,14 @@ async def test_a_read_that_finds_the_file_deleted_does_not_wait_for_a_blocked_wr
     connection's lock (an hour here) reads it as empty and returns: it does
     not close (and so wait for) the writer, which follows to the new file once it
     gets the lock."""
-    store = SQLiteStore(db_path, busy_timeout=3600)
-    store.put(NS, "old", rec("OLD"))
-    await store.flush()
-    assert await store.get_many(NS, ["old"]) == {"old": rec("OLD")}  # both open
-    checked = _signal_file_checks(store, monkeypatch)
-    with another_writer_holds_the_lock(db_path) as writer:
-        async with anyio.create_task_group() as tg:
-            store.put(NS, "new", rec("NEW"))
-            tg.start_soon(store.flush)
-            assert await anyio.to_thread.run_sync(checked.wait, GATE_TIMEOUT)
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{db_path}{suffix}")
-            found = await store.get_many(NS, ["old", "new"])
-            assert writer.in_transaction, "the read waited for the blocked write"
-            assert found == {"new": rec("NEW")}  # from the flush under way; "old" gone
-            writer.execute("ROLLBACK")
+    async with _a_flush_waiting_for_the_lock(db_path, monkeypatch) as (store, writer):
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{db_path}{suffix}")
+        found = await store.get_many(NS, ["old", "new"])
+        assert writer.in_transaction, "the read waited for the blocked write"
+        assert found == {"new": rec("NEW")}  # from the flush under way; "old" gone
+        writer.execute("ROLLBACK")
     assert stored_keys(db_path) == {"new"}
     assert store.stats.write_failures == store.stats.dropped_writes == 0
     await store.aclose()
