@@ -196,10 +196,23 @@ class Job(Protocol):
         for it.  Does nothing once it has finished."""
 
 
+class _ScopeLimit:
+    """A :class:`~aiocache_swr._store.TimeLimit` of an anyio cancel scope (before 3.11,
+    and on trio): expired once its deadline has cancelled it."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self.scope = scope
+
+    def expired(self) -> bool:
+        return self.scope.cancel_called
+
+
 @asynccontextmanager
-async def _fail_after(seconds: float) -> AsyncIterator[None]:
-    with anyio.fail_after(seconds):
-        yield
+async def _fail_after(seconds: float) -> AsyncIterator[TimeLimit]:
+    with anyio.fail_after(seconds) as scope:
+        yield _ScopeLimit(scope)
 
 
 def _given(coro: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:

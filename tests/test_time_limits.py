@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,7 @@ async def test_a_caller_cancelled_during_a_hung_invalidation_is_cancelled_not_ti
         store.heal()
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the test uses asyncio.timeout (3.11+)")
 async def test_a_cancellation_in_the_same_turn_as_the_time_limit_reaches_the_caller(
     clock: FakeClock,
 ) -> None:
@@ -387,3 +389,21 @@ async def test_a_read_hung_on_the_sqlite_worker_lets_its_caller_go_at_store_time
     finally:
         loads.release.set()
     assert "store_timeout" in caplog.text
+
+
+async def test_the_time_limit_used_before_python_3_11_says_when_it_has_expired() -> None:
+    """Before 3.11 (and on trio) the store's time limit is an anyio cancel scope: it
+    says it expired, so a store read it abandons lets its caller go at once (a hung
+    disk must not hang the caller there either)."""
+    from aiocache_swr._runner import _fail_after
+
+    limits: list[Any] = []
+
+    async def within_no_time() -> None:
+        async with _fail_after(0) as limit:
+            limits.append(limit)
+            await anyio.lowlevel.checkpoint()  # the deadline has passed: cancelled here
+
+    with pytest.raises(TimeoutError):
+        await within_no_time()
+    assert limits[0].expired()
