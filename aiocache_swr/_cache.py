@@ -159,6 +159,32 @@ def _check_duration(value: object, param: str, where: str) -> float | None:
     return None if math.isinf(seconds) else seconds
 
 
+def _check_maxsize(maxsize: object, where: str) -> None:
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+        raise TypeError(f"{where}: maxsize= must be an int >= 1, got {maxsize!r}")
+    if maxsize < 1:
+        raise ValueError(
+            f"{where}: maxsize= must be >= 1 (the number of entries kept in memory), "
+            f"got {maxsize!r}"
+        )
+
+
+def _check_namespace(namespace: object, where: str) -> None:
+    if namespace is None:
+        return
+    if not isinstance(namespace, str) or not namespace:
+        raise TypeError(f"{where}: namespace= must be a non-empty str, got {namespace!r}")
+    if not namespace.isascii():
+        try:
+            namespace.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{where}: namespace= {namespace!r} cannot be stored (it has a lone "
+                "surrogate, as os.fsdecode makes of undecodable bytes); pass a name "
+                "that encodes to UTF-8"
+            ) from None
+
+
 def _check_clock(clock: object) -> None:
     """``clock=`` is called once, here, so a wrong one fails at construction, not every call."""
     if not callable(clock):
@@ -264,47 +290,39 @@ class SWRCache:
     ) -> Callable[[Callable[P, Awaitable[T]]], SWRFunction[P, T]]:
         """Decorate a coroutine function with stale-while-revalidate caching.
 
-        See :func:`aiocache_swr.swr_cached` for the parameters.
+        See :func:`aiocache_swr.swr_cached` for the parameters and for when a bad
+        one is reported (when the decorator is applied, naming the function).
         """
-        if callable(ttl) and inspect.iscoroutinefunction(ttl):
-            raise TypeError(
-                f"swr_cached: use it with parentheses, @swr_cached(ttl=...) or "
-                f"@cache.cached(ttl=...), above "
-                f"{getattr(ttl, '__qualname__', ttl)!s}"
-            )
-        where = "swr_cached"
-        ttl_s = _check_duration(ttl, "ttl", where)
-        stale_s = _check_duration(stale_ttl, "stale_ttl", where)
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
-            raise TypeError(f"{where}: maxsize= must be an int >= 1, got {maxsize!r}")
-        if maxsize < 1:
-            raise ValueError(
-                f"{where}: maxsize= must be >= 1 (the number of entries kept in memory), "
-                f"got {maxsize!r}"
-            )
-        for name, fn in (("key", key), ("tags", tags)):
-            if fn is not None and (not callable(fn) or _is_async_callable(fn)):
-                raise TypeError(
-                    f"{where}: {name}= must be a plain callable taking the function's "
-                    f"arguments (it is called, never awaited), got {fn!r}"
-                )
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            raise TypeError(f"{where}: namespace= must be a non-empty str, got {namespace!r}")
-        if namespace is not None and not namespace.isascii():
-            try:
-                namespace.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(
-                    f"{where}: namespace= {namespace!r} cannot be stored (it has a lone "
-                    "surrogate, as os.fsdecode makes of undecodable bytes); pass a name "
-                    "that encodes to UTF-8"
-                ) from None
-        resolved = _resolve_store(store, where, self.clock) if store is not None else self.store
+        _check_parentheses(ttl)
+        # The arguments are checked when the decorator is applied, so that every
+        # message names the function; a store path is resolved on first application
+        # and that store reused, so one decorator applied to several functions gives
+        # them one store object even if the working directory (or the stores the
+        # application registered for that file) changed in between.
+        resolved_once: list[Store | None] = []
 
         def decorate(fn: Callable[P, Awaitable[T]]) -> SWRFunction[P, T]:
             load_backend()
-            name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)!s}"
+            name = _name_of(fn)
             _check_decorated(fn, name)
+            where = f"swr_cached: {name}"
+            ttl_s = _check_duration(ttl, "ttl", where)
+            stale_s = _check_duration(stale_ttl, "stale_ttl", where)
+            _check_maxsize(maxsize, where)
+            for param, hook in (("key", key), ("tags", tags)):
+                if hook is not None and (not callable(hook) or _is_async_callable(hook)):
+                    raise TypeError(
+                        f"{where}: {param}= must be a plain callable taking the function's "
+                        f"arguments (it is called, never awaited), got {hook!r}"
+                    )
+            _check_namespace(namespace, where)
+            if store is None:
+                resolved = self.store
+            elif resolved_once:
+                resolved = resolved_once[0]
+            else:
+                resolved = _resolve_store(store, where, self.clock)
+                resolved_once.append(resolved)
             if namespace is None and resolved is not None and not _has_stable_name(fn):
                 raise TypeError(
                     f"swr_cached: {fn!r} has no __qualname__ to name its entries in the store; "
@@ -556,6 +574,21 @@ class SWRCache:
             raise cancelled
 
 
+def _check_parentheses(ttl: object) -> None:
+    """``@swr_cached`` without parentheses passes the function as ``ttl``: say so at once."""
+    if callable(ttl) and inspect.iscoroutinefunction(ttl):
+        raise TypeError(
+            f"swr_cached: use it with parentheses, @swr_cached(ttl=...) or "
+            f"@cache.cached(ttl=...), above "
+            f"{getattr(ttl, '__qualname__', ttl)!s}"
+        )
+
+
+def _name_of(fn: object) -> str:
+    """``module.qualname`` of a decorated function, as messages name it."""
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)!s}"
+
+
 def _check_decorated(fn: object, name: str) -> None:
     """``fn`` is an async def function or an async-callable object, else a TypeError."""
     if _is_async_callable(fn):
@@ -567,12 +600,8 @@ def _check_decorated(fn: object, name: str) -> None:
         )
     if isinstance(fn, staticmethod | classmethod):
         kind = type(fn).__name__
-        inner = fn.__func__
-        inner_name = (
-            f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__qualname__', inner)!s}"
-        )
         raise TypeError(
-            f"swr_cached: {inner_name} is wrapped in a {kind} object; put @swr_cached "
+            f"swr_cached: {_name_of(fn.__func__)} is wrapped in a {kind} object; put @swr_cached "
             f"below @{kind} (closer to the def)"
         )
     if inspect.iscoroutine(fn):
@@ -705,13 +734,29 @@ def swr_cached(
       :meth:`SWRCache.invalidate_tags`.
     * ``store``: a path or a ``SQLiteStore`` to persist entries; default the cache's.
     * ``cache``: the :class:`SWRCache` owning background work; default the process's.
+
+    A bad argument (``TypeError`` for a wrong type, ``ValueError`` for a wrong
+    value) is raised when the returned decorator is applied, at decoration,
+    with a message naming the function (``module.qualname``), the parameter and
+    the fix; ``swr_cached(...)`` itself raises nothing, so a decorator made but
+    never applied reports nothing.  Only ``@swr_cached`` without parentheses
+    fails at once.  A ``store=`` path is resolved to its store when the
+    decorator is first applied, and that store is kept for every function it
+    is applied to.
     """
+    _check_parentheses(ttl)
     if cache is not None and not isinstance(cache, SWRCache):
         given = f"the class {cache.__name__}" if isinstance(cache, type) else repr(cache)
-        raise TypeError(
-            f"swr_cached: cache= must be an SWRCache instance (or None for the default), "
-            f"got {given}; pass e.g. cache=SWRCache()"
-        )
+
+        def refuse(fn: Callable[P, Awaitable[T]]) -> SWRFunction[P, T]:
+            name = _name_of(fn)
+            _check_decorated(fn, name)
+            raise TypeError(
+                f"swr_cached: {name}: cache= must be an SWRCache instance (or None for the "
+                f"default), got {given}; pass e.g. cache=SWRCache()"
+            )
+
+        return refuse
     return (cache if cache is not None else _default).cached(
         ttl=ttl,
         stale_ttl=stale_ttl,

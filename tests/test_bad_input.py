@@ -69,6 +69,10 @@ async def fetch_album(album_id: Any) -> Any:
     return album_id
 
 
+# How decoration-time messages name fetch_album: "swr_cached: module.qualname: ...".
+FETCH_ALBUM = f"swr_cached: {__name__}.fetch_album: "
+
+
 async def stream_rows(n: int) -> Any:  # an async generator function: not cacheable
     yield n
 
@@ -213,11 +217,12 @@ UNHASHABLE: dict[str, Callable[[], Any]] = {
     ],
 )
 def test_wrong_parameter_types_are_type_errors_at_decoration(param: str, value: Any) -> None:
-    """A parameter of the wrong type is a TypeError naming it; nothing gets registered."""
+    """A parameter of the wrong type is a TypeError naming the function and the parameter;
+    nothing gets registered."""
     cache = SWRCache()
     with pytest.raises(TypeError) as info:
         cache.cached(**{param: value})(fetch_album)
-    assert_names(message_of(info), "swr_cached", f"{param}=")
+    assert_names(message_of(info), FETCH_ALBUM, f"{param}=")
     assert not cache._functions
     assert not cache._stores
 
@@ -233,11 +238,12 @@ def test_wrong_parameter_types_are_type_errors_at_decoration(param: str, value: 
     ],
 )
 def test_wrong_parameter_values_are_value_errors_at_decoration(param: str, value: Any) -> None:
-    """A parameter of the right type but an invalid value is a ValueError naming it."""
+    """A parameter of the right type but an invalid value is a ValueError naming the
+    function and the parameter."""
     cache = SWRCache()
     with pytest.raises(ValueError, match=rf"{param}= must be >= ") as info:
         cache.cached(**{param: value})(fetch_album)
-    assert_names(message_of(info), "swr_cached")
+    assert_names(message_of(info), FETCH_ALBUM)
     assert not cache._functions
 
 
@@ -297,30 +303,97 @@ async def test_huge_max_concurrent_refreshes_is_accepted(
         await assert_healthy(f, cache)
 
 
-@pytest.mark.parametrize(
-    ("params", "error"),
-    [
-        pytest.param({"ttl": -1}, ValueError, id="ttl"),
-        pytest.param({"stale_ttl": "soon"}, TypeError, id="stale_ttl"),
-        pytest.param({"maxsize": 0}, ValueError, id="maxsize"),
-        pytest.param({"key": "album_id"}, TypeError, id="key"),
-        pytest.param({"namespace": ""}, TypeError, id="namespace"),
-        pytest.param({"store": 42}, TypeError, id="store"),
-    ],
-)
-def test_argument_errors_are_raised_by_the_factory_before_any_function(
+BAD_ARGUMENTS = [
+    pytest.param({"ttl": -1}, ValueError, id="ttl"),
+    pytest.param({"stale_ttl": "soon"}, TypeError, id="stale_ttl"),
+    pytest.param({"maxsize": 0}, ValueError, id="maxsize"),
+    pytest.param({"key": "album_id"}, TypeError, id="key"),
+    pytest.param({"tags": "album"}, TypeError, id="tags"),
+    pytest.param({"namespace": ""}, TypeError, id="namespace"),
+    pytest.param({"store": 42}, TypeError, id="store"),
+    pytest.param({"store": ":memory:"}, ValueError, id="store-path"),
+    pytest.param({"cache": 42}, TypeError, id="cache"),
+]
+
+
+@pytest.mark.parametrize(("params", "error"), BAD_ARGUMENTS)
+def test_argument_errors_are_raised_at_decoration_naming_the_function(
     params: dict[str, Any], error: type[Exception]
 ) -> None:
-    """swr_cached(bad=...) raises at once, with no function yet, naming swr_cached and bad=.
-
-    By decision, the earliest point wins over naming the decorated function: the
-    traceback shows the decorator line, and the function is not known there.
-    """
+    """A bad argument of swr_cached(...) is raised when the decorator is applied (SPEC 1:
+    at decoration), naming the function as module.qualname, the parameter and the fix;
+    nothing gets registered."""
     cache = SWRCache()
+    decorator = swr_cached(**{"cache": cache, **params})
     with pytest.raises(error) as info:
-        swr_cached(**params, cache=cache)
-    assert_names(message_of(info), "swr_cached", f"{next(iter(params))}=")
+        decorator(fetch_album)
+    (param,) = params
+    assert message_of(info).startswith(f"{FETCH_ALBUM}{param}="), message_of(info)
     assert not cache._functions
+    assert not cache._stores
+
+
+@pytest.mark.parametrize(("params", "error"), BAD_ARGUMENTS)
+def test_a_decorator_with_bad_arguments_never_applied_raises_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, params: dict[str, Any], error: type[Exception]
+) -> None:
+    """By decision, swr_cached(bad=...) itself raises nothing (no function to name yet):
+    the error comes when it is applied, every time it is applied; and it opens no store."""
+    monkeypatch.chdir(tmp_path)
+    cache = SWRCache()
+    decorator = swr_cached(**{"cache": cache, **params})
+    assert not cache._functions
+    assert not cache._stores
+    for _ in range(2):
+        with pytest.raises(error, match=re.escape(FETCH_ALBUM)):
+            decorator(fetch_album)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def fetch_artist(artist_id: Any) -> Any:
+    """A second module-level coroutine function, for a decorator applied twice."""
+    return artist_id
+
+
+def test_a_bad_argument_names_each_function_the_decorator_is_applied_to() -> None:
+    """One decorator applied to two functions names whichever is being decorated."""
+    decorator = swr_cached(maxsize=0, cache=SWRCache())
+    for fn in (fetch_album, fetch_artist):
+        with pytest.raises(ValueError, match=re.escape(f"{__name__}.{fn.__qualname__}: ")):
+            decorator(fn)
+
+
+def test_a_decorator_applied_twice_resolves_its_store_path_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path given as store= is resolved when the decorator is first applied; applying
+    it again gives the same store object, even after a chdir or after the application
+    registered another SQLiteStore object on the newly resolved file."""
+    for directory in ("one", "two"):
+        (tmp_path / directory).mkdir()
+    monkeypatch.chdir(tmp_path / "one")
+    cache = SWRCache()
+    decorator = cache.cached(store="cache.db")
+    first = decorator(fetch_album)
+    monkeypatch.chdir(tmp_path / "two")
+    given = SQLiteStore(tmp_path / "two" / "cache.db")
+    other_cache = SWRCache(store=given)  # registers given as its file's store
+    second = decorator(fetch_artist)
+    store = engine_of(first)._store
+    assert isinstance(store, SQLiteStore)
+    assert store.path == tmp_path.resolve() / "one" / "cache.db"
+    assert engine_of(second)._store is store
+    assert cache._stores == [store]
+    assert other_cache.store is given is not store
+
+
+def test_two_decorators_naming_one_path_share_one_store(tmp_path: Path) -> None:
+    """Two cached(store=path) decorators, each applied, resolve the path to one store."""
+    cache = SWRCache()
+    path = tmp_path / "cache.db"
+    first = cache.cached(store=path)(fetch_album)
+    second = cache.cached(store=str(path))(fetch_artist)
+    assert engine_of(first)._store is engine_of(second)._store is _stores_by_path[path.resolve()]
 
 
 @pytest.mark.parametrize("value", [42, SWRCache, "default"], ids=["int", "class", "str"])

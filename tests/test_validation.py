@@ -6,6 +6,7 @@ import copy
 import enum
 import hashlib
 import math
+import re
 import zoneinfo
 from datetime import datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
@@ -52,66 +53,81 @@ def test_bare_decorator_use_explains_the_parentheses() -> None:
         swr_cached(f)  # type: ignore[arg-type]
 
 
+async def fetch_user(user_id: int) -> int:
+    """A module-level coroutine function whose name the messages below must carry."""
+    return user_id
+
+
+# How the decorator names fetch_user in its messages: module.qualname.
+FETCH_USER = re.escape(f"swr_cached: {__name__}.fetch_user: ")
+
+
+def decorate_fetch_user(**params: Any) -> Any:
+    """Apply swr_cached(**params) (on a cache of its own) to fetch_user."""
+    return swr_cached(**params, cache=SWRCache())(fetch_user)
+
+
 @pytest.mark.parametrize("param", ["ttl", "stale_ttl"])
 @pytest.mark.parametrize("value", [-1, -0.001, math.nan])
 def test_negative_or_nan_durations_are_value_errors(param: str, value: float) -> None:
-    """ttl/stale_ttl below zero (or NaN) are refused at decoration, naming the parameter."""
-    with pytest.raises(ValueError, match=rf"{param}= must be >= 0"):
-        swr_cached(**{param: value})
+    """ttl/stale_ttl below zero (or NaN) are refused at decoration, naming function and param."""
+    with pytest.raises(ValueError, match=rf"^{FETCH_USER}{param}= must be >= 0"):
+        decorate_fetch_user(**{param: value})
 
 
 @pytest.mark.parametrize("param", ["ttl", "stale_ttl"])
 @pytest.mark.parametrize("value", ["10", True, [1]])
 def test_non_numeric_durations_are_type_errors(param: str, value: Any) -> None:
-    """ttl/stale_ttl must be numbers (bool is refused)."""
-    with pytest.raises(TypeError, match=rf"{param}= must be a number"):
-        swr_cached(**{param: value})
+    """ttl/stale_ttl must be numbers (bool is refused); the message names the function."""
+    with pytest.raises(TypeError, match=rf"^{FETCH_USER}{param}= must be a number"):
+        decorate_fetch_user(**{param: value})
 
 
 def test_infinite_ttl_means_none() -> None:
     """ttl=math.inf is accepted as 'no age limit'."""
-    swr_cached(ttl=math.inf, cache=SWRCache())
+    decorate_fetch_user(ttl=math.inf)
 
 
 @pytest.mark.parametrize("value", [0, -5])
 def test_maxsize_below_one_is_a_value_error(value: int) -> None:
-    """maxsize < 1 is refused at decoration."""
-    with pytest.raises(ValueError, match=r"maxsize= must be >= 1"):
-        swr_cached(maxsize=value)
+    """maxsize < 1 is refused at decoration, naming the function."""
+    with pytest.raises(ValueError, match=rf"^{FETCH_USER}maxsize= must be >= 1"):
+        decorate_fetch_user(maxsize=value)
 
 
 @pytest.mark.parametrize("value", [1.5, "10", None])
 def test_non_int_maxsize_is_a_type_error(value: Any) -> None:
-    """maxsize must be an int."""
-    with pytest.raises(TypeError, match=r"maxsize= must be an int"):
-        swr_cached(maxsize=value)
+    """maxsize must be an int; the message names the function."""
+    with pytest.raises(TypeError, match=rf"^{FETCH_USER}maxsize= must be an int"):
+        decorate_fetch_user(maxsize=value)
 
 
 @pytest.mark.parametrize("param", ["key", "tags"])
 def test_non_callable_key_or_tags_are_type_errors(param: str) -> None:
-    """key= and tags= must be callables."""
-    with pytest.raises(TypeError, match=rf"{param}= must be a plain callable"):
-        swr_cached(**{param: "user_id"})
+    """key= and tags= must be callables; the message names the function."""
+    with pytest.raises(TypeError, match=rf"^{FETCH_USER}{param}= must be a plain callable"):
+        decorate_fetch_user(**{param: "user_id"})
 
 
 @pytest.mark.parametrize("value", ["", 5])
 def test_bad_namespace_is_a_type_error(value: Any) -> None:
-    """namespace= must be a non-empty str."""
-    with pytest.raises(TypeError, match=r"namespace= must be a non-empty str"):
-        swr_cached(namespace=value)
+    """namespace= must be a non-empty str; the message names the function."""
+    with pytest.raises(TypeError, match=rf"^{FETCH_USER}namespace= must be a non-empty str"):
+        decorate_fetch_user(namespace=value)
 
 
 def test_a_namespace_sqlite_cannot_hold_is_a_value_error() -> None:
     """namespace= with a lone surrogate (what os.fsdecode makes of undecodable bytes)
-    fails at decoration, naming the fix, rather than every write batch it joins."""
-    with pytest.raises(ValueError, match=r"namespace= .* encodes to UTF-8"):
-        swr_cached(namespace="files:\udcff")
+    fails at decoration, naming the function and the fix, rather than every write batch
+    it joins."""
+    with pytest.raises(ValueError, match=rf"^{FETCH_USER}namespace= .* encodes to UTF-8"):
+        decorate_fetch_user(namespace="files:\udcff")
 
 
 def test_bad_store_is_a_type_error() -> None:
-    """store= takes a path, a store, or None."""
-    with pytest.raises(TypeError, match=r"store= must be a path"):
-        swr_cached(store=42)  # type: ignore[arg-type]
+    """store= takes a path, a store, or None; the message names the function."""
+    with pytest.raises(TypeError, match=rf"^{FETCH_USER}store= must be a path"):
+        decorate_fetch_user(store=42)
 
 
 @pytest.mark.parametrize(
