@@ -15,7 +15,11 @@ class CacheInfo:
 
     * ``hits``: calls answered by a fresh entry.
     * ``stale_hits``: calls answered at once by a stale entry.
-    * ``misses``: calls that waited for a computation (their own or a shared one).
+    * ``misses``: calls not answered from memory: each waited for the level-2
+      store's answer (if the function has a store) and, if that had no usable
+      row, for a computation (its own or a shared one).  Those the store
+      answered, with a fresh row or a stale one (served at once, refreshed in
+      the background), are misses too (and counted in ``store_hits``).
     * ``refreshes``: recomputations started other than by a miss: background
       refreshes (including one whose ``tags=`` raised before it could start) and
       ``refresh()`` calls, whether or not the key had an entry (a call whose key,
@@ -23,7 +27,9 @@ class CacheInfo:
     * ``refresh_errors``: background refreshes that raised (the stale value was kept).
     * ``evictions``: entries dropped from memory because the LRU was full.
     * ``currsize`` / ``maxsize``: entries in memory now, and the bound.
-    * ``store_hits``: misses in memory answered from the level-2 store.
+    * ``store_hits``: misses answered from the level-2 store (a fresh row, or a
+      stale one served at once while it refreshes), once per store read: the
+      concurrent misses of a key share one read, and each is in ``misses``.
     * ``store_errors``: level-2 store operations that failed (logged; never raised).
     """
 

@@ -479,6 +479,38 @@ async def test_a_stale_stored_entry_is_served_and_refreshed(clock: FakeClock) ->
         assert f.cache_info().refreshes == 1
 
 
+async def test_a_call_the_store_answers_counts_as_a_miss_and_a_store_hit(
+    clock: FakeClock,
+) -> None:
+    """A call not answered from memory is a miss even when the store answers it (fresh
+    row or stale row): counted in misses, never in hits or stale_hits, and the store's
+    answer once in store_hits, however many concurrent misses shared the read (the
+    CacheInfo docstring); the stale row's background refresh is in refreshes."""
+    store = MemoryStore()
+    store.put("f", "(int:1,)", Record("fresh", None, clock() - 5, (), None))
+    store.put("f", "(int:2,)", Record("stale", None, clock() - 20, (), None))
+    await store.flush()
+    async with SWRCache(clock=clock, store=store) as cache:
+
+        @cache.cached(ttl=10, namespace="f")
+        async def f(x: int) -> str:
+            return "new"
+
+        answers: list[str] = []
+
+        async def call(x: int) -> None:
+            answers.append(await f(x))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(call, 1)
+        assert (answers, await f(2)) == (["fresh"] * 3, "stale")
+        await cache.wait_idle()
+        info = f.cache_info()
+        assert (info.misses, info.store_hits, info.hits, info.stale_hits) == (4, 2, 0, 0)
+        assert info.refreshes == 1
+
+
 async def test_an_expired_stored_entry_is_recomputed(clock: FakeClock) -> None:
     """A stored entry past its stale window is not served."""
     store = MemoryStore()
