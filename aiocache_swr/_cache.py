@@ -477,7 +477,13 @@ class SWRCache:
             await runner.wait_idle()
 
     async def invalidate_tags(self, *tags: str) -> None:
-        """Drop every entry, of any function of this cache, carrying any of ``tags``."""
+        """Drop every entry, of any function of this cache, carrying any of ``tags``.
+
+        From memory, the entries of this cache's functions only: functions of
+        another :class:`SWRCache` keep theirs (plain ``swr_cached`` functions
+        belong to the default cache, their ``f.cache``).  From the stores this
+        cache's functions use, every row carrying a tag, of any namespace.
+        """
         for tag in tags:
             if not isinstance(tag, str):
                 hint = ""
@@ -731,7 +737,7 @@ def swr_cached(
     * ``namespace``: names this function's entries in a store; default
       ``"module.qualname"``.
     * ``tags``: callable taking the function's arguments, returning str tags, for
-      :meth:`SWRCache.invalidate_tags`.
+      :meth:`SWRCache.invalidate_tags` of the function's cache (``f.cache``).
     * ``store``: a path or a ``SQLiteStore`` to persist entries; default the cache's.
     * ``cache``: the :class:`SWRCache` owning background work; default the process's.
 

@@ -264,6 +264,41 @@ async def test_invalidate_tags_spans_functions(cache: SWRCache) -> None:
     assert title.cache_info().currsize == 1
 
 
+async def test_invalidate_tags_leaves_the_functions_of_another_cache(clock: FakeClock) -> None:
+    """By decision, cache.invalidate_tags drops the tagged entries of that cache's
+    functions only: a function of another SWRCache keeps its tagged entries in memory,
+    even one whose rows lived in a store this cache also uses (the store deletes the
+    tagged rows of every namespace)."""
+    store = MemoryStore()
+    this, other = SWRCache(clock=clock), SWRCache(clock=clock)
+    src = Source()
+
+    @this.cached(ttl=10, store=store, namespace="this", tags=lambda album: [f"album:{album}"])
+    async def mine(album: int) -> Any:
+        return await src()
+
+    @other.cached(ttl=10, tags=lambda album: [f"album:{album}"])
+    async def theirs(album: int) -> Any:
+        return await src()
+
+    @other.cached(ttl=10, store=store, namespace="theirs", tags=lambda album: [f"album:{album}"])
+    async def stored(album: int) -> Any:
+        return await src()
+
+    async with this, other:
+        for f in (mine, theirs, stored):
+            assert await f(1) == "v1"
+        await other.wait_idle()
+        await this.wait_idle()
+        assert {namespace for namespace, _ in store.rows} == {"this", "theirs"}
+        src.value = "v2"
+        await this.invalidate_tags("album:1")
+        assert (await mine(1), await theirs(1), await stored(1)) == ("v2", "v1", "v1")
+        assert (theirs.cache_info().hits, stored.cache_info().hits) == (1, 1)
+        await this.wait_idle()
+        assert {namespace for namespace, _ in store.rows} == {"this"}  # mine's new row only
+
+
 async def test_key_callable_replaces_the_default_key(cache: SWRCache) -> None:
     """key= decides which calls share an entry."""
     src = Source()
