@@ -211,8 +211,9 @@ class SWRCache:
     turn in a queue while their stale values keep being served.
     ``clock``: a zero-argument callable returning wall-clock seconds (default
     ``time.time``); tests pass :class:`aiocache_swr.testing.FakeClock`.
-    ``close_timeout``: seconds ``aclose`` waits for refreshes in flight before
-    cancelling them (real time, not ``clock``: it bounds a real wait).
+    ``close_timeout``: seconds ``aclose`` (or leaving ``async with`` without an
+    error) waits for refreshes in flight before cancelling them (real time, not
+    ``clock``: it bounds a real wait).
     ``store_timeout``: real seconds a store operation (a read, an invalidation, a
     flush) may take; one that takes longer is abandoned and counted as a store
     failure, so a disk that hangs during a read never hangs a caller (a write,
@@ -226,7 +227,11 @@ class SWRCache:
 
     ``async with cache:`` runs background work in a task group of the caller's
     task; without it, a task group is started on first need and lives until the
-    event loop ends (or ``aclose``).
+    event loop ends (or ``aclose``).  Leaving it is ``aclose``, except when the
+    body raised: then, as a task group does, the refreshes in flight are
+    cancelled at once, without waiting ``close_timeout``; pending writes are
+    still flushed and the stores closed, and the body's exception is raised as
+    itself.
     """
 
     def __init__(
@@ -522,10 +527,20 @@ class SWRCache:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Close as ``aclose`` does; but if the body raised, cancel background work at once.
+
+        On an exception (like a task group) the refreshes in flight are cancelled
+        without waiting ``close_timeout``; pending writes are still flushed and
+        the stores closed.
+        """
         await self._close(exc_type, exc, tb)
 
     async def aclose(self) -> None:
-        """Wait (up to ``close_timeout``) for background work, cancel the rest, flush, close."""
+        """Wait (up to ``close_timeout``) for background work, cancel the rest, flush, close.
+
+        Leaving ``async with cache`` does the same, except after an exception in
+        its body: then nothing is waited for (see ``__aexit__``).
+        """
         await self._close(None, None, None)
 
     async def _close(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import sys
 import warnings
 import weakref
@@ -22,6 +23,7 @@ from anyio import wait_all_tasks_blocked
 
 from aiocache_swr import SWRCache, swr_cached
 from aiocache_swr._function import engine_of
+from aiocache_swr._store import MemoryStore
 from aiocache_swr.testing import FakeClock
 
 from ._fetcher import Fetcher
@@ -264,6 +266,79 @@ async def test_exit_with_zero_close_timeout_does_not_start_queued_refreshes(cloc
     assert fetcher.calls == [1, 2, 1]  # the queued refresh never called the backend
     async with cache:
         assert await f(2) == "2:1"  # still the stale value: nothing committed
+
+
+class FlushedOnlyOnClose(MemoryStore):
+    """A store whose background flushes never finish: only closing it writes its buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = False
+        self.never = anyio.Event()
+
+    async def flush(self) -> None:
+        if not self.closing:
+            await self.never.wait()
+        await super().flush()
+
+    async def aclose(self) -> None:
+        self.closing = True
+        await super().aclose()
+
+
+async def test_exit_on_an_error_cancels_refreshes_at_once_and_still_flushes(clock):
+    """By decision, like a task group: leaving `async with cache` because the body raised
+    cancels the refreshes in flight at once, without waiting close_timeout, and still
+    flushes the writes pending (then closes the store); the body's error comes out."""
+    store = FlushedOnlyOnClose()
+    cache = SWRCache(clock=clock, store=store, close_timeout=math.inf)
+    started, gate = anyio.Event(), anyio.Event()
+    calls: list[int] = []
+    cancelled: list[int] = []
+
+    @cache.cached(ttl=10, namespace="f")
+    async def f(key: int) -> str:
+        calls.append(key)
+        if len(calls) == 2:  # the background refresh: held until the test ends
+            started.set()
+            try:
+                await gate.wait()
+            except anyio.get_cancelled_exc_class():
+                cancelled.append(key)
+                raise
+        return f"{key}:{len(calls)}"
+
+    class AppError(Exception):
+        pass
+
+    exited = anyio.Event()
+
+    async def body() -> None:
+        async with cache:
+            assert await f(1) == "1:1"  # its row is buffered: the flush never ends
+            clock.advance(11)
+            assert await f(1) == "1:1"  # stale: a refresh starts and is held
+            await started.wait()
+            assert store.pending
+            raise AppError
+
+    async def app() -> None:
+        with pytest.raises(AppError):
+            await body()
+        exited.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app)
+        await wait_all_tasks_blocked()
+        exited_at_once = exited.is_set()
+        gate.set()  # only lets a wrongly waiting exit go on
+        store.never.set()
+    assert exited_at_once, "exit waited for the refresh in flight"
+    assert cancelled == [1]
+    assert (store.pending, store.closed) == (False, True)
+    assert [(ns, record.created) for (ns, _), record in store.rows.items()] == [
+        ("f", clock() - 11)
+    ]  # the first value, written at close; the refresh wrote nothing
 
 
 async def test_wait_idle_returns_after_queued_and_running_refreshes(clock, fetcher):
