@@ -1132,9 +1132,11 @@ _new_partial: Final[Any] = functools.partial.__new__
 class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T]):
     """A decorated method bound to one instance (the first argument of its key): ``obj.method``.
 
-    Await it like the method; ``refresh``, ``invalidate`` and ``cache_info``
-    take the instance as their first argument too (``cache_clear`` drops the
-    entries of every instance).  Like a :class:`types.MethodType`, it has its
+    Await it like the method; ``refresh`` and ``invalidate`` are bound to the
+    instance too (``obj.method.invalidate(x)`` drops the entry of ``obj`` and
+    ``x``), while ``cache_info`` and ``cache_clear`` are the function's and cover
+    every instance: its counters, and the entries of all instances.  Like a
+    :class:`types.MethodType`, it has its
     function's ``__name__``, ``__qualname__``, ``__doc__``, ``cache`` and
     ``namespace``; its ``__wrapped__`` is the undecorated function bound to the
     instance, and its signature lacks the instance.
