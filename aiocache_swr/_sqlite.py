@@ -1624,6 +1624,10 @@ class SQLiteStore:
                     if _primary_code(exc) == _SQLITE_CANTOPEN:
                         continue  # deleted after the stat, say: see what the path names now
                 raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
+            except BaseException:  # e.g. an OSError of the check: the folder replaced
+                if db is not None:
+                    db.close()
+                raise
             self._reader_file_id = file_id
             self._reader_schema = version >= _READABLE_SINCE
             if not self._reader_schema:

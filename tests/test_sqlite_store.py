@@ -1638,6 +1638,37 @@ async def test_a_new_store_reading_before_its_first_write_logs_no_warning(
     await store.aclose()
 
 
+async def test_a_read_open_whose_file_check_fails_closes_its_connection(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError from the check of the file after the read connection's connect (its
+    folder replaced by a file meanwhile) fails the read, and closes that connection."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec(1))
+    await store.flush()  # the writer is open, the reader not yet
+    made: list[sqlite3.Connection] = []
+    connect, path_id = store._connect_to, store._path_id_sync
+
+    def tracked(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        made.append(connect(*args, **kwargs))
+        return made[-1]
+
+    def folder_replaced() -> tuple[int, int]:
+        if made:  # the check after the connect
+            raise NotADirectoryError(20, "Not a directory", str(db_path))
+        return path_id()
+
+    monkeypatch.setattr(store, "_connect_to", tracked)
+    monkeypatch.setattr(store, "_path_id_sync", folder_replaced)
+    with pytest.raises(StoreError):
+        await store.get_many(NS, ["k"])
+    assert len(made) == 1
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        made[0].execute("SELECT 1")
+    monkeypatch.undo()
+    await store.aclose()
+
+
 def corrupt_in_place(path: Path) -> None:
     """Garble every page of the file but the first, in place, as a failing disk
     might: the file still opens as a database, and its tables no longer read."""
