@@ -190,6 +190,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import hmac
 import json
@@ -1232,6 +1233,13 @@ class SQLiteStore:
         # arriving meanwhile gather for the next batch.
         if st.read_batch is batch:
             st.read_batch = None
+        if cancelled is not None and batch.event is not None:
+            limit = store_time_limit.get()
+            if limit is not None and limit.expired():
+                # Let go by its time limit (as _call lets go a read hung on the
+                # worker): a task of this store serves those who joined, on its own.
+                self._serve_later(st, batch)
+                raise cancelled
         try:
             if cancelled is None:
                 await self._run_read(st, batch)
@@ -1247,6 +1255,26 @@ class SQLiteStore:
                 batch.event.set()
         if cancelled is not None:
             raise cancelled
+
+    def _serve_later(self, st: _LoopState, batch: _ReadBatch) -> None:
+        """Run ``batch`` for the callers who joined it in a task of this store, whose
+        cancellation (the loop ending) waits for the worker, under no time limit."""
+
+        async def serve() -> None:
+            try:
+                await self._run_read(st, batch)
+            except Exception as exc:  # theirs to raise (``_read``), not this task's
+                if batch.error is None:
+                    batch.error = exc
+            finally:
+                assert batch.event is not None
+                batch.event.set()
+
+        context = contextvars.copy_context()
+        context.run(store_time_limit.set, None)
+        task = context.run(asyncio.get_running_loop().create_task, serve())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def _run_read(self, st: _LoopState, batch: _ReadBatch) -> None:
         st.reading = batch  # before opening: readers arriving meanwhile gather behind it
