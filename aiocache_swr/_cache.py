@@ -8,13 +8,14 @@ import math
 import os
 import sys
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
-from weakref import WeakSet, WeakValueDictionary
+from weakref import WeakKeyDictionary, WeakSet
 
 import anyio
 import anyio.abc
@@ -38,13 +39,15 @@ logger = logging.getLogger("aiocache_swr")
 
 StoreArg = str | os.PathLike[str] | Store | None
 
-# One store object per file, shared by every function (of every cache) naming it,
-# and the clocks of those caches.
+# One store object per file, shared by every function (of every cache) naming it.
 _stores_by_path: dict[Path, Store] = {}
-_clocks_by_path: dict[Path, list[Callable[[], Callable[[], float] | None]]] = {}
-# SQLiteStore objects made by the application and given as store=, by file: a path
-# naming one of those files gets that object (its secret, serializer, max_entries).
-_given_by_path: WeakValueDictionary[Path, SQLiteStore] = WeakValueDictionary()
+# SQLiteStore objects made by the application and given as store=, by file, in the
+# order given: a path naming one of those files gets the first still alive (its
+# secret, serializer, max_entries).
+_given_by_path: dict[Path, list[weakref.ref[SQLiteStore]]] = {}
+# The clocks of the caches naming a store by its path (and the store's own clock).
+_clocks_of: WeakKeyDictionary[SQLiteStore, list[Callable[[], Callable[[], float] | None]]]
+_clocks_of = WeakKeyDictionary()
 
 
 def _earliest(clocks: list[Callable[[], Callable[[], float] | None]]) -> float:
@@ -69,19 +72,14 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
             path = _check_path(store)  # exactly the checks of SQLiteStore(path)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}: store= is not a usable file path: {exc}") from None
-        given = _given_by_path.get(path)
-        if given is not None:
-            return given
-        found = _stores_by_path.get(path)
+        found: Store | None = _given(path)
+        if found is None:
+            found = _stores_by_path.get(path)
         if found is None:
             found = _stores_by_path[path] = SQLiteStore(path, clock=clock)
-            _clocks_by_path[path] = [weak_clock(clock)]
+            _clocks_of[found] = [weak_clock(clock)]
         elif isinstance(found, SQLiteStore):
-            clocks = _clocks_by_path[path]
-            if all(clock is not ref() for ref in clocks):
-                clocks[:] = [ref for ref in clocks if ref() is not None]
-                clocks.append(weak_clock(clock))
-                found.clock = partial(_earliest, clocks)
+            _add_clock(found, clock)
         return found
     if isinstance(store, type):
         raise TypeError(
@@ -109,13 +107,41 @@ def _default_namespace(fn: object, name: str) -> str:
     return name
 
 
+def _given(path: Path) -> SQLiteStore | None:
+    """The first store given as ``store=`` on the file ``path`` that is still alive."""
+    refs = _given_by_path.get(path)
+    if refs is None:
+        return None
+    refs[:] = [ref for ref in refs if ref() is not None]
+    if not refs:
+        del _given_by_path[path]
+        return None
+    return refs[0]()
+
+
+def _add_clock(store: SQLiteStore, clock: Callable[[], float]) -> None:
+    """Purge ``store``'s rows on the earliest time of its clocks and ``clock``, that of
+    one more cache naming its file by path (see :func:`_resolve_store`)."""
+    clocks = _clocks_of.get(store)
+    if clocks is None:  # a given store: its own clock, as long as it lives
+        own = store.clock
+        if own is clock:
+            return
+        clocks = _clocks_of[store] = [lambda: own]
+    if any(clock is ref() for ref in clocks):
+        return
+    clocks[:] = [ref for ref in clocks if ref() is not None]
+    clocks.append(weak_clock(clock))
+    store.clock = partial(_earliest, clocks)
+
+
 def _register_given(store: SQLiteStore) -> None:
     """Remember ``store`` as its file's store; warn if another store object on the same
     file has other settings (each would read and evict the other's rows as its own)."""
     path = store.path
     others = [
         other
-        for other in (_given_by_path.get(path), _stores_by_path.get(path))
+        for other in (_given(path), _stores_by_path.get(path))
         if isinstance(other, SQLiteStore) and other is not store
     ]
     mine = store._settings()
@@ -132,8 +158,9 @@ def _register_given(store: SQLiteStore) -> None:
                 " and ".join(differ),
             )
             break
-    if path not in _given_by_path:
-        _given_by_path[path] = store
+    refs = _given_by_path.setdefault(path, [])
+    if all(ref() is not store for ref in refs):
+        refs.append(weakref.ref(store))
 
 
 def _brief(value: object) -> str:

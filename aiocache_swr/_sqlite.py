@@ -52,12 +52,13 @@ Event loops
     back through futures of the loop that asked, so this store is asyncio-only
     (under another async library every operation raises :class:`StoreError`).
     The store keeps two connections for the running loop, each with its worker
-    thread, and opens them lazily: one writes, one reads (see "Reads").  The
-    writer is opened first, as it creates the file and its schema; the reader
-    opens the file the path names (``mode=rw``).  The reader never makes a file
-    or a schema, nor closes the writer (either could wait for another process's
-    lock): a missing file, or one without this version's schema (new, or
-    older), reads as empty until a write makes or upgrades it.  When the
+    thread, and opens them lazily, each on its own: one writes, one reads (see
+    "Reads").  The writer creates the file and its schema, and upgrades an
+    older one; the reader opens the file the path names (``mode=rw``).  The
+    reader never opens the writer, makes a file or a schema, nor closes the
+    writer (any of these could wait for another process's lock): a missing
+    file, or one without a schema yet, reads as empty until a write makes it.
+    A file of an older schema reads as it is (see ``_READABLE_SINCE``).  When the
     store is used from a different loop (two successive ``asyncio.run`` calls,
     one loop per test...), the previous connections are stopped from a
     short-lived helper thread --
@@ -189,6 +190,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import hmac
 import json
@@ -232,6 +234,9 @@ logger = logging.getLogger("aiocache_swr")
 
 #: Version of the on-disk schema (``PRAGMA user_version``) this module writes.
 SCHEMA_VERSION: Final = 2
+# The oldest schema reads understand: version 2 only dropped a trigger and an index
+# of version 1, so a version-1 file is read as it is until a write upgrades it.
+_READABLE_SINCE: Final = 1
 
 _CHUNK: Final = 500  # keys or tags per statement: under SQLite's old 999-variable limit
 _MAX_BATCH: Final = 2000  # buffered operations written per transaction
@@ -335,7 +340,7 @@ class JSONSerializer:
 class SQLiteStoreStats:
     """Counters of one :class:`SQLiteStore` (diagnostics and tests; not synchronized)."""
 
-    opens: int = 0  # times the file was opened: once per event loop used, and per reopen
+    opens: int = 0  # times the write connection opened the file: per event loop, per reopen
     # (the read connection opens with the first read after each, and is not counted)
     read_batches: int = 0  # coalesced get_many round trips to the database thread
     read_queries: int = 0  # SELECT statements those round trips ran
@@ -913,7 +918,7 @@ class SQLiteStore:
         self._read_open_failure: tuple[float, StoreError] | None = None  # the reader's
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the open file
         # ...and of the reader's (None: the path named no file when it opened), and
-        # whether that file has this version's schema (if not, it reads as empty).
+        # whether that file has a schema reads understand (if not, it reads as empty).
         self._reader_file_id: tuple[int, int] | None = None
         self._reader_schema = False
         # The open file, found corrupt by a job, and how: set aside by the next open.
@@ -1228,6 +1233,13 @@ class SQLiteStore:
         # arriving meanwhile gather for the next batch.
         if st.read_batch is batch:
             st.read_batch = None
+        if cancelled is not None and batch.event is not None:
+            limit = store_time_limit.get()
+            if limit is not None and limit.expired():
+                # Let go by its time limit (as _call lets go a read hung on the
+                # worker): a task of this store serves those who joined, on its own.
+                self._serve_later(st, batch)
+                raise cancelled
         try:
             if cancelled is None:
                 await self._run_read(st, batch)
@@ -1243,6 +1255,26 @@ class SQLiteStore:
                 batch.event.set()
         if cancelled is not None:
             raise cancelled
+
+    def _serve_later(self, st: _LoopState, batch: _ReadBatch) -> None:
+        """Run ``batch`` for the callers who joined it in a task of this store, whose
+        cancellation (the loop ending) waits for the worker, under no time limit."""
+
+        async def serve() -> None:
+            try:
+                await self._run_read(st, batch)
+            except Exception as exc:  # theirs to raise (``_read``), not this task's
+                if batch.error is None:
+                    batch.error = exc
+            finally:
+                assert batch.event is not None
+                batch.event.set()
+
+        context = contextvars.copy_context()
+        context.run(store_time_limit.set, None)
+        task = context.run(asyncio.get_running_loop().create_task, serve())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def _run_read(self, st: _LoopState, batch: _ReadBatch) -> None:
         st.reading = batch  # before opening: readers arriving meanwhile gather behind it
@@ -1313,11 +1345,12 @@ class SQLiteStore:
     async def _ready(self, st: _LoopState, link: _Link) -> None:
         """Make sure ``link`` (``st.writer`` or ``st.reader``) is open.
 
-        The reader is opened after the writer, which creates the file and its
-        schema (and moves a corrupt file aside).  The reader never closes the
-        writer, nor makes a file or a schema (``_open_reader_sync``).  An open
-        that fails is remembered for ``_OPEN_RETRY_AFTER`` seconds, the reader's
-        as the writer's: meanwhile the operations that need it fail at once.
+        Each opens on its own: the reader never opens the writer, whose open
+        makes the file and its schema and so may wait for another process's
+        write lock, and it never closes the writer, nor makes a file or a schema
+        (``_open_reader_sync``).  An open that fails is remembered for
+        ``_OPEN_RETRY_AFTER`` seconds, each connection's apart: meanwhile the
+        operations that need that connection fail at once.
         """
         if link.execute is not None:
             return
@@ -1330,13 +1363,14 @@ class SQLiteStore:
                 if link.execute is not None:
                     return
                 self._check_open_failure(reader=reader)
-                await self._open_writer(st)
-                if reader:
-                    try:
-                        await self._open(st.reader, self._open_reader_sync)
-                    except StoreError as exc:
-                        self._read_open_failure = (time.monotonic() + _OPEN_RETRY_AFTER, exc)
-                        raise
+                if not reader:
+                    await self._open_writer(st)
+                    return
+                try:
+                    await self._open(st.reader, self._open_reader_sync)
+                except StoreError as exc:
+                    self._read_open_failure = (time.monotonic() + _OPEN_RETRY_AFTER, exc)
+                    raise
 
     async def _open_writer(self, st: _LoopState) -> None:
         """Open ``st.writer`` unless it is open; a failure is remembered for a while."""
@@ -1399,20 +1433,20 @@ class SQLiteStore:
 
     def _check_open_failure(self, *, reader: bool = False) -> None:
         """Raise the open failure remembered for less than ``_OPEN_RETRY_AFTER``
-        seconds: the writer's, and with ``reader`` the reader's too.
+        seconds: the writer's, or with ``reader`` the reader's.
 
         A new exception, not chained: its caller logs it, without the traceback of
         the open that failed each time.
         """
         now = time.monotonic()
-        failure = self._open_failure
-        if failure is not None and now >= failure[0]:
-            failure = self._open_failure = None
-        read_failure = self._read_open_failure
-        if read_failure is not None and now >= read_failure[0]:
-            read_failure = self._read_open_failure = None
-        if failure is None and reader:
-            failure = read_failure
+        if reader:
+            failure = self._read_open_failure
+            if failure is not None and now >= failure[0]:
+                failure = self._read_open_failure = None
+        else:
+            failure = self._open_failure
+            if failure is not None and now >= failure[0]:
+                failure = self._open_failure = None
         if failure is not None:
             exc = failure[1]
             raise type(exc)(f"{exc} (not retried before {_OPEN_RETRY_AFTER:g}s have passed)")
@@ -1559,13 +1593,13 @@ class SQLiteStore:
         write lock (``BEGIN IMMEDIATE``), and a read must not (nor close the
         writer, whose job may wait so).  A path that names no file (deleted) reads
         as empty: the connection is then an in-memory one, and each read checks
-        whether a file has been made since.  So does a file without this
-        version's schema (``user_version`` 0: emptied, or made by another process
-        that has not written its schema yet; or older), each read checking its
-        version until it has it.  The next write makes or upgrades the file (the
-        writer finds out that the file changed).  A file found corrupt, before or
-        by this open, is set aside first (a rename).  A newer schema's file raises
-        :class:`SchemaVersionError`.
+        whether a file has been made since.  So does a file without a schema
+        (``user_version`` 0: emptied, or made by another process that has not
+        written its schema yet), each read checking its version until it has
+        one.  The next write makes the schema, or upgrades an older one that
+        reads understood meanwhile (the writer finds out that the file changed).
+        A file found corrupt, before or by this open, is set aside first (a
+        rename).  A newer schema's file raises :class:`SchemaVersionError`.
         """
         self._set_aside_corrupt_sync()
         delay = 0.01
@@ -1580,11 +1614,15 @@ class SQLiteStore:
                 self._check_version(version)
                 self._check_file_sync(file_id)  # as in _open_sync
             except FileNotFoundError:  # from the first stat
-                logger.warning(
-                    "%r: the database file is missing (deleted?); reads find nothing "
-                    "until a write makes a new one",
-                    self,
-                )
+                if self._file_id is None and self._reader_file_id is None:
+                    # This store has never had a file at the path: a new one.
+                    logger.debug("%r: no database file yet; the first write makes it", self)
+                else:
+                    logger.warning(
+                        "%r: the database file is missing (deleted?); reads find nothing "
+                        "until a write makes a new one",
+                        self,
+                    )
                 self._reader_file_id = None
                 self._reader_schema = False
                 return self._connect_to(":memory:")
@@ -1614,12 +1652,16 @@ class SQLiteStore:
                     if _primary_code(exc) == _SQLITE_CANTOPEN:
                         continue  # deleted after the stat, say: see what the path names now
                 raise StoreOpenError(f"{self!r}: cannot open the database to read: {exc}") from exc
+            except BaseException:  # e.g. an OSError of the check: the folder replaced
+                if db is not None:
+                    db.close()
+                raise
             self._reader_file_id = file_id
-            self._reader_schema = version == SCHEMA_VERSION
+            self._reader_schema = version >= _READABLE_SINCE
             if not self._reader_schema:
                 logger.info(
-                    "%r: the database file has no schema of this version (user_version "
-                    "%s); reads find nothing until a write makes it",
+                    "%r: the database file has no schema yet (user_version %s); reads "
+                    "find nothing until a write makes it",
                     self,
                     version,
                 )
@@ -1798,7 +1840,7 @@ class SQLiteStore:
         """Check the reader's file before a read: raise :class:`_FileGone` if the
         path names another file now (the reader opens it); say whether there is
         anything to read (not if the path named no file when the reader opened
-        and still does not, or the file has no schema of this version yet)."""
+        and still does not, or the file has no schema reads understand yet)."""
         file_id = self._reader_file_id
         if file_id is None:  # the path named no file
             try:
@@ -1811,7 +1853,7 @@ class SQLiteStore:
             return True
         version = db.execute("PRAGMA user_version").fetchone()[0]
         self._check_version(version)
-        if version < SCHEMA_VERSION:
+        if version < _READABLE_SINCE:
             return False
         self._reader_schema = True
         return True

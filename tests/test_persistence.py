@@ -448,6 +448,44 @@ async def test_a_path_naming_the_file_of_a_given_store_object_gets_that_object(
     assert all(mac is not None for mac in macs)
 
 
+@pytest.mark.anyio
+async def test_a_fake_clock_cache_naming_a_given_stores_file_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    """A cache with a FakeClock that names by path the file of a given SQLiteStore (on
+    the real clock) gets that store, which then purges on the earlier of the two
+    clocks: the fake-clock rows are not purged by the batch that writes them."""
+    path = tmp_path / "c.db"
+    given = SQLiteStore(path)
+    real = SWRCache(store=given)
+    fake = SWRCache(store=str(path), clock=FakeClock())
+
+    @fake.cached(ttl=60, stale_ttl=60, namespace="fake")
+    async def f(k: int) -> int:
+        return k
+
+    assert engine_of(f)._store is given
+    async with fake, real:
+        assert await f(1) == 1
+    with closing(sqlite3.connect(path)) as db:
+        assert set(db.execute("SELECT namespace, key FROM swr_entries")) == {("fake", "(int:1,)")}
+
+
+def test_a_path_gets_a_later_given_store_once_the_first_is_gone(tmp_path: Path) -> None:
+    """Of two SQLiteStore objects given on one file, a path gets the first while it
+    lives, and the second once the first has been collected: never a new store."""
+    path = tmp_path / "signed.db"
+    first = SQLiteStore(path, secret=b"k" * 32)
+    second = SQLiteStore(path, secret=b"k" * 32)
+    SWRCache(store=first)
+    keep = SWRCache(store=second)
+    assert SWRCache(store=str(path)).store is first
+    del first
+    gc.collect()
+    assert SWRCache(store=str(path)).store is second
+    assert keep.store is second
+
+
 def test_two_store_objects_of_other_settings_on_one_file_are_warned(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -771,7 +771,12 @@ async def test_a_file_replaced_after_the_open_found_it_corrupt_is_kept(
         raise exc
 
     monkeypatch.setattr(store, "_prepare_sync", prepare)
-    assert await store.get_many(NS, ["theirs"]) == {"theirs": rec("T")}
+    store.put(NS, "mine", rec("M"))
+    await store.flush()  # the writer's open finds the file corrupt
+    assert await store.get_many(NS, ["theirs", "mine"]) == {
+        "theirs": rec("T"),
+        "mine": rec("M"),
+    }
     assert store.stats.moved_aside == 0
     assert _set_aside(db_path) == []
     await store.aclose()
@@ -883,7 +888,8 @@ def write_v1_file(path: Path, rows: list[tuple[str, str, Any, tuple[str, ...]]])
 
 
 async def test_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
-    """A version-1 file is upgraded on open: rows and count kept, its trigger and index dropped."""
+    """A version-1 file is read as it is, and upgraded by the first write: rows and count
+    kept, its trigger and index dropped."""
     write_v1_file(
         db_path,
         [
@@ -899,18 +905,19 @@ async def test_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
         "a": rec("A", tags=("t1", "t4")),
         "b": rec("B"),
     }
+    with raw(db_path) as db:  # a read never writes
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+    # Writes keep the count exact; the upgraded rows are evicted first, by rowid.
+    store.put(NS, "b", rec("B2"))  # rewritten: now newer than "a" and "c"
+    store.put(NS, "d", rec("D"))
+    store.put(NS, "e", rec("E"))
+    await store.flush()
     with raw(db_path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
         names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
     assert "swr_entries_insert" not in names
     assert "swr_entries_written" not in names
     assert {"swr_entries_delete", "swr_entries_expires", "swr_tags_tag"} <= names
-    assert exact_count(db_path) == 3
-    # Writes keep the count exact; the upgraded rows are evicted first, by rowid.
-    store.put(NS, "b", rec("B2"))  # rewritten: now newer than "a" and "c"
-    store.put(NS, "d", rec("D"))
-    store.put(NS, "e", rec("E"))
-    await store.flush()
     assert exact_count(db_path) == 4
     assert stored_keys(db_path) == {"b", "d", "e"}  # "a" evicted
     assert stored_keys(db_path, "other") == {"c"}
@@ -1580,6 +1587,88 @@ async def test_a_read_that_finds_the_file_deleted_does_not_wait_for_a_blocked_wr
     await store.aclose()
 
 
+async def test_a_first_read_does_not_open_the_writer_behind_another_writers_lock(
+    db_path: Path,
+) -> None:
+    """A store's first read, on a file whose schema another process is still writing
+    under its write lock, reads it as empty at once: it opens the read connection
+    only, never the writer (which would wait for that lock, then fail)."""
+    store = SQLiteStore(db_path, busy_timeout=GATE_TIMEOUT)
+    with another_writer_holds_the_lock(db_path) as writer:
+        assert await store.get_many(NS, ["k"]) == {}
+        assert writer.in_transaction, "the read waited for the other writer"
+    assert store.stats.opens == 0  # the write connection was never opened
+    store.put(NS, "k", rec(1))
+    await store.flush()  # the first write makes the schema; reads see it
+    assert await store.get_many(NS, ["k"]) == {"k": rec(1)}
+    await store.aclose()
+
+
+async def test_a_writers_failed_open_does_not_fail_reads(db_path: Path) -> None:
+    """The write connection's failed open (another writer held the lock past
+    busy_timeout) is remembered for writes only: reads of the file go on."""
+    seed = SQLiteStore(db_path)
+    seed.put(NS, "k", rec(1))
+    await seed.aclose()
+    store = SQLiteStore(db_path, busy_timeout=0.01)
+    with raw(db_path) as db:  # a version-1 file: the writer's open must upgrade it
+        db.execute("PRAGMA user_version = 1")
+    with another_writer_holds_the_lock(db_path):
+        store.put(NS, "j", rec(2))
+        with pytest.raises(StoreOpenError):
+            await store.flush()
+    assert store._open_failure is not None  # remembered for the writer
+    assert await store.get_many(NS, ["k"]) == {"k": rec(1)}
+    await store.aclose()
+
+
+async def test_a_new_store_reading_before_its_first_write_logs_no_warning(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store whose file does not exist yet reads as empty without a warning (it is
+    new, not deleted), and does not make the file: the first write does."""
+    store = SQLiteStore(db_path)
+    with caplog.at_level(logging.DEBUG, logger="aiocache_swr"):
+        assert await store.get_many(NS, ["k"]) == {}
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not os.path.exists(db_path)  # noqa: ASYNC240 - a check, not I/O to wait for
+    store.put(NS, "k", rec(1))
+    await store.flush()
+    assert await store.get_many(NS, ["k"]) == {"k": rec(1)}
+    await store.aclose()
+
+
+async def test_a_read_open_whose_file_check_fails_closes_its_connection(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError from the check of the file after the read connection's connect (its
+    folder replaced by a file meanwhile) fails the read, and closes that connection."""
+    store = SQLiteStore(db_path)
+    store.put(NS, "k", rec(1))
+    await store.flush()  # the writer is open, the reader not yet
+    made: list[sqlite3.Connection] = []
+    connect, path_id = store._connect_to, store._path_id_sync
+
+    def tracked(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        made.append(connect(*args, **kwargs))
+        return made[-1]
+
+    def folder_replaced() -> tuple[int, int]:
+        if made:  # the check after the connect
+            raise NotADirectoryError(20, "Not a directory", str(db_path))
+        return path_id()
+
+    monkeypatch.setattr(store, "_connect_to", tracked)
+    monkeypatch.setattr(store, "_path_id_sync", folder_replaced)
+    with pytest.raises(StoreError):
+        await store.get_many(NS, ["k"])
+    assert len(made) == 1
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        made[0].execute("SELECT 1")
+    monkeypatch.undo()
+    await store.aclose()
+
+
 def corrupt_in_place(path: Path) -> None:
     """Garble every page of the file but the first, in place, as a failing disk
     might: the file still opens as a database, and its tables no longer read."""
@@ -1670,8 +1759,9 @@ async def test_a_corrupt_file_another_process_replaced_meanwhile_is_kept(db_path
 async def test_aclose_while_a_read_opens_a_connection_closes_both(
     db_path: Path, opening: str
 ) -> None:
-    """aclose during the first read's open of a connection (the write one, opened
-    first, or the read one) waits for that open and closes both: no thread is left."""
+    """aclose during the open of a connection (the write one, by a write, or the read
+    one, by a read while the write one is open) waits for that open and closes both:
+    no thread is left."""
     seed = SQLiteStore(db_path)
     seed.put(NS, "a", rec("A"))
     await seed.aclose()
@@ -1679,6 +1769,8 @@ async def test_aclose_while_a_read_opens_a_connection_closes_both(
     store = SQLiteStore(db_path)
     if opening == "_open_reader_sync":
         await store.delete(NS, ["gone"])  # the write connection is open, the read one not yet
+    else:
+        assert await store.get_many(NS, ["a"]) == {"a": rec("A")}  # the read one is open
     entered, release = threading.Event(), threading.Event()
     connect = getattr(store, opening)
 
@@ -1691,16 +1783,20 @@ async def test_aclose_while_a_read_opens_a_connection_closes_both(
     setattr(store, opening, held_open)
     found: dict[str, Record] = {}
 
-    async def read() -> None:
-        found.update(await store.get_many(NS, ["a"]))
+    async def read_or_write() -> None:
+        if opening == "_open_reader_sync":
+            found.update(await store.get_many(NS, ["a"]))
+        else:
+            await store.delete(NS, ["gone"])
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(read)
+        tg.start_soon(read_or_write)
         assert await anyio.to_thread.run_sync(entered.wait, GATE_TIMEOUT)
         tg.start_soon(store.aclose)
         await wait_all_tasks_blocked()  # aclose waits for the open
         release.set()
-    assert found == {"a": rec("A")}
+    if opening == "_open_reader_sync":
+        assert found == {"a": rec("A")}
     st = store._state
     assert st is not None
     assert st.reader.conn is None
@@ -1870,6 +1966,9 @@ async def test_aclose_stops_the_worker_thread(db_path: Path) -> None:
     assert stored_keys(db_path) == {"k"}
     assert await anyio.to_thread.run_sync(join_store_threads, threads) == []
     assert await store.get_many(NS, ["k"]) == {"k": rec(1)}
+    assert store.stats.opens == 1  # a read opens the read connection only
+    store.put(NS, "k", rec(2))
+    await store.flush()
     assert store.stats.opens == 2
     await store.aclose()
     await store.aclose()  # idempotent

@@ -391,6 +391,57 @@ async def test_a_read_hung_on_the_sqlite_worker_lets_its_caller_go_at_store_time
     assert "store_timeout" in caplog.text
 
 
+async def test_a_read_batch_leader_let_go_by_its_limit_leaves_its_batch_to_the_store(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """Two caches share one SQLiteStore, one with no store_timeout: a read of the
+    other's waiting for a read hung on the worker thread, with a read of the first
+    cache's joined to its batch, is let go at store_timeout (the caller gets the
+    computed value), and the store serves the one who joined once the worker is back."""
+    path = tmp_path / "cache.db"
+    seed = SQLiteStore(path)
+    for key in (1, 2, 3):
+        seed.put("ns", stable_key((key,)), Record(f"stored {key}", None, clock(), ()))
+    await seed.aclose()
+    loads = GateSerializer()
+    store = SQLiteStore(path, serializer=loads)
+    patient = SWRCache(clock=clock, store=store, store_timeout=None)
+    limited = SWRCache(clock=clock, store=store, store_timeout=TIMEOUT)
+
+    async def compute(key: int) -> str:
+        return f"computed {key}"
+
+    first = patient.cached(ttl=TTL, namespace="ns")(compute)
+    joiner = patient.cached(ttl=TTL, namespace="ns")(compute)
+    leader = limited.cached(ttl=TTL, namespace="ns")(compute)
+    results: dict[str, str] = {}
+    led = anyio.Event()
+
+    async def call(name: str, f: Any, key: int) -> None:
+        results[name] = await f(key)
+        if name == "leader":
+            led.set()
+
+    loads.hold = True
+    try:
+        async with patient, limited, anyio.create_task_group() as tg:
+            tg.start_soon(call, "first", first, 1)
+            assert await anyio.to_thread.run_sync(loads.entered.wait, GATE_TIMEOUT)
+            tg.start_soon(call, "leader", leader, 2)  # leads the next batch
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(call, "joiner", joiner, 3)  # joins it
+            await anyio.wait_all_tasks_blocked()
+            await advance(TIMEOUT + 1)
+            await led.wait()
+            assert not loads.left.is_set(), "the leader waited for the stuck worker"
+            assert results == {"leader": "computed 2"}
+            loads.hold = False
+            loads.release.set()
+    finally:
+        loads.release.set()
+    assert results == {"leader": "computed 2", "first": "stored 1", "joiner": "stored 3"}
+
+
 async def test_the_time_limit_used_before_python_3_11_says_when_it_has_expired() -> None:
     """Before 3.11 (and on trio) the store's time limit is an anyio cancel scope: it
     says it expired, so a store read it abandons lets its caller go at once (a hung
