@@ -839,18 +839,13 @@ class Engine(Generic[P, T]):
                 )
             malformed: tuple[Hashable, Exception] | None = None
             now = self._clock()
+            runner = reads.runner
             for flight, skey, context in zip(flights, reads.skeys, reads.contexts, strict=True):
-                try:
-                    entry = self._loaded(flight, found, skey, now)
-                except Exception as exc:  # a store that answers garbage: a miss
-                    entry = None
-                    malformed = malformed or (flight.key, exc)
-                if entry is None:
-                    context.run(reads.runner.start_fetch, flight)
-                else:
-                    flight.value = entry.value
-                    flight.ok = True
-                    self._finish(flight)
+                # In its caller's context, not the batch's first caller's: what it
+                # starts (its fetch, or the refresh of a stale entry) and its events.
+                error = context.run(self._answer_read, runner, flight, found, skey, now)
+                if error is not None:
+                    malformed = malformed or (flight.key, error)
                 done += 1
             if malformed is not None:  # one failed read, however many records it spoiled
                 bad_key, error = malformed
@@ -858,6 +853,26 @@ class Engine(Generic[P, T]):
         finally:
             for flight in flights[done:]:  # cancelled (the cache is closing)
                 self._finish(flight)
+
+    def _answer_read(
+        self, runner: Runner, flight: _Flight, found: Any, skey: str, now: float
+    ) -> Exception | None:
+        """Answer a batched miss from the store's ``found``, else start its fetch.
+
+        Returns why its record was malformed (it is then fetched), if it was."""
+        error = None
+        try:
+            entry = self._loaded(flight, found, skey, now)
+        except Exception as exc:  # a store that answers garbage: a miss
+            entry = None
+            error = exc
+        if entry is None:
+            runner.start_fetch(flight)
+        else:
+            flight.value = entry.value
+            flight.ok = True
+            self._finish(flight)  # starts the refresh of an entry loaded stale
+        return error
 
     def _loaded(self, flight: _Flight, found: Any, skey: str, now: float) -> Entry | None:
         """The entry the store answered for a miss, now in memory; None: compute it.
