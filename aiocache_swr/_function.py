@@ -37,6 +37,8 @@ import functools
 import inspect
 import logging
 import math
+import pickle
+import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from types import FrameType, MethodType, TracebackType
@@ -345,6 +347,43 @@ class Engine(Generic[P, T]):
 
     def __repr__(self) -> str:
         return f"<swr_cached {self._name} ttl={self._ttl} stale_ttl={self._stale_ttl}>"
+
+    # -- copied and pickled as a function is -----------------------------------
+
+    def __copy__(self) -> Engine[P, T]:
+        # Atomic, as a function is: a copy would have its own LRU, which the call
+        # closure (bound to this engine) never reads, so invalidating it would do nothing.
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Engine[P, T]:
+        return self
+
+    def __reduce__(self) -> str:
+        """Pickled by reference, as a function is: found again by module and qualified
+        name, or under another name its class keeps it under (as ``BoundSWRFunction``
+        finds its method), else a ``PicklingError`` saying why."""
+        owner_path, _, name = self.__qualname__.rpartition(".")
+        owner: Any = sys.modules.get(self.__module__)
+        for part in owner_path.split(".") if owner_path else ():
+            owner = getattr(owner, part, None)
+        if getattr(owner, name, None) is not self and isinstance(owner, type):
+            # e.g. load = cache.cached(...)(_load), whose qualified name is _load's.
+            name = next(
+                (
+                    other
+                    for klass in owner.__mro__
+                    for other, value in vars(klass).items()
+                    if value is self or (isinstance(value, staticmethod) and value.__func__ is self)
+                ),
+                name,
+            )
+        if getattr(owner, name, None) is not self:
+            raise pickle.PicklingError(
+                f"cannot pickle {self!r}: it is pickled by reference, as a function is, and "
+                f"{self.__module__}.{self.__qualname__} is not it (define its class at the "
+                "top level of its module, or pickle a bound method of an instance)"
+            )
+        return f"{owner_path}.{name}" if owner_path else name
 
     # -- the call ------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import asyncio
 import copy
 import functools
 import inspect
+import pickle
 import sys
 import types
 from typing import Any
@@ -248,3 +249,65 @@ def test_a_copy_of_a_bound_method_is_found_under_its_own_class_name() -> None:
     loader = _Loader()
     copied = copy.copy(loader.load)
     assert copied == loader.load
+
+
+class _Parser:
+    cache = SWRCache()
+
+    @staticmethod
+    @cache.cached(ttl=10)
+    async def parse(text: str) -> int:
+        return len(text)
+
+    async def _load(self, k: int) -> int:
+        return k
+
+    load = cache.cached(ttl=10)(_load)
+
+
+async def test_a_copy_of_a_method_read_on_its_class_is_itself(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """copy and deepcopy leave it as it is, as a function (a copy with its own entries
+    would not be the one its calls read: invalidating through it would drop nothing)."""
+    async with SWRCache(clock=clock) as cache:
+
+        class Repo:
+            @staticmethod
+            @cache.cached(ttl=10)
+            async def parse(x: int) -> str:
+                return await fetcher(x)
+
+            @cache.cached(ttl=10)
+            async def get(self, x: int) -> str:
+                return await fetcher(x)
+
+        for method in (Repo.parse, Repo.get):
+            assert copy.copy(method) is method
+            assert copy.deepcopy(method) is method
+        handlers = copy.deepcopy({"parse": Repo.parse})  # e.g. a config's defaults
+        assert handlers["parse"] is Repo.parse
+        assert await handlers["parse"](1) == "1:1"
+        await handlers["parse"].invalidate(1)
+        assert await Repo.parse(1) == "1:2"
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_a_method_read_on_its_class_is_pickled_by_reference(protocol: int) -> None:
+    """As a function is: unpickled, it is the same object, also a static method, and a
+    method kept under another name than its function's."""
+    for method in (_Loader.load, _Parser.parse, _Parser.load, _Alias.fetch):
+        assert pickle.loads(pickle.dumps(method, protocol)) is method
+
+
+def test_a_method_of_a_class_its_module_does_not_hold_cannot_be_pickled() -> None:
+    """A class defined in a function: a PicklingError saying where it was looked for."""
+    cache = SWRCache()
+
+    class Local:
+        @cache.cached(ttl=10)
+        async def get(self, x: int) -> int:
+            return x
+
+    with pytest.raises(pickle.PicklingError, match=r"pickled by reference.*Local\.get"):
+        pickle.dumps(Local.get)
