@@ -230,6 +230,12 @@ class Engine(Generic[P, T]):
     argument), so the cache holds a reference to it for as long as one of its
     entries stays among the ``maxsize`` most recently used; pass ``key=`` to key
     on something else (e.g. ``key=lambda self, x: (self.id, x)``).
+
+    Returned for a method, it is a coroutine function to ``asyncio.iscoroutinefunction``,
+    and to ``inspect.iscoroutinefunction`` from Python 3.12 on: before 3.12, inspect
+    recognises only functions, so ``Repo.method`` and a ``@staticmethod`` read on its
+    class are not one to it (``obj.method``, a :class:`BoundSWRFunction`, is).  Like a
+    function, it is copied as itself and pickled by reference.
     """
 
     # The call path's attributes are slots: an instance has more attributes than
@@ -1012,6 +1018,7 @@ def decorated(
         # call closure: give it the method's signature, which inspect then binds.
         with contextlib.suppress(TypeError, ValueError):
             engine._call.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+        _mark_coroutine_function(engine)
         return engine
     front = engine._call
     del engine._call
@@ -1029,6 +1036,25 @@ def decorated(
         cache_info=engine.cache_info,
     )
     return cast("SWRFunction[P, T]", front)
+
+
+def _mark_coroutine_function(engine: Engine[Any, Any]) -> None:
+    """Make ``inspect``/``asyncio.iscoroutinefunction`` true of ``engine`` where they can be.
+
+    Set once, at decoration: nothing is added to a call.  From Python 3.12 on,
+    ``inspect.markcoroutinefunction``, which both functions recognise (also through a
+    ``classmethod``'s bound method).  Before, ``inspect.iscoroutinefunction`` is true
+    of functions only, so of no object; ``asyncio.iscoroutinefunction`` also looks for
+    asyncio's mark, which ``unittest.mock.AsyncMock`` sets the same way.
+    """
+    if sys.version_info >= (3, 12):
+        inspect.markcoroutinefunction(engine)
+    else:
+        import asyncio.coroutines
+
+        marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+        if marker is not None:
+            engine.__dict__["_is_coroutine"] = marker
 
 
 def engine_of(f: object) -> Engine[Any, Any]:

@@ -311,3 +311,31 @@ def test_a_method_of_a_class_its_module_does_not_hold_cannot_be_pickled() -> Non
 
     with pytest.raises(pickle.PicklingError, match=r"pickled by reference.*Local\.get"):
         pickle.dumps(Local.get)
+
+
+def test_a_method_read_on_its_class_is_a_coroutine_function(clock: FakeClock) -> None:
+    """Also a static method or a class method over the decorator: to asyncio on every
+    version (before 3.14, which deprecates it), to inspect from 3.12 (before, inspect
+    recognises only functions)."""
+    cache = SWRCache(clock=clock)
+
+    class Repo:
+        @cache.cached(ttl=10)
+        async def get(self, x: int) -> int:
+            return x
+
+        @staticmethod
+        @cache.cached(ttl=10)
+        async def parse(x: int) -> int:
+            return x
+
+        @classmethod
+        @cache.cached(ttl=10)
+        async def build(cls, x: int) -> int:
+            return x
+
+    for method in (Repo.get, Repo.parse, Repo().parse, Repo.build):
+        if sys.version_info >= (3, 12):
+            assert inspect.iscoroutinefunction(method)
+        if sys.version_info < (3, 14):
+            assert asyncio.iscoroutinefunction(method)
