@@ -1018,6 +1018,12 @@ def decorated(
         # call closure: give it the method's signature, which inspect then binds.
         with contextlib.suppress(TypeError, ValueError):
             engine._call.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+        if inspect.isfunction(fn):
+            # Its attributes, as the function shape copies them (e.g. @abstractmethod's
+            # __isabstractmethod__, or a framework's marks), where the engine has none.
+            for name, value in vars(fn).items():
+                if name not in engine.__dict__ and not hasattr(Engine, name):
+                    engine.__dict__[name] = value
         _mark_coroutine_function(engine)
         return engine
     front = engine._call
@@ -1277,7 +1283,9 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
         def __getattr__(self, name: str) -> Any:
             # Reached only for names the object and its class lack; kept off the class,
             # where inspect would take a __wrapped__ or __signature__ for the class's own.
-            if name in ("__name__", "__qualname__", "cache", "namespace"):
+            if name == "__func__":  # not set yet: never read it here
+                raise AttributeError(name)
+            if name in ("cache", "namespace"):
                 return getattr(self.__func__, name)
             if name == "__wrapped__":
                 # What the engine calls: the function with the instance first.
@@ -1289,6 +1297,13 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
                     return inspect.signature(MethodType(self.__func__.__wrapped__, self.__self__))
                 except (TypeError, ValueError):
                     return None  # unknown: inspect then says so itself
+            # The function's attributes, as a bound method reads them from its function:
+            # __name__, __qualname__, and those of the undecorated one (decorated() copies
+            # them), e.g. __isabstractmethod__ or a framework's marks; not the engine's members.
+            try:
+                return self.__func__.__dict__[name]
+            except KeyError:
+                pass
             raise AttributeError(
                 f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
             )

@@ -9,6 +9,7 @@ A fetch's result is ``"<key>:<n>"``, ``n`` counting the calls made for that key.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import copy
 import functools
@@ -339,3 +340,58 @@ def test_a_method_read_on_its_class_is_a_coroutine_function(clock: FakeClock) ->
             assert inspect.iscoroutinefunction(method)
         if sys.version_info < (3, 14):
             assert asyncio.iscoroutinefunction(method)
+
+
+class _Album:
+    """A type only this module's globals resolve."""
+
+
+def _routed(fn: Any) -> Any:
+    fn.route = "/albums"  # as a handler-registration decorator marks its function
+    return fn
+
+
+def _album_repos(cache: SWRCache) -> tuple[Any, Any]:
+    class Plain:
+        @_routed
+        async def get(self, album_id: int) -> _Album:
+            return _Album()
+
+    class Repo:
+        @cache.cached(ttl=10)
+        @_routed
+        async def get(self, album_id: int) -> _Album:
+            return _Album()
+
+    return Plain, Repo
+
+
+def test_a_bound_method_reads_what_a_decorator_set_on_the_function(clock: FakeClock) -> None:
+    """An attribute set on the function by a decorator under ours (``fn.route``) is read
+    through the method on its class and bound, as through a bound method."""
+    _, Repo = _album_repos(SWRCache(clock=clock))
+    assert Repo.get.route == "/albums"
+    assert Repo().get.route == "/albums"
+    with pytest.raises(AttributeError, match="_lru"):
+        Repo().get._lru  # noqa: B018  (the engine's members are not the function's)
+
+
+def test_an_abstract_method_under_the_decorator_stays_abstract(clock: FakeClock) -> None:
+    """``@cache.cached`` over ``@abc.abstractmethod``: the class cannot be instantiated
+    until a subclass defines the method, as without the decorator."""
+    cache = SWRCache(clock=clock)
+
+    class Base(abc.ABC):
+        @cache.cached(ttl=10)
+        @abc.abstractmethod
+        async def get(self, x: int) -> int: ...
+
+    class Impl(Base):
+        async def get(self, x: int) -> int:
+            return x
+
+    assert inspect.isabstract(Base)
+    with pytest.raises(TypeError, match="abstract"):
+        Base()
+    assert not inspect.isabstract(Impl)
+    Impl()
