@@ -296,6 +296,9 @@ class Engine(Generic[P, T]):
         self.__qualname__: str = getattr(fn, "__qualname__", self.__name__)
         self.__module__ = getattr(fn, "__module__", __name__)
         self.__doc__ = getattr(fn, "__doc__", None)
+        for name in functools.WRAPPER_ASSIGNMENTS:  # the rest: __annotations__ (__annotate__)...
+            if name not in self.__dict__ and hasattr(fn, name):
+                setattr(self, name, getattr(fn, name))
         self.cache = cache
         self.namespace = namespace
         self._name = f"{self.__module__}.{self.__qualname__}"
@@ -1248,6 +1251,38 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
             return self.class_doc if instance is None else instance.__func__.__doc__
 
     __doc__ = _Doc(__doc__)
+
+    class _Module(str):
+        """``__module__``: the function's on a bound method; on the class, the class's
+        own, this string (``type`` reads a class's ``__module__`` as stored: a str)."""
+
+        __slots__ = ()
+
+        def __get__(
+            self, instance: BoundSWRFunction[Any, Any] | None, owner: type | None = None
+        ) -> str:
+            return str(self) if instance is None else instance.__func__.__module__
+
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (str, (str(self),))  # the class pickled by reference names a plain str
+
+    __module__ = _Module(__module__)
+
+    class _Annotations(dict[str, Any]):
+        """``__annotations__``: the function's on a bound method (``typing.get_type_hints``
+        reads them); on the class, none: this empty dict, as ``typing`` and ``inspect``
+        read a class's annotations from its ``__dict__``."""
+
+        __slots__ = ()
+
+        def __get__(
+            self, instance: BoundSWRFunction[Any, Any] | None, owner: type | None = None
+        ) -> dict[str, Any]:
+            if instance is None:
+                return self
+            return instance.__func__.__annotations__
+
+    __annotations__ = _Annotations()
 
     def __new__(
         cls, func: Engine[Concatenate[Any, P], T], instance: object

@@ -17,6 +17,7 @@ import inspect
 import pickle
 import sys
 import types
+import typing
 from typing import Any
 
 import pytest
@@ -364,6 +365,23 @@ def _album_repos(cache: SWRCache) -> tuple[Any, Any]:
             return _Album()
 
     return Plain, Repo
+
+
+def test_a_bound_method_has_the_functions_module_and_annotations(clock: FakeClock) -> None:
+    """As a bound method reads them from its function (``typing.get_type_hints`` resolves
+    them in the function's module); the class keeps its own module and no annotations."""
+    Plain, Repo = _album_repos(SWRCache(clock=clock))
+    expected = {"album_id": int, "return": _Album}
+    assert typing.get_type_hints(Plain().get) == expected
+    for method in (Repo.get, Repo().get):
+        assert method.__module__ == __name__
+        assert typing.get_type_hints(method) == expected
+    assert BoundSWRFunction.__module__ == "aiocache_swr._function"
+    assert repr(BoundSWRFunction) == "<class 'aiocache_swr._function.BoundSWRFunction'>"
+    assert typing.get_type_hints(BoundSWRFunction) == {}
+    assert inspect.get_annotations(BoundSWRFunction) == {}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        assert pickle.loads(pickle.dumps(BoundSWRFunction, protocol)) is BoundSWRFunction
 
 
 def test_a_bound_method_reads_what_a_decorator_set_on_the_function(clock: FakeClock) -> None:
