@@ -37,6 +37,8 @@ import functools
 import inspect
 import logging
 import math
+import pickle
+import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from types import FrameType, MethodType, TracebackType
@@ -228,6 +230,12 @@ class Engine(Generic[P, T]):
     argument), so the cache holds a reference to it for as long as one of its
     entries stays among the ``maxsize`` most recently used; pass ``key=`` to key
     on something else (e.g. ``key=lambda self, x: (self.id, x)``).
+
+    Returned for a method, it is a coroutine function to ``asyncio.iscoroutinefunction``,
+    and to ``inspect.iscoroutinefunction`` from Python 3.12 on: before 3.12, inspect
+    recognises only functions, so ``Repo.method`` and a ``@staticmethod`` read on its
+    class are not one to it (``obj.method``, a :class:`BoundSWRFunction`, is).  Like a
+    function, it is copied as itself and pickled by reference.
     """
 
     # The call path's attributes are slots: an instance has more attributes than
@@ -288,6 +296,9 @@ class Engine(Generic[P, T]):
         self.__qualname__: str = getattr(fn, "__qualname__", self.__name__)
         self.__module__ = getattr(fn, "__module__", __name__)
         self.__doc__ = getattr(fn, "__doc__", None)
+        for name in functools.WRAPPER_ASSIGNMENTS:  # the rest: __annotations__ (__annotate__)...
+            if name not in self.__dict__ and hasattr(fn, name):
+                setattr(self, name, getattr(fn, name))
         self.cache = cache
         self.namespace = namespace
         self._name = f"{self.__module__}.{self.__qualname__}"
@@ -345,6 +356,43 @@ class Engine(Generic[P, T]):
 
     def __repr__(self) -> str:
         return f"<swr_cached {self._name} ttl={self._ttl} stale_ttl={self._stale_ttl}>"
+
+    # -- copied and pickled as a function is -----------------------------------
+
+    def __copy__(self) -> Engine[P, T]:
+        # Atomic, as a function is: a copy would have its own LRU, which the call
+        # closure (bound to this engine) never reads, so invalidating it would do nothing.
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Engine[P, T]:
+        return self
+
+    def __reduce__(self) -> str:
+        """Pickled by reference, as a function is: found again by module and qualified
+        name, or under another name its class keeps it under (as ``BoundSWRFunction``
+        finds its method), else a ``PicklingError`` saying why."""
+        owner_path, _, name = self.__qualname__.rpartition(".")
+        owner: Any = sys.modules.get(self.__module__)
+        for part in owner_path.split(".") if owner_path else ():
+            owner = getattr(owner, part, None)
+        if getattr(owner, name, None) is not self and isinstance(owner, type):
+            # e.g. load = cache.cached(...)(_load), whose qualified name is _load's.
+            name = next(
+                (
+                    other
+                    for klass in owner.__mro__
+                    for other, value in vars(klass).items()
+                    if value is self or (isinstance(value, staticmethod) and value.__func__ is self)
+                ),
+                name,
+            )
+        if getattr(owner, name, None) is not self:
+            raise pickle.PicklingError(
+                f"cannot pickle {self!r}: it is pickled by reference, as a function is, and "
+                f"{self.__module__}.{self.__qualname__} is not it (define its class at the "
+                "top level of its module, or pickle a bound method of an instance)"
+            )
+        return f"{owner_path}.{name}" if owner_path else name
 
     # -- the call ------------------------------------------------------------
 
@@ -839,18 +887,13 @@ class Engine(Generic[P, T]):
                 )
             malformed: tuple[Hashable, Exception] | None = None
             now = self._clock()
+            runner = reads.runner
             for flight, skey, context in zip(flights, reads.skeys, reads.contexts, strict=True):
-                try:
-                    entry = self._loaded(flight, found, skey, now)
-                except Exception as exc:  # a store that answers garbage: a miss
-                    entry = None
-                    malformed = malformed or (flight.key, exc)
-                if entry is None:
-                    context.run(reads.runner.start_fetch, flight)
-                else:
-                    flight.value = entry.value
-                    flight.ok = True
-                    self._finish(flight)
+                # In its caller's context, not the batch's first caller's: what it
+                # starts (its fetch, or the refresh of a stale entry) and its events.
+                error = context.run(self._answer_read, runner, flight, found, skey, now)
+                if error is not None:
+                    malformed = malformed or (flight.key, error)
                 done += 1
             if malformed is not None:  # one failed read, however many records it spoiled
                 bad_key, error = malformed
@@ -858,6 +901,26 @@ class Engine(Generic[P, T]):
         finally:
             for flight in flights[done:]:  # cancelled (the cache is closing)
                 self._finish(flight)
+
+    def _answer_read(
+        self, runner: Runner, flight: _Flight, found: Any, skey: str, now: float
+    ) -> Exception | None:
+        """Answer a batched miss from the store's ``found``, else start its fetch.
+
+        Returns why its record was malformed (it is then fetched), if it was."""
+        error = None
+        try:
+            entry = self._loaded(flight, found, skey, now)
+        except Exception as exc:  # a store that answers garbage: a miss
+            entry = None
+            error = exc
+        if entry is None:
+            runner.start_fetch(flight)
+        else:
+            flight.value = entry.value
+            flight.ok = True
+            self._finish(flight)  # starts the refresh of an entry loaded stale
+        return error
 
     def _loaded(self, flight: _Flight, found: Any, skey: str, now: float) -> Entry | None:
         """The entry the store answered for a miss, now in memory; None: compute it.
@@ -958,6 +1021,13 @@ def decorated(
         # call closure: give it the method's signature, which inspect then binds.
         with contextlib.suppress(TypeError, ValueError):
             engine._call.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+        if inspect.isfunction(fn):
+            # Its attributes, as the function shape copies them (e.g. @abstractmethod's
+            # __isabstractmethod__, or a framework's marks), where the engine has none.
+            for name, value in vars(fn).items():
+                if name not in engine.__dict__ and not hasattr(Engine, name):
+                    engine.__dict__[name] = value
+        _mark_coroutine_function(engine)
         return engine
     front = engine._call
     del engine._call
@@ -975,6 +1045,25 @@ def decorated(
         cache_info=engine.cache_info,
     )
     return cast("SWRFunction[P, T]", front)
+
+
+def _mark_coroutine_function(engine: Engine[Any, Any]) -> None:
+    """Make ``inspect``/``asyncio.iscoroutinefunction`` true of ``engine`` where they can be.
+
+    Set once, at decoration: nothing is added to a call.  From Python 3.12 on,
+    ``inspect.markcoroutinefunction``, which both functions recognise (also through a
+    ``classmethod``'s bound method).  Before, ``inspect.iscoroutinefunction`` is true
+    of functions only, so of no object; ``asyncio.iscoroutinefunction`` also looks for
+    asyncio's mark, which ``unittest.mock.AsyncMock`` sets the same way.
+    """
+    if sys.version_info >= (3, 12):
+        inspect.markcoroutinefunction(engine)
+    else:
+        import asyncio.coroutines
+
+        marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+        if marker is not None:
+            engine.__dict__["_is_coroutine"] = marker
 
 
 def engine_of(f: object) -> Engine[Any, Any]:
@@ -1165,6 +1254,38 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
 
     __doc__ = _Doc(__doc__)
 
+    class _Module(str):
+        """``__module__``: the function's on a bound method; on the class, the class's
+        own, this string (``type`` reads a class's ``__module__`` as stored: a str)."""
+
+        __slots__ = ()
+
+        def __get__(
+            self, instance: BoundSWRFunction[Any, Any] | None, owner: type | None = None
+        ) -> str:
+            return str(self) if instance is None else instance.__func__.__module__
+
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (str, (str(self),))  # the class pickled by reference names a plain str
+
+    __module__ = _Module(__module__)
+
+    class _Annotations(dict[str, Any]):
+        """``__annotations__``: the function's on a bound method (``typing.get_type_hints``
+        reads them); on the class, none: this empty dict, as ``typing`` and ``inspect``
+        read a class's annotations from its ``__dict__``."""
+
+        __slots__ = ()
+
+        def __get__(
+            self, instance: BoundSWRFunction[Any, Any] | None, owner: type | None = None
+        ) -> dict[str, Any]:
+            if instance is None:
+                return self
+            return instance.__func__.__annotations__
+
+    __annotations__ = _Annotations()
+
     def __new__(
         cls, func: Engine[Concatenate[Any, P], T], instance: object
     ) -> BoundSWRFunction[P, T]:
@@ -1199,7 +1320,9 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
         def __getattr__(self, name: str) -> Any:
             # Reached only for names the object and its class lack; kept off the class,
             # where inspect would take a __wrapped__ or __signature__ for the class's own.
-            if name in ("__name__", "__qualname__", "cache", "namespace"):
+            if name == "__func__":  # not set yet: never read it here
+                raise AttributeError(name)
+            if name in ("cache", "namespace"):
                 return getattr(self.__func__, name)
             if name == "__wrapped__":
                 # What the engine calls: the function with the instance first.
@@ -1211,6 +1334,13 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
                     return inspect.signature(MethodType(self.__func__.__wrapped__, self.__self__))
                 except (TypeError, ValueError):
                     return None  # unknown: inspect then says so itself
+            # The function's attributes, as a bound method reads them from its function:
+            # __name__, __qualname__, and those of the undecorated one (decorated() copies
+            # them), e.g. __isabstractmethod__ or a framework's marks; not the engine's members.
+            try:
+                return self.__func__.__dict__[name]
+            except KeyError:
+                pass
             raise AttributeError(
                 f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
             )

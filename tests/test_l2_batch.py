@@ -12,13 +12,13 @@ import contextvars
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Hashable
 from typing import Any
 
 import anyio
 import pytest
 
-from aiocache_swr import CacheInfo, SWRCache
+from aiocache_swr import CacheEvent, CacheInfo, SWRCache
 from aiocache_swr._function import _Reads
 from aiocache_swr._keys import stable_key
 from aiocache_swr._runner import Runner
@@ -261,6 +261,41 @@ async def test_a_batched_miss_is_computed_in_its_own_callers_context(clock: Fake
             tg.start_soon(call, 1, "A")
             tg.start_soon(call, 2, "B")
     assert len(store.reads) == 1
+    assert seen == {1: "A", 2: "B"}
+
+
+async def test_a_stale_row_of_a_batch_is_refreshed_and_reported_in_its_own_callers_context(
+    clock: FakeClock,
+) -> None:
+    """Two callers with different contextvars read stale rows in one batch: each key's
+    background refresh, and its store_hit event, run in its own caller's context."""
+    store = CountingStore()
+    seed(store, range(1, 3), clock() - 120)  # older than ttl=60, within stale_ttl
+    seen: dict[int, str | None] = {}
+    events: dict[Hashable, str | None] = {}
+
+    def listener(event: CacheEvent) -> None:
+        if event.kind == "store_hit":
+            events[event.key] = tenant.get()
+
+    async with SWRCache(clock=clock, on_event=listener) as cache:
+
+        @cache.cached(ttl=60, stale_ttl=600, store=store, namespace=NS)
+        async def f(k: int) -> str:
+            seen[k] = tenant.get()
+            return f"computed-{k}"
+
+        async def call(k: int, who: str) -> None:
+            tenant.set(who)
+            assert await f(k) == f"stored-{k}"
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, 1, "A")
+            tg.start_soon(call, 2, "B")
+        await cache.wait_idle()
+        assert f.cache_info().store_hits == 2
+    assert len(store.reads) == 1
+    assert events == {(1,): "A", (2,): "B"}
     assert seen == {1: "A", 2: "B"}
 
 

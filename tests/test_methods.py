@@ -9,12 +9,15 @@ A fetch's result is ``"<key>:<n>"``, ``n`` counting the calls made for that key.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import copy
 import functools
 import inspect
+import pickle
 import sys
 import types
+import typing
 from typing import Any
 
 import pytest
@@ -248,3 +251,165 @@ def test_a_copy_of_a_bound_method_is_found_under_its_own_class_name() -> None:
     loader = _Loader()
     copied = copy.copy(loader.load)
     assert copied == loader.load
+
+
+class _Parser:
+    cache = SWRCache()
+
+    @staticmethod
+    @cache.cached(ttl=10)
+    async def parse(text: str) -> int:
+        return len(text)
+
+    async def _load(self, k: int) -> int:
+        return k
+
+    load = cache.cached(ttl=10)(_load)
+
+
+async def test_a_copy_of_a_method_read_on_its_class_is_itself(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """copy and deepcopy leave it as it is, as a function (a copy with its own entries
+    would not be the one its calls read: invalidating through it would drop nothing)."""
+    async with SWRCache(clock=clock) as cache:
+
+        class Repo:
+            @staticmethod
+            @cache.cached(ttl=10)
+            async def parse(x: int) -> str:
+                return await fetcher(x)
+
+            @cache.cached(ttl=10)
+            async def get(self, x: int) -> str:
+                return await fetcher(x)
+
+        for method in (Repo.parse, Repo.get):
+            assert copy.copy(method) is method
+            assert copy.deepcopy(method) is method
+        handlers = copy.deepcopy({"parse": Repo.parse})  # e.g. a config's defaults
+        assert handlers["parse"] is Repo.parse
+        assert await handlers["parse"](1) == "1:1"
+        await handlers["parse"].invalidate(1)
+        assert await Repo.parse(1) == "1:2"
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_a_method_read_on_its_class_is_pickled_by_reference(protocol: int) -> None:
+    """As a function is: unpickled, it is the same object, also a static method, and a
+    method kept under another name than its function's."""
+    for method in (_Loader.load, _Parser.parse, _Parser.load, _Alias.fetch):
+        assert pickle.loads(pickle.dumps(method, protocol)) is method
+
+
+def test_a_method_of_a_class_its_module_does_not_hold_cannot_be_pickled() -> None:
+    """A class defined in a function: a PicklingError saying where it was looked for."""
+    cache = SWRCache()
+
+    class Local:
+        @cache.cached(ttl=10)
+        async def get(self, x: int) -> int:
+            return x
+
+    with pytest.raises(pickle.PicklingError, match=r"pickled by reference.*Local\.get"):
+        pickle.dumps(Local.get)
+
+
+def test_a_method_read_on_its_class_is_a_coroutine_function(clock: FakeClock) -> None:
+    """Also a static method or a class method over the decorator: to asyncio on every
+    version (before 3.14, which deprecates it), to inspect from 3.12 (before, inspect
+    recognises only functions)."""
+    cache = SWRCache(clock=clock)
+
+    class Repo:
+        @cache.cached(ttl=10)
+        async def get(self, x: int) -> int:
+            return x
+
+        @staticmethod
+        @cache.cached(ttl=10)
+        async def parse(x: int) -> int:
+            return x
+
+        @classmethod
+        @cache.cached(ttl=10)
+        async def build(cls, x: int) -> int:
+            return x
+
+    for method in (Repo.get, Repo.parse, Repo().parse, Repo.build):
+        if sys.version_info >= (3, 12):
+            assert inspect.iscoroutinefunction(method)
+        if sys.version_info < (3, 14):
+            assert asyncio.iscoroutinefunction(method)
+
+
+class _Album:
+    """A type only this module's globals resolve."""
+
+
+def _routed(fn: Any) -> Any:
+    fn.route = "/albums"  # as a handler-registration decorator marks its function
+    return fn
+
+
+def _album_repos(cache: SWRCache) -> tuple[Any, Any]:
+    class Plain:
+        @_routed
+        async def get(self, album_id: int) -> _Album:
+            return _Album()
+
+    class Repo:
+        @cache.cached(ttl=10)
+        @_routed
+        async def get(self, album_id: int) -> _Album:
+            return _Album()
+
+    return Plain, Repo
+
+
+def test_a_bound_method_has_the_functions_module_and_annotations(clock: FakeClock) -> None:
+    """As a bound method reads them from its function (``typing.get_type_hints`` resolves
+    them in the function's module); the class keeps its own module and no annotations."""
+    Plain, Repo = _album_repos(SWRCache(clock=clock))
+    expected = {"album_id": int, "return": _Album}
+    assert typing.get_type_hints(Plain().get) == expected
+    for method in (Repo.get, Repo().get):
+        assert method.__module__ == __name__
+        assert typing.get_type_hints(method) == expected
+    assert BoundSWRFunction.__module__ == "aiocache_swr._function"
+    assert repr(BoundSWRFunction) == "<class 'aiocache_swr._function.BoundSWRFunction'>"
+    assert typing.get_type_hints(BoundSWRFunction) == {}
+    assert inspect.get_annotations(BoundSWRFunction) == {}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        assert pickle.loads(pickle.dumps(BoundSWRFunction, protocol)) is BoundSWRFunction
+
+
+def test_a_bound_method_reads_what_a_decorator_set_on_the_function(clock: FakeClock) -> None:
+    """An attribute set on the function by a decorator under ours (``fn.route``) is read
+    through the method on its class and bound, as through a bound method."""
+    _, Repo = _album_repos(SWRCache(clock=clock))
+    assert Repo.get.route == "/albums"
+    assert Repo().get.route == "/albums"
+    with pytest.raises(AttributeError, match="_lru"):
+        Repo().get._lru  # noqa: B018  (the engine's members are not the function's)
+
+
+def test_an_abstract_method_under_the_decorator_stays_abstract(clock: FakeClock) -> None:
+    """``@cache.cached`` over ``@abc.abstractmethod``: the class cannot be instantiated
+    until a subclass defines the method, as without the decorator."""
+    cache = SWRCache(clock=clock)
+
+    class Base(abc.ABC):
+        @cache.cached(ttl=10)
+        @abc.abstractmethod
+        async def get(self, x: int) -> int: ...
+
+    class Impl(Base):
+        async def get(self, x: int) -> int:
+            return x
+
+    assert inspect.isabstract(Base)
+    with pytest.raises(TypeError, match="abstract"):
+        Base()
+    assert not inspect.isabstract(Impl)
+    Impl()
