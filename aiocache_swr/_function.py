@@ -72,12 +72,59 @@ _MISS: Final = "miss"  # read the store, else compute; a caller waits
 _REFRESH: Final = "refresh"  # background refresh of a stale entry; failure keeps it
 _FORCE: Final = "force"  # refresh(): compute now, never from the store
 
-# The flights whose functions this task is part of: the one it computes, and those of
-# the callers that started it (a fetch starts in its caller's context).  A call that
-# would join one of them waits for itself.
-_computing: contextvars.ContextVar[tuple[_Flight, ...]] = contextvars.ContextVar(
-    "aiocache_swr_computing", default=()
+# The flight whose computation this task is part of: set in the flight's own task, and
+# inherited by the tasks its computation starts.  While such a task waits for another
+# flight, the computation waits for it: an edge of the graph that ``_waits_for``
+# walks, so that a call that would wait for itself (a cycle) raises instead.
+_computing: contextvars.ContextVar[_Flight | None] = contextvars.ContextVar(
+    "aiocache_swr_computing", default=None
 )
+
+
+def _wait_edge(current: _Flight, flight: _Flight) -> None:
+    """The computation of ``current`` waits for ``flight`` (through one more caller)."""
+    awaits = current.awaits
+    if awaits is None:
+        awaits = current.awaits = {}
+    awaits[flight] = awaits.get(flight, 0) + 1
+    flight.awaited += 1
+
+
+def _stop_waiting(flight: _Flight) -> None:
+    """A caller of ``flight`` stopped waiting (its value came, or it was cancelled): if it
+    is part of a computation, that computation waits for ``flight`` through one fewer."""
+    current = _computing.get()
+    awaits = current.awaits if current is not None else None
+    count = awaits.get(flight) if awaits else None
+    if count is None:
+        return
+    assert awaits is not None
+    if count == 1:
+        del awaits[flight]
+    else:
+        awaits[flight] = count - 1
+    flight.awaited -= 1
+
+
+def _waits_for(flight: _Flight, target: _Flight) -> bool:
+    """The computation of ``flight`` is ``target``'s, or waits for it, directly or
+    through the computations it waits for: joining ``flight`` from ``target``'s
+    computation would wait forever."""
+    if flight is target:
+        return True
+    seen = {flight}
+    stack = [flight]
+    while stack:
+        awaits = stack.pop().awaits
+        if not awaits:
+            continue
+        for waited in awaits:
+            if waited is target:
+                return True
+            if waited not in seen:
+                seen.add(waited)
+                stack.append(waited)
+    return False
 
 
 class _Flight(Signal):
@@ -89,6 +136,8 @@ class _Flight(Signal):
 
     __slots__ = (
         "args",
+        "awaited",
+        "awaits",
         "base",
         "doomed",
         "error",
@@ -130,6 +179,11 @@ class _Flight(Signal):
         self.error: BaseException | None = None
         self.error_tb: TracebackType | None = None
         self.waiters = 0  # callers waiting for the result right now
+        # The flights this one's computation waits for now, each with how many of its
+        # callers wait for it; and how many callers that are part of a computation
+        # wait for this one (see _waits_for).
+        self.awaits: dict[_Flight, int] | None = None
+        self.awaited = 0
         self.ok = False
         self.doomed = False
         self.queued = False
@@ -170,6 +224,8 @@ class _Flight(Signal):
             await self.wait()
         finally:
             self.waiters -= 1
+            if self.awaited:
+                _stop_waiting(self)
         return self.outcome()
 
     def outcome(self) -> Any:
@@ -420,7 +476,14 @@ class Engine(Generic[P, T]):
         registry[key] = flight
         self._refreshes += 1
         flight.waiters = 1
-        runner.start_fetch(flight)
+        current = _computing.get()
+        if current is not None:  # before it starts, as it may start eagerly (3.12+)
+            _wait_edge(current, flight)
+        try:
+            runner.start_fetch(flight)
+        except BaseException:
+            _stop_waiting(flight)
+            raise
         return await flight.result()  # type: ignore[no-any-return]
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -675,6 +738,9 @@ class Engine(Generic[P, T]):
                 skey = self._stable_key(key)
             registry[key] = flight
             flight.waiters = 1
+            current = _computing.get()
+            if current is not None:  # before it starts, as it may start eagerly (3.12+)
+                _wait_edge(current, flight)
             try:
                 if skey is None:
                     runner.start_fetch(flight)
@@ -683,17 +749,22 @@ class Engine(Generic[P, T]):
             except BaseException:  # e.g. a KeyboardInterrupt: never leave it registered
                 if registry.get(key) is flight:
                     del registry[key]
+                if current is not None:
+                    _stop_waiting(flight)
                 raise
             return flight
-        if flight in _computing.get():
+        current = _computing.get()
+        if current is not None and _waits_for(flight, current):
             raise RuntimeError(
                 f"{self._name}: called with the key {key!r} while computing that key "
-                "(it calls itself, or awaits a task that does): it would wait for "
-                "itself forever"
+                "(it calls itself, directly or through other cached calls that wait "
+                "for it, or awaits a task that does): it would wait for itself forever"
             )
         if flight.queued:
             runner.promote(flight)
         flight.waiters += 1  # after: if promoting raises, this caller never waits
+        if current is not None:
+            _wait_edge(current, flight)
         return flight
 
     # -- a flight, in a task the cache owns -----------------------------------
@@ -702,10 +773,7 @@ class Engine(Generic[P, T]):
         try:
             if flight.doomed and flight.kind == _REFRESH and not flight.waiters:
                 return  # superseded before it started, and nobody waits for it
-            # In this task's own context.  A background refresh is waited for by no
-            # computation that started it: its chain starts with it.
-            chain = (flight,) if flight.kind == _REFRESH else (*_computing.get(), flight)
-            _computing.set(chain)
+            _computing.set(flight)  # in this task's own context
             try:
                 value = await self._fn(*flight.args, **flight.kwargs)
             except BaseException as exc:
@@ -1160,6 +1228,8 @@ def _cached_call(
                 await flight.wait()
             finally:
                 flight.waiters -= 1
+                if flight.awaited:
+                    _stop_waiting(flight)
             return flight.outcome()  # type: ignore[no-any-return]
 
         call = plain
@@ -1204,6 +1274,8 @@ def _cached_call(
                 await flight.wait()
             finally:
                 flight.waiters -= 1
+                if flight.awaited:
+                    _stop_waiting(flight)
             return flight.outcome()  # type: ignore[no-any-return]
 
         call = general
