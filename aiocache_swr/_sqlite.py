@@ -647,13 +647,21 @@ _Execute = Callable[..., Awaitable[Any]]
 class _Link:
     """One aiosqlite connection: its worker thread runs the jobs given to it, in order."""
 
-    __slots__ = ("conn", "db", "execute", "role")
+    __slots__ = ("_open_lock", "conn", "db", "execute", "role")
 
     def __init__(self, role: str) -> None:
         self.role = role  # "write" or "read": names the worker thread
         self.conn: aiosqlite.Connection | None = None
         self.db: sqlite3.Connection | None = None
         self.execute: _Execute | None = None
+        self._open_lock: anyio.Lock | None = None
+
+    def open_lock(self) -> anyio.Lock:
+        """Held while it opens or closes: each connection's own, so that a read never
+        waits for the writer's open (which may wait for another process's lock)."""
+        if self._open_lock is None:
+            self._open_lock = anyio.Lock()
+        return self._open_lock
 
     def forget(self) -> aiosqlite.Connection | None:
         """Mark it closed (the next job opens it again); return the connection it had."""
@@ -672,7 +680,6 @@ class _LoopState:
     __slots__ = (
         "flush_lock",
         "loop",
-        "open_lock",
         "read_batch",
         "reader",
         "reading",
@@ -683,7 +690,6 @@ class _LoopState:
         self.loop = loop
         self.writer = _Link("write")
         self.reader = _Link("read")
-        self.open_lock: anyio.Lock | None = None
         self.flush_lock: anyio.Lock | None = None
         self.read_batch: _ReadBatch | None = None  # open for joining
         self.reading: _ReadBatch | None = None  # submitted, not finished
@@ -766,6 +772,17 @@ def _daemonize(conn: aiosqlite.Connection, name: str) -> None:
 
 
 # --------------------------------------------------------------- argument checks
+
+
+def _readable(db: sqlite3.Connection, version: int) -> bool:
+    """The file has a schema reads understand: a version from ``_READABLE_SINCE`` on,
+    and its table (a file of version 1 may be another program's)."""
+    if version < _READABLE_SINCE:
+        return False
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'swr_entries'"
+    ).fetchone()
+    return found is not None
 
 
 def _check_path(path: object) -> Path:
@@ -1356,10 +1373,8 @@ class SQLiteStore:
             return
         reader = link is st.reader
         self._check_open_failure(reader=reader)
-        if st.open_lock is None:
-            st.open_lock = anyio.Lock()
         with anyio.CancelScope(shield=True):  # one open serves every waiting caller
-            async with st.open_lock:
+            async with link.open_lock():
                 if link.execute is not None:
                     return
                 self._check_open_failure(reader=reader)
@@ -1399,11 +1414,12 @@ class SQLiteStore:
         wait until their threads have exited.
 
         A job queued before the close (a read running meanwhile) still runs first,
-        and so does an open under way (then closed too: it may be of a deleted file).
+        and so does an open under way of a connection it closes (then closed too: it
+        may be of a deleted file).  Locks are taken writer first, always.
         """
-        if st.open_lock is None:
-            st.open_lock = anyio.Lock()
-        async with st.open_lock:
+        async with contextlib.AsyncExitStack() as locks:
+            for link in (st.writer, st.reader) if writer else (st.reader,):
+                await locks.enter_async_context(link.open_lock())
             await self._close_unlocked(st, raise_errors=raise_errors, writer=writer)
 
     async def _close_unlocked(
@@ -1612,6 +1628,7 @@ class SQLiteStore:
                 db = self._connect_to(f"{self._path.as_uri()}?mode=rw", uri=True)
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 self._check_version(version)
+                readable = _readable(db, version)
                 self._check_file_sync(file_id)  # as in _open_sync
             except FileNotFoundError:  # from the first stat
                 if self._file_id is None and self._reader_file_id is None:
@@ -1657,7 +1674,7 @@ class SQLiteStore:
                     db.close()
                 raise
             self._reader_file_id = file_id
-            self._reader_schema = version >= _READABLE_SINCE
+            self._reader_schema = readable
             if not self._reader_schema:
                 logger.info(
                     "%r: the database file has no schema yet (user_version %s); reads "
@@ -1853,7 +1870,7 @@ class SQLiteStore:
             return True
         version = db.execute("PRAGMA user_version").fetchone()[0]
         self._check_version(version)
-        if version < _READABLE_SINCE:
+        if not _readable(db, version):
             return False
         self._reader_schema = True
         return True

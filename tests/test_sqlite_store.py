@@ -1604,6 +1604,43 @@ async def test_a_first_read_does_not_open_the_writer_behind_another_writers_lock
     await store.aclose()
 
 
+async def test_a_first_read_does_not_wait_for_the_writers_open_behind_another_lock(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a write opens the write connection, waiting for another process's lock
+    on a file without a schema yet, a store's first read opens the read connection
+    and reads the file as empty at once: the two connections open apart."""
+    store = SQLiteStore(db_path, busy_timeout=GATE_TIMEOUT)
+    opening = threading.Event()
+    open_sync = store._open_sync
+
+    def writer_opens() -> sqlite3.Connection:
+        opening.set()
+        return open_sync()
+
+    monkeypatch.setattr(store, "_open_sync", writer_opens)
+    with raw(db_path) as db:  # made by the other process, its schema not written yet
+        db.execute("PRAGMA journal_mode = WAL")
+    with another_writer_holds_the_lock(db_path) as writer:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.delete, NS, ["gone"])  # opens the writer: it waits
+            assert await anyio.to_thread.run_sync(opening.wait, GATE_TIMEOUT)
+            assert await store.get_many(NS, ["k"]) == {}
+            assert writer.in_transaction, "the read waited for the writer's open"
+            writer.execute("ROLLBACK")  # the other process lets go: the open goes on
+    await store.aclose()
+
+
+async def test_a_version_1_file_without_the_table_reads_as_empty(db_path: Path) -> None:
+    """A file at user_version 1 without this library's table (another program's) reads
+    as empty, as one without a schema does, until a write makes the schema."""
+    with raw(db_path) as db:
+        db.execute("PRAGMA user_version = 1")
+    store = SQLiteStore(db_path)
+    assert await store.get_many(NS, ["k"]) == {}
+    await store.aclose()
+
+
 async def test_a_writers_failed_open_does_not_fail_reads(db_path: Path) -> None:
     """The write connection's failed open (another writer held the lock past
     busy_timeout) is remembered for writes only: reads of the file go on."""
