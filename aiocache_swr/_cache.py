@@ -623,13 +623,21 @@ class SWRCache:
 
 
 def _check_parentheses(ttl: object) -> None:
-    """``@swr_cached`` without parentheses passes the function as ``ttl``: say so at once."""
-    if callable(ttl) and inspect.iscoroutinefunction(ttl):
+    """``@swr_cached`` without parentheses passes the function as ``ttl``: say so at once,
+    whatever was decorated (``ttl=`` is never callable)."""
+    if not callable(ttl):
+        return
+    if _is_async_callable(ttl):
         raise TypeError(
             f"swr_cached: use it with parentheses, @swr_cached(ttl=...) or "
             f"@cache.cached(ttl=...), above "
             f"{getattr(ttl, '__qualname__', ttl)!s}"
         )
+    raise TypeError(
+        f"swr_cached: use it with parentheses, @swr_cached(ttl=...) or "
+        f"@cache.cached(ttl=...), and above an async def function; got "
+        f"{_name_of(ttl)}, which is not one (ttl= must be a number of seconds or None)"
+    )
 
 
 def _name_of(fn: object) -> str:

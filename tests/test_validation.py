@@ -53,6 +53,24 @@ def test_bare_decorator_use_explains_the_parentheses() -> None:
         swr_cached(f)  # type: ignore[arg-type]
 
 
+def test_bare_decorator_use_over_a_sync_function_or_async_object_fails_at_once() -> None:
+    """@swr_cached or @cache.cached without parentheses fails at decoration whatever
+    it decorates: a plain function (saying it needs an async def too), or an object
+    with an async __call__; the name is never silently bound to a decorator."""
+
+    def fetch(x: int) -> int:
+        return x
+
+    class Fetcher:
+        async def __call__(self, x: int) -> int:
+            return x
+
+    with pytest.raises(TypeError, match=r"parentheses.*async def.*fetch.*not one"):
+        swr_cached(fetch)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="parentheses"):
+        SWRCache().cached(Fetcher())  # type: ignore[arg-type]
+
+
 async def fetch_user(user_id: int) -> int:
     """A module-level coroutine function whose name the messages below must carry."""
     return user_id
