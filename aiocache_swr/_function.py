@@ -87,43 +87,64 @@ def _wait_edge(current: _Flight, flight: _Flight) -> None:
     if awaits is None:
         awaits = current.awaits = {}
     awaits[flight] = awaits.get(flight, 0) + 1
-    flight.awaited += 1
+    awaited_by = flight.awaited_by
+    if awaited_by is None:
+        awaited_by = flight.awaited_by = {}
+    awaited_by[current] = awaited_by.get(current, 0) + 1
 
 
 def _stop_waiting(flight: _Flight) -> None:
     """A caller of ``flight`` stopped waiting (its value came, or it was cancelled): if it
     is part of a computation, that computation waits for ``flight`` through one fewer."""
     current = _computing.get()
-    awaits = current.awaits if current is not None else None
-    count = awaits.get(flight) if awaits else None
-    if count is None:
+    if current is None or not current.awaits or flight not in current.awaits:
         return
-    assert awaits is not None
+    _drop_one(current.awaits, flight)
+    assert flight.awaited_by is not None
+    _drop_one(flight.awaited_by, current)
+
+
+def _drop_one(counts: dict[_Flight, int], flight: _Flight) -> None:
+    count = counts[flight]
     if count == 1:
-        del awaits[flight]
+        del counts[flight]
     else:
-        awaits[flight] = count - 1
-    flight.awaited -= 1
+        counts[flight] = count - 1
 
 
 def _waits_for(flight: _Flight, target: _Flight) -> bool:
     """The computation of ``flight`` is ``target``'s, or waits for it, directly or
     through the computations it waits for: joining ``flight`` from ``target``'s
-    computation would wait forever."""
+    computation would wait forever.
+
+    Searched from both ends at once (what ``flight`` waits for, and what waits for
+    ``target``), each step taking the flight with fewer edges to follow, so that many
+    computations joining one that waits for many others (or the reverse) each cost
+    about the smaller side, not the whole graph below.
+    """
     if flight is target:
         return True
-    seen = {flight}
-    stack = [flight]
-    while stack:
-        awaits = stack.pop().awaits
-        if not awaits:
-            continue
-        for waited in awaits:
-            if waited is target:
-                return True
-            if waited not in seen:
-                seen.add(waited)
-                stack.append(waited)
+    ahead, behind = {flight}, {target}  # reached from flight, and reaching target
+    forward, backward = [flight], [target]
+    while forward and backward:
+        fanout = forward[-1].awaits
+        fanin = backward[-1].awaited_by
+        if len(fanout or ()) <= len(fanin or ()):
+            forward.pop()
+            for waited in fanout or ():
+                if waited in behind:
+                    return True
+                if waited not in ahead:
+                    ahead.add(waited)
+                    forward.append(waited)
+        else:
+            backward.pop()
+            for waiting in fanin or ():
+                if waiting in ahead:
+                    return True
+                if waiting not in behind:
+                    behind.add(waiting)
+                    backward.append(waiting)
     return False
 
 
@@ -136,7 +157,7 @@ class _Flight(Signal):
 
     __slots__ = (
         "args",
-        "awaited",
+        "awaited_by",
         "awaits",
         "base",
         "doomed",
@@ -179,11 +200,10 @@ class _Flight(Signal):
         self.error: BaseException | None = None
         self.error_tb: TracebackType | None = None
         self.waiters = 0  # callers waiting for the result right now
-        # The flights this one's computation waits for now, each with how many of its
-        # callers wait for it; and how many callers that are part of a computation
-        # wait for this one (see _waits_for).
+        # The flights this one's computation waits for now, and those whose
+        # computations wait for this one, each with how many callers (see _waits_for).
         self.awaits: dict[_Flight, int] | None = None
-        self.awaited = 0
+        self.awaited_by: dict[_Flight, int] | None = None
         self.ok = False
         self.doomed = False
         self.queued = False
@@ -224,7 +244,7 @@ class _Flight(Signal):
             await self.wait()
         finally:
             self.waiters -= 1
-            if self.awaited:
+            if self.awaited_by:
                 _stop_waiting(self)
         return self.outcome()
 
@@ -1228,7 +1248,7 @@ def _cached_call(
                 await flight.wait()
             finally:
                 flight.waiters -= 1
-                if flight.awaited:
+                if flight.awaited_by:
                     _stop_waiting(flight)
             return flight.outcome()  # type: ignore[no-any-return]
 
@@ -1274,7 +1294,7 @@ def _cached_call(
                 await flight.wait()
             finally:
                 flight.waiters -= 1
-                if flight.awaited:
+                if flight.awaited_by:
                     _stop_waiting(flight)
             return flight.outcome()  # type: ignore[no-any-return]
 
@@ -1287,6 +1307,20 @@ def _cached_call(
 
 
 _new_partial: Final[Any] = functools.partial.__new__
+
+# What a bound method reads from its function besides the function's __dict__.
+_FUNCTION_ATTRIBUTES: Final = frozenset(
+    {
+        "__annotate__",
+        "__builtins__",
+        "__closure__",
+        "__code__",
+        "__defaults__",
+        "__globals__",
+        "__kwdefaults__",
+        "__type_params__",
+    }
+)
 
 
 @final
@@ -1400,8 +1434,12 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
                 # What the engine calls: the function with the instance first.
                 return MethodType(self.__func__.__wrapped__, self.__self__)
             if name == "__signature__":
-                # The function's without its first parameter, as a bound method's is, also
-                # when the function wraps another (inspect would unwrap to that one).
+                # The function's without its first parameter, as a bound method's is, when
+                # the function wraps another (inspect would unwrap to that one).  Otherwise
+                # none: inspect follows __wrapped__ to a bound method, whose signature it
+                # makes itself, as asked (eval_str=True evaluates string annotations).
+                if not hasattr(self.__func__.__wrapped__, "__wrapped__"):
+                    raise AttributeError(name)
                 try:
                     return inspect.signature(MethodType(self.__func__.__wrapped__, self.__self__))
                 except (TypeError, ValueError):
@@ -1413,6 +1451,10 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
                 return self.__func__.__dict__[name]
             except KeyError:
                 pass
+            if not name.startswith("_") or name in _FUNCTION_ATTRIBUTES:
+                # Then the undecorated function's own: __code__, __defaults__, __globals__...
+                with contextlib.suppress(AttributeError):
+                    return getattr(self.__func__.__wrapped__, name)
             raise AttributeError(
                 f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
             )
