@@ -394,6 +394,22 @@ def test_a_bound_method_reads_what_a_decorator_set_on_the_function(clock: FakeCl
         Repo().get._lru  # noqa: B018  (the engine's members are not the function's)
 
 
+def test_a_bound_method_reads_the_functions_code_defaults_and_globals(
+    clock: FakeClock,
+) -> None:
+    """``__code__``, ``__defaults__``, ``__kwdefaults__`` and ``__globals__`` are the
+    function's, as through a bound method (frameworks resolve string annotations in
+    ``__globals__``); ``inspect.signature(..., eval_str=True)`` evaluates them."""
+    _, Repo = _album_repos(SWRCache(clock=clock))
+    repo = Repo()
+    bound, plain = repo.get, types.MethodType(Repo.get.__wrapped__, repo)
+    for name in ("__code__", "__defaults__", "__kwdefaults__", "__globals__"):
+        assert getattr(bound, name) is getattr(plain, name), name
+    evaluated = inspect.signature(bound, eval_str=True)
+    assert evaluated == inspect.signature(plain, eval_str=True)
+    assert evaluated.return_annotation is _Album
+
+
 def test_an_abstract_method_under_the_decorator_stays_abstract(clock: FakeClock) -> None:
     """``@cache.cached`` over ``@abc.abstractmethod``: the class cannot be instantiated
     until a subclass defines the method, as without the decorator."""
