@@ -623,9 +623,13 @@ class SWRCache:
 
 
 def _check_parentheses(ttl: object) -> None:
-    """``@swr_cached`` without parentheses passes the function as ``ttl``: say so at once,
-    whatever was decorated (``ttl=`` is never callable)."""
-    if not callable(ttl):
+    """``@swr_cached`` without parentheses passes the function as ``ttl``: say so at once.
+
+    Any callable that is not a number (``ttl=`` never is one), as ``swr_cached(f)``
+    cannot be told from ``swr_cached(ttl=f)``: this is the one argument error raised
+    before the decorated function is known, so it names the callable instead.
+    """
+    if not callable(ttl) or isinstance(ttl, int | float):
         return
     if _is_async_callable(ttl):
         raise TypeError(
@@ -634,9 +638,9 @@ def _check_parentheses(ttl: object) -> None:
             f"{getattr(ttl, '__qualname__', ttl)!s}"
         )
     raise TypeError(
-        f"swr_cached: use it with parentheses, @swr_cached(ttl=...) or "
-        f"@cache.cached(ttl=...), and above an async def function; got "
-        f"{_name_of(ttl)}, which is not one (ttl= must be a number of seconds or None)"
+        f"swr_cached: ttl= must be a number of seconds or None, got {_name_of(ttl)}; "
+        "if that is the function to cache, write @swr_cached(...) with parentheses, "
+        "above an async def function"
     )
 
 
@@ -795,8 +799,9 @@ def swr_cached(
     value) is raised when the returned decorator is applied, at decoration,
     with a message naming the function (``module.qualname``), the parameter and
     the fix; ``swr_cached(...)`` itself raises nothing, so a decorator made but
-    never applied reports nothing.  Only ``@swr_cached`` without parentheses
-    fails at once.  A ``store=`` path is resolved to its store when the
+    never applied reports nothing.  Only a callable ``ttl=`` fails at once,
+    naming that callable (``@swr_cached`` without parentheses passes the
+    function as ``ttl``).  A ``store=`` path is resolved to its store when the
     decorator is first applied, and that store is kept for every function it
     is applied to.
     """

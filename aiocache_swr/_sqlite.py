@@ -774,6 +774,12 @@ def _daemonize(conn: aiosqlite.Connection, name: str) -> None:
 # --------------------------------------------------------------- argument checks
 
 
+def _let_go() -> bool:
+    """The running store operation's time limit has expired: its caller is let go."""
+    limit = store_time_limit.get()
+    return limit is not None and limit.expired()
+
+
 def _readable(db: sqlite3.Connection, version: int) -> bool:
     """The file has a schema reads understand: a version from ``_READABLE_SINCE`` on,
     and its table (a file of version 1 may be another program's)."""
@@ -1250,36 +1256,50 @@ class SQLiteStore:
         # arriving meanwhile gather for the next batch.
         if st.read_batch is batch:
             st.read_batch = None
-        if cancelled is not None and batch.event is not None:
-            limit = store_time_limit.get()
-            if limit is not None and limit.expired():
-                # Let go by its time limit (as _call lets go a read hung on the
-                # worker): a task of this store serves those who joined, on its own.
-                self._serve_later(st, batch)
-                raise cancelled
+        if cancelled is not None and batch.event is not None and _let_go():
+            # Let go by its time limit (as _call lets go a read hung on the worker):
+            # a task of this store serves those who joined, on its own.
+            self._serve_later(st, batch)
+            raise cancelled
+        handed_off = False
         try:
             if cancelled is None:
                 await self._run_read(st, batch)
             elif batch.event is not None:  # others joined: serve them anyway
                 with anyio.CancelScope(shield=True):
                     await self._run_read(st, batch)
+        except anyio.get_cancelled_exc_class():
+            if batch.event is not None and _let_go():
+                # ...and so during its own read: the worker may still be reading.
+                handed_off = True
+                self._serve_later(st, batch)
+            elif batch.error is None:
+                batch.error = StoreError(f"{self!r}: read cancelled")
+            raise
         except BaseException as exc:
             if batch.error is None:
                 batch.error = exc
             raise
         finally:
-            if batch.event is not None:
+            if batch.event is not None and not handed_off:
                 batch.event.set()
         if cancelled is not None:
             raise cancelled
 
     def _serve_later(self, st: _LoopState, batch: _ReadBatch) -> None:
-        """Run ``batch`` for the callers who joined it in a task of this store, whose
-        cancellation (the loop ending) waits for the worker, under no time limit."""
+        """Answer the callers who joined ``batch`` from a task of this store, under no
+        time limit (its cancellation, the loop ending, waits for the worker): once the
+        read connection's worker has finished what it was given (``batch``'s job, if
+        its leader had submitted it), from what that found, else by running it."""
 
         async def serve() -> None:
             try:
-                await self._run_read(st, batch)
+                conn = st.reader.conn
+                if conn is not None:
+                    await _settle(conn)
+                if not batch.complete:
+                    batch.error = None
+                    await self._run_read(st, batch)
             except Exception as exc:  # theirs to raise (``_read``), not this task's
                 if batch.error is None:
                     batch.error = exc
@@ -1417,10 +1437,25 @@ class SQLiteStore:
         and so does an open under way of a connection it closes (then closed too: it
         may be of a deleted file).  Locks are taken writer first, always.
         """
-        async with contextlib.AsyncExitStack() as locks:
-            for link in (st.writer, st.reader) if writer else (st.reader,):
-                await locks.enter_async_context(link.open_lock())
+        cancelled: BaseException | None = None  # asyncio's own Task.cancel: see _settle
+        held: list[anyio.Lock] = []
+        try:
+            with anyio.CancelScope(shield=True):
+                for link in (st.writer, st.reader) if writer else (st.reader,):
+                    lock = link.open_lock()
+                    while True:
+                        try:
+                            await lock.acquire()
+                            break
+                        except asyncio.CancelledError as exc:
+                            cancelled = cancelled or exc
+                    held.append(lock)
             await self._close_unlocked(st, raise_errors=raise_errors, writer=writer)
+        finally:
+            for lock in reversed(held):
+                lock.release()
+        if cancelled is not None:
+            raise cancelled
 
     async def _close_unlocked(
         self, st: _LoopState, *, raise_errors: bool, writer: bool = True
@@ -1617,9 +1652,9 @@ class SQLiteStore:
         A file found corrupt, before or by this open, is set aside first (a
         rename).  A newer schema's file raises :class:`SchemaVersionError`.
         """
-        self._set_aside_corrupt_sync()
-        delay = 0.01
+        set_aside = self._set_aside_corrupt_sync()
         moved = False
+        delay = 0.01
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             db: sqlite3.Connection | None = None
             file_id: tuple[int, int] | None = None
@@ -1631,8 +1666,8 @@ class SQLiteStore:
                 readable = _readable(db, version)
                 self._check_file_sync(file_id)  # as in _open_sync
             except FileNotFoundError:  # from the first stat
-                if self._file_id is None and self._reader_file_id is None:
-                    # This store has never had a file at the path: a new one.
+                if set_aside or moved or (self._file_id is None and self._reader_file_id is None):
+                    # Set aside by this open (logged), or never had: a new one.
                     logger.debug("%r: no database file yet; the first write makes it", self)
                 else:
                     logger.warning(

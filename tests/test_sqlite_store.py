@@ -1728,6 +1728,67 @@ async def _store_with_rows(path: Path, n: int = 50) -> SQLiteStore:
     return store
 
 
+async def test_a_read_that_sets_a_corrupt_file_aside_does_not_call_it_deleted(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The read connection's open that sets aside a file a read found corrupt logs that
+    (an ERROR), not that the file is missing as if deleted."""
+    store = await _store_with_rows(db_path)
+    corrupt_in_place(db_path)
+    keys = [f"k{i}" for i in range(50)]
+    with pytest.raises(StoreError):
+        await store.get_many(NS, keys)  # finds it corrupt
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="aiocache_swr"):
+        assert await store.get_many(NS, keys) == {}  # sets it aside, reads as empty
+    assert store.stats.moved_aside == 1
+    assert not [r for r in caplog.records if "deleted?" in r.getMessage()]
+    await store.aclose()
+
+
+async def test_aclose_cancelled_by_asyncio_while_the_reader_opens_still_closes_both(
+    db_path: Path,
+) -> None:
+    """asyncio's own cancel of aclose, arriving while it waits for the read
+    connection's open (holding the writer's lock), does not leave either connection or
+    its thread behind."""
+    threads = set(threading.enumerate())
+    store = SQLiteStore(db_path)
+    store.put(NS, "a", rec("A"))
+    await store.flush()  # the writer is open, the reader not yet
+    entered, release = threading.Event(), threading.Event()
+    open_reader = store._open_reader_sync
+
+    def held_open() -> sqlite3.Connection:
+        db = open_reader()
+        entered.set()
+        assert release.wait(GATE_TIMEOUT)
+        return db
+
+    store._open_reader_sync = held_open  # type: ignore[method-assign]
+    found: dict[str, Record] = {}
+
+    async def read() -> None:
+        found.update(await store.get_many(NS, ["a"]))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        assert await anyio.to_thread.run_sync(entered.wait, GATE_TIMEOUT)
+        closing = asyncio.ensure_future(store.aclose())
+        await wait_all_tasks_blocked()  # aclose waits for the reader's open
+        closing.cancel()
+        await wait_all_tasks_blocked()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    assert found == {"a": rec("A")}
+    st = store._state
+    assert st is not None
+    assert st.writer.conn is None
+    assert st.reader.conn is None
+    assert await anyio.to_thread.run_sync(join_store_threads, threads) == []
+
+
 def _set_aside(path: Path) -> list[Path]:
     return [p for p in path.parent.glob(f"{path.name}.corrupt-*") if p.name.endswith("Z")]
 

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from aiocache_swr import SQLiteStore, SWRCache
+from aiocache_swr import PickleSerializer, SQLiteStore, SWRCache
 from aiocache_swr._keys import stable_key
 from aiocache_swr._store import MemoryStore, Record
 from aiocache_swr.testing import FakeClock
@@ -440,6 +440,68 @@ async def test_a_read_batch_leader_let_go_by_its_limit_leaves_its_batch_to_the_s
     finally:
         loads.release.set()
     assert results == {"leader": "computed 2", "first": "stored 1", "joiner": "stored 3"}
+
+
+class TwoGates(GateSerializer):
+    """Holds the read of "stored 1" at the first gate, and any other at the second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.second = GateSerializer()
+
+    def loads(self, data: bytes) -> Any:
+        value = PickleSerializer.loads(self, data)
+        if self.hold and value[0] != "stored 1":
+            return self.second.loads(data)
+        return super().loads(data)
+
+
+async def test_a_read_batch_leader_let_go_during_its_own_read_leaves_it_to_the_store(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """As above, but the leader's limit expires while its own batch hangs on the
+    worker: the one who joined is answered from what the worker reads once it is back,
+    not failed with the leader's cancellation."""
+    path = tmp_path / "cache.db"
+    seed = SQLiteStore(path)
+    for key in (1, 2, 3):
+        seed.put("ns", stable_key((key,)), Record(f"stored {key}", None, clock(), ()))
+    await seed.aclose()
+    loads = TwoGates()
+    store = SQLiteStore(path, serializer=loads)
+    patient = SWRCache(clock=clock, store=store, store_timeout=None)
+    limited = SWRCache(clock=clock, store=store, store_timeout=TIMEOUT)
+
+    async def compute(key: int) -> str:
+        return f"computed {key}"
+
+    first = patient.cached(ttl=TTL, namespace="ns")(compute)
+    joiner = patient.cached(ttl=TTL, namespace="ns")(compute)
+    leader = limited.cached(ttl=TTL, namespace="ns")(compute)
+    results: dict[str, str] = {}
+
+    async def call(name: str, f: Any, key: int) -> None:
+        results[name] = await f(key)
+
+    loads.hold = loads.second.hold = True
+    try:
+        async with patient, limited, anyio.create_task_group() as tg:
+            tg.start_soon(call, "first", first, 1)
+            assert await anyio.to_thread.run_sync(loads.entered.wait, GATE_TIMEOUT)
+            tg.start_soon(call, "leader", leader, 2)  # leads the next batch
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(call, "joiner", joiner, 3)  # joins it
+            await anyio.wait_all_tasks_blocked()
+            loads.release.set()  # the earlier read ends: the batch runs, and hangs
+            assert await anyio.to_thread.run_sync(loads.second.entered.wait, GATE_TIMEOUT)
+            await advance(TIMEOUT + 1)  # the leader's limit expires during its read
+            assert results == {"first": "stored 1", "leader": "computed 2"}
+            loads.second.release.set()
+    finally:
+        loads.release.set()
+        loads.second.release.set()
+    assert results == {"first": "stored 1", "leader": "computed 2", "joiner": "stored 3"}
+    assert joiner.cache_info().store_errors == 0
 
 
 async def test_the_time_limit_used_before_python_3_11_says_when_it_has_expired() -> None:

@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiocache_swr import SWRCache, swr_cached
+from aiocache_swr._function import engine_of
 from aiocache_swr._keys import MAX_STABLE_KEY, UnstableKeyError, _spell, make_key, stable_key
 from aiocache_swr.testing import FakeClock
 
@@ -65,10 +66,27 @@ def test_bare_decorator_use_over_a_sync_function_or_async_object_fails_at_once()
         async def __call__(self, x: int) -> int:
             return x
 
-    with pytest.raises(TypeError, match=r"parentheses.*async def.*fetch.*not one"):
+    with pytest.raises(TypeError, match=r"fetch.*parentheses.*async def"):
         swr_cached(fetch)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="parentheses"):
         SWRCache().cached(Fetcher())  # type: ignore[arg-type]
+
+
+def test_a_callable_ttl_fails_at_once_naming_it_and_a_callable_number_is_seconds() -> None:
+    """A callable ttl= is reported when swr_cached(...) is called (it cannot be told
+    from @swr_cached without parentheses), naming it; a number that happens to be
+    callable is a number of seconds."""
+
+    def compute_ttl() -> float:
+        return 30.0
+
+    class Seconds(float):
+        def __call__(self) -> float:
+            return float(self)
+
+    with pytest.raises(TypeError, match=r"ttl= must be a number.*compute_ttl.*parentheses"):
+        swr_cached(ttl=compute_ttl)  # type: ignore[arg-type]
+    assert engine_of(swr_cached(ttl=Seconds(30), cache=SWRCache())(fetch_user))._ttl == 30.0
 
 
 async def fetch_user(user_id: int) -> int:
