@@ -118,18 +118,23 @@ def _waits_for(flight: _Flight, target: _Flight) -> bool:
     computation would wait forever.
 
     Searched from both ends at once (what ``flight`` waits for, and what waits for
-    ``target``), each step taking the flight with fewer edges to follow, so that many
-    computations joining one that waits for many others (or the reverse) each cost
-    about the smaller side, not the whole graph below.
+    ``target``), each step on the side that has cost less so far (counting the
+    step it would take), so that the check costs about twice the smaller side:
+    many computations joining one that waits for many others (or the top of a
+    long chain of them) each pay for their own few waits, not the whole graph below.
     """
     if flight is target:
         return True
     ahead, behind = {flight}, {target}  # reached from flight, and reaching target
     forward, backward = [flight], [target]
+    forward_cost = backward_cost = 0
     while forward and backward:
         fanout = forward[-1].awaits
         fanin = backward[-1].awaited_by
-        if len(fanout or ()) <= len(fanin or ()):
+        out_cost = 1 + (len(fanout) if fanout else 0)
+        in_cost = 1 + (len(fanin) if fanin else 0)
+        if forward_cost + out_cost < backward_cost + in_cost:
+            forward_cost += out_cost
             forward.pop()
             for waited in fanout or ():
                 if waited in behind:
@@ -138,6 +143,7 @@ def _waits_for(flight: _Flight, target: _Flight) -> bool:
                     ahead.add(waited)
                     forward.append(waited)
         else:
+            backward_cost += in_cost
             backward.pop()
             for waiting in fanin or ():
                 if waiting in ahead:
@@ -1308,16 +1314,15 @@ def _cached_call(
 
 _new_partial: Final[Any] = functools.partial.__new__
 
-# What a bound method reads from its function besides the function's __dict__.
+# What a bound method reads from its function besides the function's __dict__; not
+# __code__, __defaults__ and __kwdefaults__, with which inspect (before 3.13) would take
+# it for a function and give its signature the instance's parameter.
 _FUNCTION_ATTRIBUTES: Final = frozenset(
     {
         "__annotate__",
         "__builtins__",
         "__closure__",
-        "__code__",
-        "__defaults__",
         "__globals__",
-        "__kwdefaults__",
         "__type_params__",
     }
 )
@@ -1433,17 +1438,6 @@ class BoundSWRFunction(functools.partial[Coroutine[Any, Any, T]], Generic[P, T])
             if name == "__wrapped__":
                 # What the engine calls: the function with the instance first.
                 return MethodType(self.__func__.__wrapped__, self.__self__)
-            if name == "__signature__":
-                # The function's without its first parameter, as a bound method's is, when
-                # the function wraps another (inspect would unwrap to that one).  Otherwise
-                # none: inspect follows __wrapped__ to a bound method, whose signature it
-                # makes itself, as asked (eval_str=True evaluates string annotations).
-                if not hasattr(self.__func__.__wrapped__, "__wrapped__"):
-                    raise AttributeError(name)
-                try:
-                    return inspect.signature(MethodType(self.__func__.__wrapped__, self.__self__))
-                except (TypeError, ValueError):
-                    return None  # unknown: inspect then says so itself
             # The function's attributes, as a bound method reads them from its function:
             # __name__, __qualname__, and those of the undecorated one (decorated() copies
             # them), e.g. __isabstractmethod__ or a framework's marks; not the engine's members.

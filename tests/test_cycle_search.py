@@ -91,3 +91,19 @@ def test_joining_from_a_computation_many_wait_for_costs_little() -> None:
     Node.reads = 0
     assert not waits_for(joined, computing)
     assert Node.reads <= 4
+
+
+def test_joining_the_top_of_a_long_chain_costs_little() -> None:
+    """A computation joining the top of a chain of 1,000 computations, each waiting for
+    the next, while one other waits for it: the check reads the short side."""
+    top = Node()
+    node = top
+    for _ in range(1_000):
+        nxt = Node()
+        node.wait_for(nxt)
+        node = nxt
+    computing, caller = Node(), Node()
+    caller.wait_for(computing)
+    Node.reads = 0
+    assert not waits_for(top, computing)
+    assert Node.reads <= 10

@@ -394,20 +394,43 @@ def test_a_bound_method_reads_what_a_decorator_set_on_the_function(clock: FakeCl
         Repo().get._lru  # noqa: B018  (the engine's members are not the function's)
 
 
-def test_a_bound_method_reads_the_functions_code_defaults_and_globals(
+def test_a_bound_method_reads_the_functions_globals_and_evaluates_its_annotations(
     clock: FakeClock,
 ) -> None:
-    """``__code__``, ``__defaults__``, ``__kwdefaults__`` and ``__globals__`` are the
-    function's, as through a bound method (frameworks resolve string annotations in
-    ``__globals__``); ``inspect.signature(..., eval_str=True)`` evaluates them."""
-    _, Repo = _album_repos(SWRCache(clock=clock))
+    """``__globals__`` is the function's, as through a bound method (frameworks resolve
+    string annotations there); ``inspect.signature`` evaluates them with
+    ``eval_str=True``, also through a wrapper, and leaves out the instance with
+    ``follow_wrapped=False`` too."""
+
+    def passing(fn: Any) -> Any:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await fn(*args, **kwargs)
+
+        return wrapper
+
+    cache = SWRCache(clock=clock)
+
+    class Repo:
+        @cache.cached(ttl=10)
+        async def get(self, album_id: int) -> _Album:
+            return _Album()
+
+        @cache.cached(ttl=10)
+        @passing
+        async def wrapped_get(self, album_id: int) -> _Album:
+            return _Album()
+
     repo = Repo()
-    bound, plain = repo.get, types.MethodType(Repo.get.__wrapped__, repo)
-    for name in ("__code__", "__defaults__", "__kwdefaults__", "__globals__"):
-        assert getattr(bound, name) is getattr(plain, name), name
-    evaluated = inspect.signature(bound, eval_str=True)
-    assert evaluated == inspect.signature(plain, eval_str=True)
-    assert evaluated.return_annotation is _Album
+    for name in ("get", "wrapped_get"):
+        bound = getattr(repo, name)
+        plain = types.MethodType(getattr(Repo, name).__wrapped__, repo)
+        assert bound.__globals__ is plain.__globals__
+        evaluated = inspect.signature(bound, eval_str=True)
+        assert evaluated == inspect.signature(plain, eval_str=True)
+        assert evaluated.return_annotation is _Album
+        unwrapped = inspect.signature(bound, follow_wrapped=False)
+        assert list(unwrapped.parameters) == ["album_id"]
 
 
 def test_an_abstract_method_under_the_decorator_stays_abstract(clock: FakeClock) -> None:
