@@ -24,7 +24,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 from ._events import CacheEvent, EventListener, emit
-from ._function import Engine, decorated
+from ._function import Engine, computing, decorated
 from ._runner import Runner, current_loop, load_backend
 from ._sqlite import SQLiteStore, _check_path
 from ._store import Store, close_unstarted, distrust, weak_clock
@@ -302,6 +302,10 @@ class SWRCache:
         self._stores: list[Store] = [self.store] if self.store is not None else []
         self._runner: Runner | None = None
         self._entered: tuple[Runner, anyio.abc.TaskGroup, Any] | None = None
+        # The task group of an `async with` whose cache aclose() closed meanwhile: its
+        # owner's __aexit__ exits it (only the task that entered it may).
+        self._left: tuple[Runner, anyio.abc.TaskGroup, Any] | None = None
+        self._entered_by: int | None = None  # the task that entered it
         self._store_reads_held = 0
 
     def __repr__(self) -> str:
@@ -503,7 +507,12 @@ class SWRCache:
             self._store_reads_held -= 1
 
     async def wait_idle(self) -> None:
-        """Return once no background refresh (or fetch, or store write) runs or is queued."""
+        """Return once no background refresh (or fetch, or store write) runs or is queued.
+
+        Awaited inside a computation of one of this cache's functions, it would wait
+        for that computation, so for itself: it raises a ``RuntimeError`` instead.
+        """
+        self._refuse_inside_computation("wait_idle()")
         runner = self._runner
         if runner is not None and runner.loop is current_loop():
             await runner.wait_idle()
@@ -539,13 +548,14 @@ class SWRCache:
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> SWRCache:
-        if self._entered is not None:
+        if self._entered is not None or self._left is not None:
             raise RuntimeError("SWRCache: this cache is already entered (`async with`)")
         runner = self._runner_here()
         cm = anyio.create_task_group()
         tg = await cm.__aenter__()
         runner.attach(tg)
         self._entered = (runner, tg, cm)
+        self._entered_by = anyio.get_current_task().id
         return self
 
     async def __aexit__(
@@ -560,21 +570,62 @@ class SWRCache:
         without waiting ``close_timeout``; pending writes are still flushed and
         the stores closed.
         """
-        await self._close(exc_type, exc, tb)
+        left, self._left = self._left, None
+        try:
+            await self._close(exc_type, exc, tb, exiting=True)
+        finally:
+            if left is not None:  # closed by aclose() meanwhile: exit its task group
+                await self._exit_task_group(left, exc_type, exc, tb)
 
     async def aclose(self) -> None:
         """Wait (up to ``close_timeout``) for background work, cancel the rest, flush, close.
 
         Leaving ``async with cache`` does the same, except after an exception in
-        its body: then nothing is waited for (see ``__aexit__``).
+        its body: then nothing is waited for (see ``__aexit__``).  Called by the
+        task that entered ``async with cache`` (or ``__aenter__``), it also exits
+        the task group entered there, so call it at that level, not under a
+        cancel scope of its own (``anyio.move_on_after``).  Called by another
+        task meanwhile, it closes the cache as leaving would and leaves that task
+        group, emptied, for the block's own exit; the cache can be used
+        meanwhile, as after any ``aclose``.
         """
-        await self._close(None, None, None)
+        self._refuse_inside_computation("aclose()")
+        exiting = self._entered is not None and self._entered_by == anyio.get_current_task().id
+        await self._close(None, None, None, exiting=exiting)
+
+    def _refuse_inside_computation(self, what: str) -> None:
+        flight = computing()
+        if flight is not None and flight.func.cache is self:
+            raise RuntimeError(
+                f"SWRCache.{what} inside a computation of {flight.func._name}, a function "
+                "of this cache: it would wait for that computation, so for itself"
+            )
+
+    async def _exit_task_group(
+        self,
+        entered: tuple[Runner, anyio.abc.TaskGroup, Any],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        runner, tg, cm = entered
+        try:
+            await cm.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The body's own exception, wrapped by the task group: let the
+            # `async with` statement re-raise it as it was.
+            if exc is None or list(group.exceptions) != [exc]:
+                raise
+        finally:
+            runner.close_unstarted(tg)
 
     async def _close(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
+        *,
+        exiting: bool,
     ) -> None:
         runner = self._runner
         if runner is not None and runner.loop is not current_loop():
@@ -596,19 +647,21 @@ class SWRCache:
                 # Fetches are plain tasks, outside the task group: cancel them first,
                 # while this task may still await (shielded) even when it is cancelled.
                 await runner.stop_fetches()
-            if entered is not None:
-                _, tg, cm = entered
-                tg.cancel_scope.cancel()
+            if entered is not None and not exiting:
+                # aclose() by another task: empty the task group, whose own exit
+                # (by the task that entered it) comes later.
+                entered[0].detach()
+                await entered[0].cancel_children()
+                self._left = entered
+                if runner is not None:  # a host started before `async with`
+                    with anyio.CancelScope(shield=True):
+                        await runner.stop()
+            elif entered is not None:
+                entered[1].cancel_scope.cancel()
                 entered[0].detach()
                 try:
-                    await cm.__aexit__(exc_type, exc, tb)
-                except BaseExceptionGroup as group:
-                    # The body's own exception, wrapped by the task group: let the
-                    # `async with` statement re-raise it as it was.
-                    if exc is None or list(group.exceptions) != [exc]:
-                        raise
+                    await self._exit_task_group(entered, exc_type, exc, tb)
                 finally:
-                    entered[0].close_unstarted(tg)
                     if runner is not None:  # a host started before `async with`
                         with anyio.CancelScope(shield=True):
                             await runner.stop()

@@ -60,12 +60,16 @@ if TYPE_CHECKING:
     from ._runner import Runner
     from ._types import SWRFunction
 
-__all__ = ["BoundSWRFunction", "Engine", "decorated", "engine_of"]
+__all__ = ["BoundSWRFunction", "Engine", "computing", "decorated", "engine_of"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 logger = logging.getLogger("aiocache_swr")
+
+# Keys whose refresh backoff is remembered beside the store, at least (see _backoffs):
+# more failing keys than the memory LRU holds must still back off (rule 6).
+_BACKOFF_KEYS: Final = 4096
 
 # What a flight does.
 _MISS: Final = "miss"  # read the store, else compute; a caller waits
@@ -79,6 +83,11 @@ _FORCE: Final = "force"  # refresh(): compute now, never from the store
 _computing: contextvars.ContextVar[_Flight | None] = contextvars.ContextVar(
     "aiocache_swr_computing", default=None
 )
+
+
+def computing() -> _Flight | None:
+    """The flight whose computation the running task is part of, if any."""
+    return _computing.get()
 
 
 def _wait_edge(current: _Flight, flight: _Flight) -> None:
@@ -412,8 +421,8 @@ class Engine(Generic[P, T]):
         # their entries when there is a store, so that an entry evicted from
         # memory and read back from the store still backs off (rule 6):
         # key -> (the entry's created, failures, retry_at).  Dropped on the key's
-        # next success; beyond maxsize, the oldest is dropped.  A plain dict: a
-        # commit tests it on every miss.
+        # next success; beyond _BACKOFF_KEYS (or maxsize, if more), the oldest is
+        # dropped.  A plain dict: a commit tests it on every miss.
         self._backoffs: dict[Hashable, tuple[float, int, float]] = {}
         self._stale_hits = 0
         self._misses = 0
@@ -893,7 +902,7 @@ class Engine(Generic[P, T]):
         if self._store is not None:  # without one, an evicted key is simply a miss
             backoffs = self._backoffs
             backoffs.pop(key, None)  # re-inserted as the newest
-            if len(backoffs) >= self._maxsize:
+            if len(backoffs) >= max(self._maxsize, _BACKOFF_KEYS):
                 del backoffs[next(iter(backoffs))]
             backoffs[key] = (entry.created, entry.failures, entry.retry_at)
         return delay

@@ -14,6 +14,8 @@ from aiocache_swr import SWRCache
 from aiocache_swr._store import MemoryStore, Record
 from aiocache_swr.testing import FakeClock
 
+from ._fetcher import Fetcher
+
 pytestmark = pytest.mark.anyio
 
 
@@ -664,3 +666,26 @@ async def test_a_failure_nobody_waits_for_is_logged(
         await cache.wait_idle()
     assert "failed after its callers stopped waiting" in caplog.text
     assert src.calls == 1
+
+
+async def test_more_failing_keys_than_maxsize_keep_backing_off(
+    clock: FakeClock, fetcher: Fetcher
+) -> None:
+    """With a store, three stale keys over maxsize=2 and a failing backend, the clock
+    standing still: each key is refreshed once, not once per call (rule 6), though
+    the keys keep being evicted and read back from the store."""
+    async with SWRCache(clock=clock, store=MemoryStore()) as cache:
+
+        @cache.cached(ttl=10, maxsize=2)
+        async def f(key: str) -> str:
+            return await fetcher(key)
+
+        for k in "abc":
+            assert await f(k) == f"{k}:1"
+        clock.advance(11)
+        fetcher.error = RuntimeError("backend down")
+        for _ in range(5):
+            for k in "abc":
+                assert await f(k) == f"{k}:1"  # stale-if-error
+                await cache.wait_idle()
+        assert f.cache_info().refresh_errors == 3

@@ -926,3 +926,70 @@ async def test_queued_refreshes_still_start_after_one_ended_in_an_internal_error
         with anyio.fail_after(5):  # a safety net: this hung
             await cache.wait_idle()
         assert calls == [1, 2, 1, 2]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_aclose_by_another_task_inside_async_with_leaves_the_block_running(
+    clock: FakeClock,
+) -> None:
+    """A shutdown task's aclose() while another task is inside `async with cache`
+    cancels the background work of the block's task group without cancelling that
+    task, which goes on using the cache and leaves its block cleanly."""
+    cache = SWRCache(clock=clock, close_timeout=0)
+    hang, done, cancelled = anyio.Event(), anyio.Event(), anyio.Event()
+    calls = 0
+    finished: list[str] = []
+
+    @cache.cached(ttl=10)
+    async def f(key: str) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first background refresh hangs until cancelled
+            try:
+                await hang.wait()
+            except anyio.get_cancelled_exc_class():
+                cancelled.set()
+                raise
+        return f"{key}:{calls}"
+
+    async def holder() -> None:
+        async with cache:
+            assert await f("a") == "a:1"
+            clock.advance(11)
+            assert await f("a") == "a:1"  # stale: its refresh hangs
+            await done.wait()
+            finished.append(await f("a"))  # still stale: served, refreshed anew
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(holder)
+        await wait_all_tasks_blocked()
+        await cache.aclose()
+        assert cancelled.is_set()
+        done.set()
+    assert finished == ["a:1"]
+    await cache.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_wait_idle_or_aclose_inside_a_computation_of_the_cache_raises(
+    clock: FakeClock,
+) -> None:
+    """Awaited inside a computation of one of its functions, wait_idle() and aclose()
+    would wait for that computation, so for themselves: a RuntimeError says so."""
+    cache = SWRCache(clock=clock)
+
+    @cache.cached(ttl=10)
+    async def waits(key: int) -> int:
+        await cache.wait_idle()
+        return key
+
+    @cache.cached(ttl=10)
+    async def closes(key: int) -> int:
+        await cache.aclose()
+        return key
+
+    for f in (waits, closes):
+        with pytest.raises(RuntimeError, match="would wait for that computation"):
+            with anyio.fail_after(10):  # only ends the test if it waits for itself
+                await f(1)
+    await cache.aclose()
