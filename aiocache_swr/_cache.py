@@ -302,9 +302,6 @@ class SWRCache:
         self._stores: list[Store] = [self.store] if self.store is not None else []
         self._runner: Runner | None = None
         self._entered: tuple[Runner, anyio.abc.TaskGroup, Any] | None = None
-        # The task group of an `async with` whose cache aclose() closed meanwhile: its
-        # owner's __aexit__ exits it (only the task that entered it may).
-        self._left: tuple[Runner, anyio.abc.TaskGroup, Any] | None = None
         self._entered_by: int | None = None  # the task that entered it
         self._store_reads_held = 0
 
@@ -509,8 +506,9 @@ class SWRCache:
     async def wait_idle(self) -> None:
         """Return once no background refresh (or fetch, or store write) runs or is queued.
 
-        Awaited inside a computation of one of this cache's functions, it would wait
-        for that computation, so for itself: it raises a ``RuntimeError`` instead.
+        Awaited inside a computation of one of this cache's functions while it
+        runs, it would wait for that computation, so for itself: it raises a
+        ``RuntimeError`` instead.
         """
         self._refuse_inside_computation("wait_idle()")
         runner = self._runner
@@ -548,7 +546,7 @@ class SWRCache:
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> SWRCache:
-        if self._entered is not None or self._left is not None:
+        if self._entered is not None:
             raise RuntimeError("SWRCache: this cache is already entered (`async with`)")
         runner = self._runner_here()
         cm = anyio.create_task_group()
@@ -570,62 +568,42 @@ class SWRCache:
         without waiting ``close_timeout``; pending writes are still flushed and
         the stores closed.
         """
-        left, self._left = self._left, None
-        try:
-            await self._close(exc_type, exc, tb, exiting=True)
-        finally:
-            if left is not None:  # closed by aclose() meanwhile: exit its task group
-                await self._exit_task_group(left, exc_type, exc, tb)
+        await self._close(exc_type, exc, tb)
 
     async def aclose(self) -> None:
         """Wait (up to ``close_timeout``) for background work, cancel the rest, flush, close.
 
         Leaving ``async with cache`` does the same, except after an exception in
-        its body: then nothing is waited for (see ``__aexit__``).  Called by the
-        task that entered ``async with cache`` (or ``__aenter__``), it also exits
-        the task group entered there, so call it at that level, not under a
-        cancel scope of its own (``anyio.move_on_after``).  Called by another
-        task meanwhile, it closes the cache as leaving would and leaves that task
-        group, emptied, for the block's own exit; the cache can be used
-        meanwhile, as after any ``aclose``.
+        its body: then nothing is waited for (see ``__aexit__``).  While a task is
+        inside ``async with cache`` (or after ``__aenter__``), only that task may
+        close it, at that level (not under a cancel scope of its own): it exits
+        the task group entered there.  Called by another task, it raises a
+        ``RuntimeError``: leave the block instead, or cancel that task.  Called
+        inside a computation of one of the cache's functions, it raises too, as
+        it would wait for that computation.
         """
         self._refuse_inside_computation("aclose()")
-        exiting = self._entered is not None and self._entered_by == anyio.get_current_task().id
-        await self._close(None, None, None, exiting=exiting)
+        if self._entered is not None and self._entered_by != anyio.get_current_task().id:
+            raise RuntimeError(
+                "SWRCache.aclose(): this cache is held open by `async with cache` in "
+                "another task, which alone can close it (the block's task group is that "
+                "task's): leave the block, or cancel that task"
+            )
+        await self._close(None, None, None)
 
     def _refuse_inside_computation(self, what: str) -> None:
         flight = computing()
-        if flight is not None and flight.func.cache is self:
+        if flight is not None and flight.func.cache is self and not flight.is_set():
             raise RuntimeError(
                 f"SWRCache.{what} inside a computation of {flight.func._name}, a function "
                 "of this cache: it would wait for that computation, so for itself"
             )
-
-    async def _exit_task_group(
-        self,
-        entered: tuple[Runner, anyio.abc.TaskGroup, Any],
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        runner, tg, cm = entered
-        try:
-            await cm.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            # The body's own exception, wrapped by the task group: let the
-            # `async with` statement re-raise it as it was.
-            if exc is None or list(group.exceptions) != [exc]:
-                raise
-        finally:
-            runner.close_unstarted(tg)
 
     async def _close(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-        *,
-        exiting: bool,
     ) -> None:
         runner = self._runner
         if runner is not None and runner.loop is not current_loop():
@@ -647,21 +625,19 @@ class SWRCache:
                 # Fetches are plain tasks, outside the task group: cancel them first,
                 # while this task may still await (shielded) even when it is cancelled.
                 await runner.stop_fetches()
-            if entered is not None and not exiting:
-                # aclose() by another task: empty the task group, whose own exit
-                # (by the task that entered it) comes later.
-                entered[0].detach()
-                await entered[0].cancel_children()
-                self._left = entered
-                if runner is not None:  # a host started before `async with`
-                    with anyio.CancelScope(shield=True):
-                        await runner.stop()
-            elif entered is not None:
-                entered[1].cancel_scope.cancel()
+            if entered is not None:
+                _, tg, cm = entered
+                tg.cancel_scope.cancel()
                 entered[0].detach()
                 try:
-                    await self._exit_task_group(entered, exc_type, exc, tb)
+                    await cm.__aexit__(exc_type, exc, tb)
+                except BaseExceptionGroup as group:
+                    # The body's own exception, wrapped by the task group: let the
+                    # `async with` statement re-raise it as it was.
+                    if exc is None or list(group.exceptions) != [exc]:
+                        raise
                 finally:
+                    entered[0].close_unstarted(tg)
                     if runner is not None:  # a host started before `async with`
                         with anyio.CancelScope(shield=True):
                             await runner.stop()

@@ -250,10 +250,6 @@ class Runner:
         ]
         self._unstarted = {}
         self._tokens = itertools.count()
-        # Each running child's own cancel scope: ``cancel_children`` cancels them
-        # without cancelling their task group, whose owner may go on using it.
-        self._child_scopes: set[anyio.CancelScope] = set()
-        self._children_cancelled = False
         # Refreshes waiting for a slot, each with the context it was asked for in.
         self._queue: deque[tuple[Job, contextvars.Context]] = deque()
         self._refreshing = 0
@@ -475,31 +471,13 @@ class Runner:
                 self._done_one()
 
     async def _track(self, fn: Callable[[], Awaitable[None]], token: int) -> None:
-        _, _, job = self._unstarted.pop(token)
+        del self._unstarted[token]
         try:
-            if self._children_cancelled:  # cancelled before its first step ran
-                if job is not None:
-                    job.abandon()
-                return
-            with anyio.CancelScope() as scope:
-                self._child_scopes.add(scope)
-                try:
-                    await fn()
-                finally:
-                    self._child_scopes.discard(scope)
+            await fn()
         except Exception:  # a bug in the engine: never let it reach the loop
             logger.exception("aiocache_swr: internal error in background work")
         finally:
             self._done_one()
-
-    async def cancel_children(self) -> None:
-        """Cancel what runs in the task group (each child in its own scope, the group
-        left as it is), and what has not started yet; wait for them to end, shielded."""
-        self._children_cancelled = True
-        for scope in list(self._child_scopes):
-            scope.cancel()
-        with anyio.CancelScope(shield=True):
-            await self.wait_idle()
 
     def _done_one(self) -> None:
         self._busy -= 1

@@ -944,6 +944,9 @@ class SQLiteStore:
         # whether that file has a schema reads understand (if not, it reads as empty).
         self._reader_file_id: tuple[int, int] | None = None
         self._reader_schema = False
+        # This store set the path's file aside, and no open has found a file since:
+        # a missing file is then no surprise (not "deleted?").
+        self._moved_away = False
         # The open file, found corrupt by a job, and how: set aside by the next open.
         self._corrupt: tuple[tuple[int, int], BaseException] | None = None
         # Held (on a worker thread) by a write batch's last check of its file and its
@@ -1451,6 +1454,11 @@ class SQLiteStore:
                             cancelled = cancelled or exc
                     held.append(lock)
             await self._close_unlocked(st, raise_errors=raise_errors, writer=writer)
+        except Exception as exc:
+            if cancelled is None:
+                raise
+            # The cancellation wins over a failed close, as in _close_unlocked.
+            logger.debug("%r: closing failed while cancelled: %r", self, exc)
         finally:
             for lock in reversed(held):
                 lock.release()
@@ -1598,6 +1606,7 @@ class SQLiteStore:
                 # path names the new one: then open again.
                 self._check_file_sync(file_id)
                 self._file_id = file_id
+                self._moved_away = False
                 return db
             except SchemaVersionError:
                 if db is not None:
@@ -1666,7 +1675,12 @@ class SQLiteStore:
                 readable = _readable(db, version)
                 self._check_file_sync(file_id)  # as in _open_sync
             except FileNotFoundError:  # from the first stat
-                if set_aside or moved or (self._file_id is None and self._reader_file_id is None):
+                if (
+                    set_aside
+                    or moved
+                    or self._moved_away
+                    or (self._file_id is None and self._reader_file_id is None)
+                ):
                     # Set aside by this open (logged), or never had: a new one.
                     logger.debug("%r: no database file yet; the first write makes it", self)
                 else:
@@ -1709,6 +1723,7 @@ class SQLiteStore:
                     db.close()
                 raise
             self._reader_file_id = file_id
+            self._moved_away = False
             self._reader_schema = readable
             if not self._reader_schema:
                 logger.info(
@@ -1838,6 +1853,7 @@ class SQLiteStore:
             with contextlib.suppress(FileNotFoundError):
                 os.rename(f"{path}{suffix}", f"{target}{suffix}")
         self.stats.moved_aside += 1
+        self._moved_away = True
         logger.error(
             "%r: %s is not a usable SQLite database (%s); moved it aside to %s "
             "and starting with an empty cache",

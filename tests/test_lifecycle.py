@@ -929,45 +929,35 @@ async def test_queued_refreshes_still_start_after_one_ended_in_an_internal_error
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_aclose_by_another_task_inside_async_with_leaves_the_block_running(
+async def test_aclose_by_another_task_while_a_task_holds_async_with_raises(
     clock: FakeClock,
 ) -> None:
-    """A shutdown task's aclose() while another task is inside `async with cache`
-    cancels the background work of the block's task group without cancelling that
-    task, which goes on using the cache and leaves its block cleanly."""
-    cache = SWRCache(clock=clock, close_timeout=0)
-    hang, done, cancelled = anyio.Event(), anyio.Event(), anyio.Event()
-    calls = 0
+    """Only the task inside `async with cache` can close it (the block's task group is
+    that task's): another task's aclose() raises a RuntimeError saying so, and the
+    block goes on, uses the cache and leaves cleanly."""
+    cache = SWRCache(clock=clock)
+    done = anyio.Event()
     finished: list[str] = []
 
     @cache.cached(ttl=10)
     async def f(key: str) -> str:
-        nonlocal calls
-        calls += 1
-        if calls == 2:  # the first background refresh hangs until cancelled
-            try:
-                await hang.wait()
-            except anyio.get_cancelled_exc_class():
-                cancelled.set()
-                raise
-        return f"{key}:{calls}"
+        return key
 
     async def holder() -> None:
         async with cache:
-            assert await f("a") == "a:1"
-            clock.advance(11)
-            assert await f("a") == "a:1"  # stale: its refresh hangs
+            assert await f("a") == "a"
             await done.wait()
-            finished.append(await f("a"))  # still stale: served, refreshed anew
+            finished.append(await f("b"))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(holder)
         await wait_all_tasks_blocked()
-        await cache.aclose()
-        assert cancelled.is_set()
+        with pytest.raises(RuntimeError, match="held open by `async with cache` in another"):
+            await cache.aclose()
         done.set()
-    assert finished == ["a:1"]
-    await cache.aclose()
+    assert finished == ["b"]
+    async with cache:  # closed by its block: it can be entered again
+        assert await f("c") == "c"
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
@@ -992,4 +982,32 @@ async def test_wait_idle_or_aclose_inside_a_computation_of_the_cache_raises(
         with pytest.raises(RuntimeError, match="would wait for that computation"):
             with anyio.fail_after(10):  # only ends the test if it waits for itself
                 await f(1)
+    await cache.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_task_a_computation_started_may_wait_idle_once_it_has_ended(
+    clock: FakeClock,
+) -> None:
+    """A task started by a computation, outliving it, may await wait_idle(): the
+    computation it came from has ended, so nothing waits for itself."""
+    cache = SWRCache(clock=clock)
+    computed, waited = anyio.Event(), anyio.Event()
+
+    async def later() -> None:
+        await computed.wait()
+        await cache.wait_idle()
+        waited.set()
+
+    async with anyio.create_task_group() as tg:
+
+        @cache.cached(ttl=10)
+        async def f(key: int) -> int:
+            tg.start_soon(later)  # inherits the computation's context
+            return key
+
+        assert await f(1) == 1
+        computed.set()
+        with anyio.fail_after(10):
+            await waited.wait()
     await cache.aclose()

@@ -1741,9 +1741,43 @@ async def test_a_read_that_sets_a_corrupt_file_aside_does_not_call_it_deleted(
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="aiocache_swr"):
         assert await store.get_many(NS, keys) == {}  # sets it aside, reads as empty
+        await store.aclose()  # the cache closed, say; the store stays usable
+        assert await store.get_many(NS, keys) == {}  # opens again: still no file
     assert store.stats.moved_aside == 1
     assert not [r for r in caplog.records if "deleted?" in r.getMessage()]
     await store.aclose()
+
+
+async def test_aclose_cancelled_while_waiting_for_an_open_raises_the_cancellation_if_closing_fails(
+    db_path: Path,
+) -> None:
+    """asyncio's own cancel of aclose, waiting for a connection's open, is raised even
+    when closing that connection then fails: the task ends cancelled, as asked."""
+    threads = set(threading.enumerate())
+    store = SQLiteStore(db_path)
+    store.put(NS, "a", rec("A"))
+    await store.flush()  # the writer is open
+    st = store._state
+    assert st is not None
+    assert st.writer.conn is not None
+    conn = st.writer.conn
+    close = conn.close
+
+    async def failing_close() -> None:
+        await close()
+        raise sqlite3.OperationalError("disk I/O error")
+
+    conn.close = failing_close  # type: ignore[method-assign]
+    lock = st.writer.open_lock()
+    await lock.acquire()  # an open under way
+    closing = asyncio.ensure_future(store.aclose())
+    await wait_all_tasks_blocked()  # aclose waits for the open
+    closing.cancel()
+    await wait_all_tasks_blocked()
+    lock.release()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert await anyio.to_thread.run_sync(join_store_threads, threads) == []
 
 
 async def test_aclose_cancelled_by_asyncio_while_the_reader_opens_still_closes_both(
