@@ -303,6 +303,8 @@ class SWRCache:
         self._runner: Runner | None = None
         self._entered: tuple[Runner, anyio.abc.TaskGroup, Any] | None = None
         self._entered_by: int | None = None  # the task that entered it
+        # That task's coroutine: once it has ended, nothing can exit the entry.
+        self._entered_in: weakref.ref[Any] | None = None
         self._store_reads_held = 0
 
     def __repr__(self) -> str:
@@ -546,6 +548,7 @@ class SWRCache:
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> SWRCache:
+        self._drop_abandoned_entry()
         if self._entered is not None:
             raise RuntimeError("SWRCache: this cache is already entered (`async with`)")
         runner = self._runner_here()
@@ -553,7 +556,9 @@ class SWRCache:
         tg = await cm.__aenter__()
         runner.attach(tg)
         self._entered = (runner, tg, cm)
-        self._entered_by = anyio.get_current_task().id
+        task = anyio.get_current_task()
+        self._entered_by = task.id
+        self._entered_in = _weak_coro(task.coro)
         return self
 
     async def __aexit__(
@@ -583,6 +588,7 @@ class SWRCache:
         it would wait for that computation.
         """
         self._refuse_inside_computation("aclose()")
+        self._drop_abandoned_entry()
         if self._entered is not None and self._entered_by != anyio.get_current_task().id:
             raise RuntimeError(
                 "SWRCache.aclose(): this cache is held open by `async with cache` in "
@@ -590,6 +596,25 @@ class SWRCache:
                 "task's): leave the block, or cancel that task"
             )
         await self._close(None, None, None)
+
+    def _drop_abandoned_entry(self) -> None:
+        """Forget an `async with cache` (or ``__aenter__``) whose task has ended, or whose
+        event loop is not the running one: nothing can exit it any more (a test that
+        failed before its ``aclose``, a fixture whose teardown runs in another task)."""
+        entered = self._entered
+        if entered is None:
+            return
+        runner, tg, _ = entered
+        coro = self._entered_in() if self._entered_in is not None else None
+        if (
+            runner.loop is current_loop()
+            and coro is not None
+            and inspect.getcoroutinestate(coro) != inspect.CORO_CLOSED
+        ):
+            return  # its task is still running
+        self._entered = None
+        runner.detach()
+        runner.close_unstarted(tg)
 
     def _refuse_inside_computation(self, what: str) -> None:
         flight = computing()
@@ -649,6 +674,13 @@ class SWRCache:
             await self._close_stores()
         if cancelled is not None:
             raise cancelled
+
+
+def _weak_coro(coro: object) -> weakref.ref[Any] | None:
+    try:
+        return weakref.ref(coro)
+    except TypeError:  # not a coroutine object: taken as ended once asked
+        return None
 
 
 def _check_parentheses(ttl: object) -> None:

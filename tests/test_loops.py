@@ -602,3 +602,52 @@ def test_a_runner_follows_its_loop_to_another_thread() -> None:
         assert loop.run_until_complete(check(runner))  # and back
     finally:
         loop.close()
+
+
+def test_a_cache_left_entered_by_an_ended_event_loop_can_be_closed_and_entered_again() -> None:
+    """A test entered the cache (``__aenter__``) and ended its event loop without
+    closing it: on the next loop, aclose() closes it and `async with cache` works, as
+    nothing can exit that entry any more."""
+    cache = SWRCache()
+
+    @cache.cached(ttl=60)
+    async def f(x: int) -> int:
+        return x
+
+    async def first() -> None:
+        await cache.__aenter__()
+        await f(1)  # ...and the test fails before its aclose()
+
+    async def cleanup() -> None:
+        await cache.aclose()
+
+    async def second() -> int:
+        async with cache:
+            return await f(2)
+
+    asyncio.run(first())
+    asyncio.run(cleanup())
+    assert asyncio.run(second()) == 2
+
+
+def test_a_cache_entered_by_a_fixtures_setup_task_is_closed_by_its_teardown_task() -> None:
+    """pytest-asyncio runs an async fixture's setup and teardown as two tasks of one
+    loop: ``__aenter__`` in the first, aclose() in the second (the first has ended)
+    closes the cache, and the next `async with cache` works."""
+    cache = SWRCache()
+
+    @cache.cached(ttl=60)
+    async def f(x: int) -> int:
+        return x
+
+    async def next_fixture() -> int:
+        async with cache:
+            return await f(3)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(cache.__aenter__())
+        loop.run_until_complete(cache.aclose())
+        assert loop.run_until_complete(next_fixture()) == 3
+    finally:
+        loop.close()
