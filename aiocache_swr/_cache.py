@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
 import math
@@ -303,8 +305,8 @@ class SWRCache:
         self._runner: Runner | None = None
         self._entered: tuple[Runner, anyio.abc.TaskGroup, Any] | None = None
         self._entered_by: int | None = None  # the task that entered it
-        # That task's coroutine: once it has ended, nothing can exit the entry.
-        self._entered_in: weakref.ref[Any] | None = None
+        # That task (weakly; None: unknown): once it has ended, nothing can exit the entry.
+        self._entered_task: weakref.ref[Any] | None = None
         self._store_reads_held = 0
 
     def __repr__(self) -> str:
@@ -548,7 +550,8 @@ class SWRCache:
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> SWRCache:
-        self._drop_abandoned_entry()
+        if self._entered is not None and self._entry_abandoned():
+            self._forget_entry()
         if self._entered is not None:
             raise RuntimeError("SWRCache: this cache is already entered (`async with`)")
         runner = self._runner_here()
@@ -556,9 +559,8 @@ class SWRCache:
         tg = await cm.__aenter__()
         runner.attach(tg)
         self._entered = (runner, tg, cm)
-        task = anyio.get_current_task()
-        self._entered_by = task.id
-        self._entered_in = _weak_coro(task.coro)
+        self._entered_by = anyio.get_current_task().id
+        self._entered_task = _current_task_ref()
         return self
 
     async def __aexit__(
@@ -571,8 +573,13 @@ class SWRCache:
 
         On an exception (like a task group) the refreshes in flight are cancelled
         without waiting ``close_timeout``; pending writes are still flushed and
-        the stores closed.
+        the stores closed.  Run by another task than the one that entered (the
+        teardown of a pytest-asyncio fixture, say), it cannot exit the task group
+        entered there (only its task can): it cancels what runs in it instead,
+        and closes the cache.
         """
+        if self._entered is not None and self._entered_by != anyio.get_current_task().id:
+            self._forget_entry()
         await self._close(exc_type, exc, tb)
 
     async def aclose(self) -> None:
@@ -588,32 +595,36 @@ class SWRCache:
         it would wait for that computation.
         """
         self._refuse_inside_computation("aclose()")
-        self._drop_abandoned_entry()
         if self._entered is not None and self._entered_by != anyio.get_current_task().id:
-            raise RuntimeError(
-                "SWRCache.aclose(): this cache is held open by `async with cache` in "
-                "another task, which alone can close it (the block's task group is that "
-                "task's): leave the block, or cancel that task"
-            )
+            if not self._entry_abandoned():
+                raise RuntimeError(
+                    "SWRCache.aclose(): this cache is held open by `async with cache` in "
+                    "another task, which alone can close it (the block's task group is "
+                    "that task's): leave the block, or cancel that task (asyncio.wait_for "
+                    "before Python 3.12, and asyncio.shield, run aclose() in a task of "
+                    "their own)"
+                )
+            self._forget_entry()
         await self._close(None, None, None)
 
-    def _drop_abandoned_entry(self) -> None:
-        """Forget an `async with cache` (or ``__aenter__``) whose task has ended, or whose
-        event loop is not the running one: nothing can exit it any more (a test that
-        failed before its ``aclose``, a fixture whose teardown runs in another task)."""
-        entered = self._entered
-        if entered is None:
-            return
-        runner, tg, _ = entered
-        coro = self._entered_in() if self._entered_in is not None else None
-        if (
-            runner.loop is current_loop()
-            and coro is not None
-            and inspect.getcoroutinestate(coro) != inspect.CORO_CLOSED
-        ):
-            return  # its task is still running
+    def _entry_abandoned(self) -> bool:
+        """The task that entered `async with cache` (or ``__aenter__``) has ended, or
+        its event loop is not the running one: nothing can exit the entry any more
+        (a test that failed before its ``aclose``, say)."""
+        assert self._entered is not None
+        if self._entered[0].loop is not current_loop():
+            return True
+        return _task_ended(self._entered_task)
+
+    def _forget_entry(self) -> None:
+        """Drop the entry without exiting its task group, which only the task that
+        entered it may exit: cancel what runs in it (on its loop, if running)."""
+        assert self._entered is not None
+        runner, tg, _ = self._entered
         self._entered = None
         runner.detach()
+        if runner.loop is current_loop():
+            tg.cancel_scope.cancel()
         runner.close_unstarted(tg)
 
     def _refuse_inside_computation(self, what: str) -> None:
@@ -676,11 +687,33 @@ class SWRCache:
             raise cancelled
 
 
-def _weak_coro(coro: object) -> weakref.ref[Any] | None:
-    try:
-        return weakref.ref(coro)
-    except TypeError:  # not a coroutine object: taken as ended once asked
+def _current_task_ref() -> weakref.ref[Any] | None:
+    """A weak reference to the running task (asyncio's or trio's), or None if unknown."""
+    task: object = None
+    with contextlib.suppress(RuntimeError):
+        task = asyncio.current_task()
+    if task is None:
+        with contextlib.suppress(Exception):
+            import trio
+
+            task = trio.lowlevel.current_task()
+    if task is None:
         return None
+    try:
+        return weakref.ref(task)
+    except TypeError:
+        return None
+
+
+def _task_ended(ref: weakref.ref[Any] | None) -> bool:
+    """The task ``ref`` names has ended; unknown (``None``) is taken as running."""
+    if ref is None:
+        return False
+    task = ref()
+    if task is None:
+        return True
+    done = getattr(task, "done", None)  # an asyncio task; a trio task cannot end
+    return bool(done()) if callable(done) else False  # with a task group still open
 
 
 def _check_parentheses(ttl: object) -> None:

@@ -651,3 +651,74 @@ def test_a_cache_entered_by_a_fixtures_setup_task_is_closed_by_its_teardown_task
         assert loop.run_until_complete(next_fixture()) == 3
     finally:
         loop.close()
+
+
+def test_background_work_of_an_abandoned_entry_is_cancelled_by_aclose() -> None:
+    """A test entered the cache, started a background refresh, and ended without
+    closing it: the teardown's aclose(), in another task, cancels that refresh
+    instead of leaving it running."""
+    clock = FakeClock()
+    cache = SWRCache(clock=clock, close_timeout=0)
+    started = asyncio.Event()
+    outcome: list[str] = []
+    calls = 0
+
+    @cache.cached(ttl=1)
+    async def f(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the background refresh
+            started.set()
+            try:
+                await asyncio.Event().wait()  # until cancelled
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+                raise
+        return x
+
+    async def main() -> None:
+        async def failing_test() -> None:
+            await cache.__aenter__()
+            await f(1)
+            clock.advance(5)
+            await f(1)  # stale: its refresh starts in the entered task group
+            await started.wait()  # ...and the test ends before its aclose()
+
+        await asyncio.create_task(failing_test())
+        await cache.aclose()
+        assert outcome == ["cancelled"]
+
+    asyncio.run(main())
+
+
+def test_a_fixture_whose_teardown_runs_in_another_task_closes_the_cache() -> None:
+    """An async generator fixture, `async with cache: yield cache`, whose setup and
+    teardown run as two tasks (pytest-asyncio): the teardown's exit cannot exit the
+    setup task's task group, so it closes the cache without it, with no error."""
+    cache = SWRCache()
+
+    @cache.cached(ttl=60)
+    async def f(x: int) -> int:
+        return x
+
+    async def fixture() -> Any:
+        async with cache:
+            yield cache
+
+    async def setup() -> None:
+        await gen.__anext__()
+
+    async def teardown() -> None:
+        with pytest.raises(StopAsyncIteration):
+            await gen.__anext__()
+
+    gen = fixture()
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(setup())
+        assert loop.run_until_complete(f(1)) == 1
+        loop.run_until_complete(teardown())
+        assert loop.run_until_complete(f(2)) == 2  # closed, and usable again
+        loop.run_until_complete(cache.aclose())
+    finally:
+        loop.close()
