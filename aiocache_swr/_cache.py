@@ -551,7 +551,7 @@ class SWRCache:
 
     async def __aenter__(self) -> SWRCache:
         if self._entered is not None and self._entry_abandoned():
-            self._forget_entry()
+            await self._forget_entry()
         if self._entered is not None:
             raise RuntimeError("SWRCache: this cache is already entered (`async with`)")
         runner = self._runner_here()
@@ -573,13 +573,16 @@ class SWRCache:
 
         On an exception (like a task group) the refreshes in flight are cancelled
         without waiting ``close_timeout``; pending writes are still flushed and
-        the stores closed.  Run by another task than the one that entered (the
-        teardown of a pytest-asyncio fixture, say), it cannot exit the task group
-        entered there (only its task can): it cancels what runs in it instead,
-        and closes the cache.
+        the stores closed.  Run by another task than the one that entered, once
+        that one has ended (the teardown of a pytest-asyncio fixture, say), it
+        cannot exit the task group entered there (only its task could): it
+        cancels what runs in it instead, and closes the cache.  While the
+        entering task runs, another task's exit raises a ``RuntimeError``, as
+        ``aclose`` does.
         """
+        self._check_closer("leaving `async with cache`")
         if self._entered is not None and self._entered_by != anyio.get_current_task().id:
-            self._forget_entry()
+            await self._forget_entry()
         await self._close(exc_type, exc, tb)
 
     async def aclose(self) -> None:
@@ -595,17 +598,25 @@ class SWRCache:
         it would wait for that computation.
         """
         self._refuse_inside_computation("aclose()")
+        self._check_closer("aclose()")
         if self._entered is not None and self._entered_by != anyio.get_current_task().id:
-            if not self._entry_abandoned():
-                raise RuntimeError(
-                    "SWRCache.aclose(): this cache is held open by `async with cache` in "
-                    "another task, which alone can close it (the block's task group is "
-                    "that task's): leave the block, or cancel that task (asyncio.wait_for "
-                    "before Python 3.12, and asyncio.shield, run aclose() in a task of "
-                    "their own)"
-                )
-            self._forget_entry()
+            await self._forget_entry()
         await self._close(None, None, None)
+
+    def _check_closer(self, what: str) -> None:
+        """Only the task that entered `async with cache` may close it while it runs."""
+        if (
+            self._entered is not None
+            and self._entered_by != anyio.get_current_task().id
+            and not self._entry_abandoned()
+        ):
+            raise RuntimeError(
+                f"SWRCache: {what} in another task than the one inside `async with "
+                "cache`, which alone can close it (the block's task group is that "
+                "task's): leave the block in that task, or cancel it (asyncio.wait_for "
+                "before Python 3.12, and asyncio.shield, run aclose() in a task of "
+                "their own)"
+            )
 
     def _entry_abandoned(self) -> bool:
         """The task that entered `async with cache` (or ``__aenter__``) has ended, or
@@ -616,16 +627,29 @@ class SWRCache:
             return True
         return _task_ended(self._entered_task)
 
-    def _forget_entry(self) -> None:
-        """Drop the entry without exiting its task group, which only the task that
-        entered it may exit: cancel what runs in it (on its loop, if running)."""
+    async def _forget_entry(self) -> None:
+        """Drop an abandoned entry without exiting its task group, which only the task
+        that entered it could exit.  On its loop, if running: cancel what runs in the
+        group, and retire its runner (its queued refreshes abandoned, its fetches and
+        host task stopped), so that what follows starts with a new one.  Otherwise
+        nothing will run the group's unstarted children: close them."""
         assert self._entered is not None
         runner, tg, _ = self._entered
         self._entered = None
         runner.detach()
-        if runner.loop is current_loop():
-            tg.cancel_scope.cancel()
-        runner.close_unstarted(tg)
+        if runner.loop is not current_loop():
+            runner.close_unstarted(tg)
+            return
+        tg.cancel_scope.cancel()  # the children start, if at all, cancelled
+        runner.close()
+        if self._runner is runner:
+            self._runner = None
+        with anyio.CancelScope(shield=True):
+            await runner.stop()
+        # Let the cancelled children end (a few seconds at most: one that ignores its
+        # cancellation is left to the loop).
+        with anyio.move_on_after(_FORGET_WAIT, shield=True):
+            await runner.wait_idle()
 
     def _refuse_inside_computation(self, what: str) -> None:
         flight = computing()
@@ -685,6 +709,9 @@ class SWRCache:
             await self._close_stores()
         if cancelled is not None:
             raise cancelled
+
+
+_FORGET_WAIT = 5.0  # seconds an abandoned entry's cancelled work is waited for
 
 
 def _current_task_ref() -> weakref.ref[Any] | None:

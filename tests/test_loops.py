@@ -722,3 +722,63 @@ def test_a_fixture_whose_teardown_runs_in_another_task_closes_the_cache() -> Non
         loop.run_until_complete(cache.aclose())
     finally:
         loop.close()
+
+
+def test_reentering_after_an_abandoned_entry_starts_afresh() -> None:
+    """An abandoned entry left one refresh running and one queued (one slot): the next
+    `async with cache` retires them, so wait_idle() returns and a new stale hit's
+    refresh runs."""
+    clock = FakeClock()
+    cache = SWRCache(clock=clock, max_concurrent_refreshes=1, close_timeout=0)
+    calls = {1: 0, 2: 0, 3: 0}
+    blocked = asyncio.Event()
+
+    @cache.cached(ttl=1)
+    async def f(x: int) -> int:
+        calls[x] += 1
+        if x == 1 and calls[x] == 2:  # the first refresh: blocks until cancelled
+            blocked.set()
+            await asyncio.Event().wait()
+        return x
+
+    async def main() -> None:
+        async def failing_test() -> None:
+            await cache.__aenter__()
+            for x in (1, 2, 3):
+                await f(x)
+            clock.advance(5)
+            await f(1)  # its refresh runs, and blocks
+            await f(2)  # its refresh waits in the queue
+            await blocked.wait()
+
+        await asyncio.create_task(failing_test())
+        async with cache:
+            with anyio.fail_after(10):
+                await cache.wait_idle()
+            assert await f(3) == 3  # stale: refreshed in this entry
+            with anyio.fail_after(10):
+                await cache.wait_idle()
+            assert calls[3] == 2
+
+    asyncio.run(main())
+
+
+def test_leaving_async_with_from_another_task_while_its_task_runs_is_refused() -> None:
+    """Another task's exit of a block whose task still runs raises a RuntimeError (as
+    its aclose() would) and cancels nothing of that task."""
+    cache = SWRCache()
+
+    @cache.cached(ttl=60)
+    async def f(x: int) -> int:
+        return x
+
+    async def holder() -> str:
+        await cache.__aenter__()
+        with pytest.raises(RuntimeError, match="another task"):
+            await asyncio.create_task(cache.__aexit__(None, None, None))
+        await asyncio.sleep(0)  # not cancelled
+        assert await f(1) == 1
+        await cache.aclose()
+        return "alive"
+
+    assert asyncio.run(holder()) == "alive"
