@@ -305,6 +305,7 @@ class SWRCache:
         self._runner: Runner | None = None
         self._entered: tuple[Runner, anyio.abc.TaskGroup, Any] | None = None
         self._entered_by: int | None = None  # the task that entered it
+        self._closing = 0  # closes under way (aclose, __aexit__)
         # That task (weakly; None: unknown): once it has ended, nothing can exit the entry.
         self._entered_task: weakref.ref[Any] | None = None
         self._store_reads_held = 0
@@ -550,6 +551,12 @@ class SWRCache:
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> SWRCache:
+        if self._closing:
+            # Its close would take this entry for the one it closes.
+            raise RuntimeError(
+                "SWRCache: `async with cache` while the cache is being closed (by "
+                "aclose() or the end of another block); enter it once that has finished"
+            )
         if self._entered is not None and self._entry_abandoned():
             await self._forget_entry()
         if self._entered is not None:
@@ -581,9 +588,13 @@ class SWRCache:
         ``aclose`` does.
         """
         self._check_closer("leaving `async with cache`")
-        if self._entered is not None and self._entered_by != anyio.get_current_task().id:
-            await self._forget_entry()
-        await self._close(exc_type, exc, tb)
+        self._closing += 1
+        try:
+            if self._entered is not None and self._entered_by != anyio.get_current_task().id:
+                await self._forget_entry()
+            await self._close(exc_type, exc, tb)
+        finally:
+            self._closing -= 1
 
     async def aclose(self) -> None:
         """Wait (up to ``close_timeout``) for background work, cancel the rest, flush, close.
@@ -599,9 +610,13 @@ class SWRCache:
         """
         self._refuse_inside_computation("aclose()")
         self._check_closer("aclose()")
-        if self._entered is not None and self._entered_by != anyio.get_current_task().id:
-            await self._forget_entry()
-        await self._close(None, None, None)
+        self._closing += 1
+        try:
+            if self._entered is not None and self._entered_by != anyio.get_current_task().id:
+                await self._forget_entry()
+            await self._close(None, None, None)
+        finally:
+            self._closing -= 1
 
     def _check_closer(self, what: str) -> None:
         """Only the task that entered `async with cache` may close it while it runs."""

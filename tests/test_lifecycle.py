@@ -1011,3 +1011,36 @@ async def test_a_task_a_computation_started_may_wait_idle_once_it_has_ended(
         with anyio.fail_after(10):
             await waited.wait()
     await cache.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_entering_while_another_task_closes_the_cache_raises(clock: FakeClock) -> None:
+    """`async with cache` while another task's aclose() waits for background work is
+    refused with a RuntimeError (that close would take the new entry for its own);
+    the close then finishes, and the cache can be entered."""
+    cache = SWRCache(clock=clock)
+    release, started = anyio.Event(), anyio.Event()
+    calls = 0
+
+    @cache.cached(ttl=10)
+    async def f(key: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the background refresh holds the close's grace period
+            started.set()
+            await release.wait()
+        return key
+
+    assert await f(1) == 1
+    clock.advance(11)
+    assert await f(1) == 1  # stale: the refresh starts
+    await started.wait()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cache.aclose)
+        await wait_all_tasks_blocked()  # aclose waits for the refresh
+        with pytest.raises(RuntimeError, match="being closed"):
+            async with cache:
+                pass
+        release.set()
+    async with cache:
+        assert await f(2) == 2
