@@ -588,13 +588,7 @@ class SWRCache:
         ``aclose`` does.
         """
         self._check_closer("leaving `async with cache`")
-        self._closing += 1
-        try:
-            if self._entered is not None and self._entered_by != anyio.get_current_task().id:
-                await self._forget_entry()
-            await self._close(exc_type, exc, tb)
-        finally:
-            self._closing -= 1
+        await self._close_from_here(exc_type, exc, tb)
 
     async def aclose(self) -> None:
         """Wait (up to ``close_timeout``) for background work, cancel the rest, flush, close.
@@ -610,11 +604,21 @@ class SWRCache:
         """
         self._refuse_inside_computation("aclose()")
         self._check_closer("aclose()")
+        await self._close_from_here(None, None, None)
+
+    async def _close_from_here(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close from the running task (allowed by ``_check_closer``): an entry another
+        task made, abandoned, is forgotten first; no entry is made meanwhile."""
         self._closing += 1
         try:
             if self._entered is not None and self._entered_by != anyio.get_current_task().id:
                 await self._forget_entry()
-            await self._close(None, None, None)
+            await self._close(exc_type, exc, tb)
         finally:
             self._closing -= 1
 

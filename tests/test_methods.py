@@ -81,16 +81,19 @@ async def test_a_bound_methods_wrapped_is_the_undecorated_function_bound_to_the_
         assert await repo.get(1) == "(1, 'en'):1"
 
 
+def passing(fn: Any) -> Any:
+    """A decorator that wraps ``fn`` with ``functools.wraps`` and changes nothing."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await fn(*args, **kwargs)
+
+    return wrapper
+
+
 def test_a_bound_methods_signature_lacks_the_instance(clock: FakeClock, fetcher: Fetcher) -> None:
     """inspect.signature(obj.method) is the function's without ``self``, also when the
     function is itself a wrapper (inspect would otherwise unwrap to the inner function)."""
-
-    def passing(fn: Any) -> Any:
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await fn(*args, **kwargs)
-
-        return wrapper
 
     cache = SWRCache(clock=clock)
 
@@ -401,13 +404,6 @@ def test_a_bound_method_reads_the_functions_globals_and_evaluates_its_annotation
     string annotations there); ``inspect.signature`` evaluates them with
     ``eval_str=True``, also through a wrapper, and leaves out the instance with
     ``follow_wrapped=False`` too."""
-
-    def passing(fn: Any) -> Any:
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await fn(*args, **kwargs)
-
-        return wrapper
 
     cache = SWRCache(clock=clock)
 

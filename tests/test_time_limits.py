@@ -391,19 +391,17 @@ async def test_a_read_hung_on_the_sqlite_worker_lets_its_caller_go_at_store_time
     assert "store_timeout" in caplog.text
 
 
-async def test_a_read_batch_leader_let_go_by_its_limit_leaves_its_batch_to_the_store(
-    clock: FakeClock, tmp_path: Path
-) -> None:
-    """Two caches share one SQLiteStore, one with no store_timeout: a read of the
-    other's waiting for a read hung on the worker thread, with a read of the first
-    cache's joined to its batch, is let go at store_timeout (the caller gets the
-    computed value), and the store serves the one who joined once the worker is back."""
+async def _a_patient_and_a_limited_cache(
+    tmp_path: Path, clock: FakeClock, loads: GateSerializer
+) -> tuple[SWRCache, SWRCache, tuple[Any, Any, Any]]:
+    """Two caches on one SQLiteStore holding "stored 1".."stored 3" (its reads through
+    ``loads``): one without store_timeout, one with; two functions of the first (the
+    first reader, one to join a batch) and one of the second (a batch's leader)."""
     path = tmp_path / "cache.db"
     seed = SQLiteStore(path)
     for key in (1, 2, 3):
         seed.put("ns", stable_key((key,)), Record(f"stored {key}", None, clock(), ()))
     await seed.aclose()
-    loads = GateSerializer()
     store = SQLiteStore(path, serializer=loads)
     patient = SWRCache(clock=clock, store=store, store_timeout=None)
     limited = SWRCache(clock=clock, store=store, store_timeout=TIMEOUT)
@@ -411,9 +409,25 @@ async def test_a_read_batch_leader_let_go_by_its_limit_leaves_its_batch_to_the_s
     async def compute(key: int) -> str:
         return f"computed {key}"
 
-    first = patient.cached(ttl=TTL, namespace="ns")(compute)
-    joiner = patient.cached(ttl=TTL, namespace="ns")(compute)
-    leader = limited.cached(ttl=TTL, namespace="ns")(compute)
+    functions = (
+        patient.cached(ttl=TTL, namespace="ns")(compute),
+        patient.cached(ttl=TTL, namespace="ns")(compute),
+        limited.cached(ttl=TTL, namespace="ns")(compute),
+    )
+    return patient, limited, functions
+
+
+async def test_a_read_batch_leader_let_go_by_its_limit_leaves_its_batch_to_the_store(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """Two caches share one SQLiteStore, one with no store_timeout: a read of the
+    other's waiting for a read hung on the worker thread, with a read of the first
+    cache's joined to its batch, is let go at store_timeout (the caller gets the
+    computed value), and the store serves the one who joined once the worker is back."""
+    loads = GateSerializer()
+    patient, limited, (first, joiner, leader) = await _a_patient_and_a_limited_cache(
+        tmp_path, clock, loads
+    )
     results: dict[str, str] = {}
     led = anyio.Event()
 
@@ -462,22 +476,10 @@ async def test_a_read_batch_leader_let_go_during_its_own_read_leaves_it_to_the_s
     """As above, but the leader's limit expires while its own batch hangs on the
     worker: the one who joined is answered from what the worker reads once it is back,
     not failed with the leader's cancellation."""
-    path = tmp_path / "cache.db"
-    seed = SQLiteStore(path)
-    for key in (1, 2, 3):
-        seed.put("ns", stable_key((key,)), Record(f"stored {key}", None, clock(), ()))
-    await seed.aclose()
     loads = TwoGates()
-    store = SQLiteStore(path, serializer=loads)
-    patient = SWRCache(clock=clock, store=store, store_timeout=None)
-    limited = SWRCache(clock=clock, store=store, store_timeout=TIMEOUT)
-
-    async def compute(key: int) -> str:
-        return f"computed {key}"
-
-    first = patient.cached(ttl=TTL, namespace="ns")(compute)
-    joiner = patient.cached(ttl=TTL, namespace="ns")(compute)
-    leader = limited.cached(ttl=TTL, namespace="ns")(compute)
+    patient, limited, (first, joiner, leader) = await _a_patient_and_a_limited_cache(
+        tmp_path, clock, loads
+    )
     results: dict[str, str] = {}
 
     async def call(name: str, f: Any, key: int) -> None:
