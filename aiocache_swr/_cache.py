@@ -305,7 +305,9 @@ class SWRCache:
         self._runner: Runner | None = None
         self._entered: tuple[Runner, anyio.abc.TaskGroup, Any] | None = None
         self._entered_by: int | None = None  # the task that entered it
-        self._closing = 0  # closes under way (aclose, __aexit__)
+        # Closes under way (aclose, __aexit__), by event loop: one stranded on a loop
+        # that stopped does not hold back a later loop's `async with cache`.
+        self._closing: WeakKeyDictionary[object, int] = WeakKeyDictionary()
         # That task (weakly; None: unknown): once it has ended, nothing can exit the entry.
         self._entered_task: weakref.ref[Any] | None = None
         self._store_reads_held = 0
@@ -551,7 +553,7 @@ class SWRCache:
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> SWRCache:
-        if self._closing:
+        if self._closing.get(current_loop()):
             # Its close would take this entry for the one it closes.
             raise RuntimeError(
                 "SWRCache: `async with cache` while the cache is being closed (by "
@@ -614,13 +616,14 @@ class SWRCache:
     ) -> None:
         """Close from the running task (allowed by ``_check_closer``): an entry another
         task made, abandoned, is forgotten first; no entry is made meanwhile."""
-        self._closing += 1
+        loop = current_loop()
+        self._closing[loop] = self._closing.get(loop, 0) + 1
         try:
             if self._entered is not None and self._entered_by != anyio.get_current_task().id:
                 await self._forget_entry()
             await self._close(exc_type, exc, tb)
         finally:
-            self._closing -= 1
+            self._closing[loop] -= 1
 
     def _check_closer(self, what: str) -> None:
         """Only the task that entered `async with cache` may close it while it runs."""

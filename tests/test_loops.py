@@ -782,3 +782,43 @@ def test_leaving_async_with_from_another_task_while_its_task_runs_is_refused() -
         return "alive"
 
     assert asyncio.run(holder()) == "alive"
+
+
+def test_a_close_stranded_on_a_stopped_loop_does_not_hold_back_another_loops_entry() -> None:
+    """aclose() waiting for a refresh on a loop that then stops running (a background
+    loop thread stopped, say) does not keep a later loop's `async with cache` out."""
+    clock = FakeClock()
+    cache = SWRCache(clock=clock)
+    hang = asyncio.Event()
+    calls = 0
+
+    @cache.cached(ttl=10)
+    async def f(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the refresh: holds aclose()'s grace period
+            await hang.wait()
+        return x
+
+    async def start_closing() -> asyncio.Task[None]:
+        await f(1)
+        clock.advance(11)
+        await f(1)  # stale: the refresh starts, and hangs
+        closing = asyncio.ensure_future(cache.aclose())
+        for _ in range(10):  # let the close reach its grace period
+            await asyncio.sleep(0)
+        assert not closing.done()
+        return closing
+
+    async def enter() -> int:
+        async with cache:
+            return await f(3)
+
+    stopped = asyncio.new_event_loop()
+    try:
+        closing = stopped.run_until_complete(start_closing())  # then the loop stops
+        assert asyncio.run(enter()) == 3
+    finally:
+        hang.set()
+        stopped.run_until_complete(closing)
+        stopped.close()
