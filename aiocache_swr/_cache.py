@@ -26,7 +26,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 from ._events import CacheEvent, EventListener, emit
-from ._function import Engine, computing, decorated
+from ._function import Engine, computing, decorated, plain_tags
 from ._runner import Runner, current_loop, load_backend
 from ._sqlite import SQLiteStore, _check_path
 from ._store import Store, close_unstarted, distrust, weak_clock
@@ -90,6 +90,7 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
         )
     if isinstance(store, SQLiteStore):
         _register_given(store)
+        _add_clock(store, clock)
         return store
     if isinstance(store, Store):
         return store
@@ -123,7 +124,7 @@ def _given(path: Path) -> SQLiteStore | None:
 
 def _add_clock(store: SQLiteStore, clock: Callable[[], float]) -> None:
     """Purge ``store``'s rows on the earliest time of its clocks and ``clock``, that of
-    one more cache naming its file by path (see :func:`_resolve_store`)."""
+    one more cache using it, given or named by path (see :func:`_resolve_store`)."""
     clocks = _clocks_of.get(store)
     if clocks is None:  # a given store: its own clock, as long as it lives
         own = store.clock
@@ -536,11 +537,14 @@ class SWRCache:
                 if isinstance(tag, list | tuple | set | frozenset):
                     hint = "; to pass a collection, unpack it: invalidate_tags(*tags)"
                 raise TypeError(f"SWRCache.invalidate_tags: tags must be str, got {tag!r}{hint}")
-        wanted = frozenset(tags)
+        wanted = frozenset(plain_tags(tags))
         if not wanted:
             return
         for func in list(self._functions):
             func._drop_tagged(wanted)
+        if self._stores:
+            # A store opens on this loop: something must close it when the loop ends.
+            self._runner_here().ensure_closer()
         async with self._holding_store_reads():
             for store in self._stores:
                 await self._store_call(

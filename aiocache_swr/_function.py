@@ -85,6 +85,14 @@ _computing: contextvars.ContextVar[_Flight | None] = contextvars.ContextVar(
 )
 
 
+def plain_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    """``tags`` as exact ``str``: a ``str`` subclass (a ``StrEnum`` member, say) is a
+    tag by its text, which is what the store keeps and matches."""
+    if all(type(tag) is str for tag in tags):
+        return tags
+    return tuple(str.__str__(tag) for tag in tags)
+
+
 def computing() -> _Flight | None:
     """The flight whose computation the running task is part of, if any."""
     return _computing.get()
@@ -662,7 +670,7 @@ class Engine(Generic[P, T]):
             result = None
         if result is None or not all(isinstance(tag, str) for tag in result):
             raise TypeError(f"{self._name}: tags= must return an iterable of str, got {tags!r}")
-        return result
+        return plain_tags(result)
 
     def _registry_is_here(self) -> bool:
         """The registry belongs to the cache's open runner on the running event loop."""
@@ -1071,6 +1079,8 @@ class Engine(Generic[P, T]):
         try:
             store.put(self.namespace, skey, record)
         except Exception as exc:
+            # The store dropped the key's older record with it (see Store.put):
+            # that deletion is written as a put would be.
             if not self._warned_serialize:
                 self._warned_serialize = True
                 logger.warning(
@@ -1081,6 +1091,8 @@ class Engine(Generic[P, T]):
             self._store_errors += 1
             if self._listener is not None:
                 self._emit("store_error", key, exc)
+            if store.pending:
+                self.cache._schedule_flush(store)
             return
         if self._distrust.at:
             self._distrust.written(self.namespace, skey, entry.created, self._clock)

@@ -16,7 +16,8 @@ Errors
       written by a newer aiocache-swr (its ``PRAGMA user_version`` is above
       :data:`SCHEMA_VERSION`).  The file is left untouched.
     * :class:`SerializationError` -- raised synchronously by :meth:`SQLiteStore.put`
-      when the value cannot be serialized; nothing is buffered.
+      when the value cannot be serialized; the value is not buffered, and a
+      deletion of the key's older row is (it would be read back as current).
     * plain :class:`StoreError` -- a read or write failed (after retries).
 
     A file that is not a SQLite database (``SQLITE_NOTADB``) or is corrupt
@@ -902,8 +903,9 @@ class SQLiteStore:
     a signature are rejected too).  Without a secret, signatures are not checked.
     ``busy_timeout``: seconds SQLite waits for another process's lock before an
     operation is retried.  ``clock``: wall-clock seconds used to purge expired
-    rows (``time.time`` by default; give the cache's clock when records are
-    stamped with another one, e.g. a fake clock in tests).
+    rows (``time.time`` by default).  A cache with another clock (a fake clock in
+    tests) that uses the store adds its clock: rows are purged only once expired
+    on every clock.
     """
 
     def __init__(
@@ -1004,7 +1006,11 @@ class SQLiteStore:
     # ----------------------------------------------------------------- writes
 
     def put(self, namespace: str, key: str, record: Record) -> None:
-        """Serialize ``(record.value, record.version)`` now and buffer the row."""
+        """Serialize ``(record.value, record.version)`` now and buffer the row.
+
+        Raises :class:`SerializationError` if it cannot, having buffered a
+        deletion of the key's row instead: the older value must not be read
+        back once the newer one has been computed."""
         try:
             blob = self._dumps((record.value, record.version))
             if type(blob) is not bytes:
@@ -1028,9 +1034,17 @@ class SQLiteStore:
                 if text is not None and not text.isascii():
                     text.encode("utf-8")
         except Exception as exc:
+            # The key's older row must go too: it would be read back (once the
+            # new value leaves memory, or in the next process) as if current.
+            if _is_text(namespace) and _is_text(key):
+                ops = self._buffer.ops
+                ops.pop((namespace, key), None)  # popped: keep the buffer in write order
+                ops[namespace, key] = None
+                self._hold = False
             raise SerializationError(
                 f"{self!r} cannot store the entry {key!r} of {namespace!r}: "
-                f"{type(exc).__name__}: {exc} (serializer: {self._serializer!r})"
+                f"{type(exc).__name__}: {exc} (serializer: {self._serializer!r}); "
+                "its older row is deleted"
             ) from exc
         ops = self._buffer.ops
         k = (namespace, key)

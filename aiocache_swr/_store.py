@@ -93,7 +93,10 @@ class Store(Protocol):
         ...
 
     def put(self, namespace: str, key: str, record: Record) -> None:
-        """Serialize ``record`` now and buffer its write; raise if it cannot be serialized."""
+        """Serialize ``record`` now and buffer its write.
+
+        If it cannot be serialized, buffer a deletion of the key's record instead
+        (a newer value than the stored one was computed), then raise."""
         ...
 
     @property
@@ -230,7 +233,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], Record] = {}
-        self._buffer: list[tuple[str, str, Record]] = []
+        self._buffer: list[tuple[str, str, Record | None]] = []  # None: deleted
         self.flushes = 0
         self.closed = False
 
@@ -246,7 +249,11 @@ class MemoryStore:
         return found
 
     def put(self, namespace: str, key: str, record: Record) -> None:
-        blob = pickle.dumps(record.value)
+        try:
+            blob = pickle.dumps(record.value)
+        except Exception:
+            self._buffer.append((namespace, key, None))
+            raise
         self._buffer.append((namespace, key, replace(record, value=blob)))
 
     @property
@@ -257,7 +264,10 @@ class MemoryStore:
         while self._buffer:
             batch, self._buffer = self._buffer, []
             for namespace, key, record in batch:
-                self.rows[namespace, key] = record
+                if record is None:
+                    self.rows.pop((namespace, key), None)
+                else:
+                    self.rows[namespace, key] = record
             self.flushes += 1
 
     async def delete(self, namespace: str, keys: Collection[str]) -> None:

@@ -482,6 +482,23 @@ def test_an_asyncio_run_that_only_reads_the_store_closes_it(tmp_path):
         asyncio.run(store.aclose())  # stop what it left open, for the next tests
 
 
+def test_an_asyncio_run_that_only_invalidates_tags_closes_the_store(tmp_path):
+    """A run whose only store work is cache.invalidate_tags (no call, no async with):
+    asyncio.run's end still closes the store connection that sweep opened."""
+    clock = FakeClock()
+    store = make_store(tmp_path / "c.db", clock)
+    cache = SWRCache(store=store, clock=clock)
+    cache.cached(ttl=10, namespace=NAMESPACE, tags=lambda k: [f"t:{k}"])(Fetcher())
+
+    run = Run(lambda: cache.invalidate_tags("t:1"))
+    assert run.raised is None
+    assert (run.problems, run.warnings, run.tasks_left) == ([], [], set())
+    try:
+        assert sqlite_threads() - run.threads_before == set()  # nothing closed the store
+    finally:
+        asyncio.run(store.aclose())  # stop what it left open, for the next tests
+
+
 # -- KeyboardInterrupt inside a fetch ----------------------------------------------------
 
 

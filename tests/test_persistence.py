@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import gc
 import json
 import logging
@@ -9,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import weakref
 from contextlib import closing
 from decimal import Decimal
@@ -534,3 +536,90 @@ def test_the_default_namespace_of_a_module_run_with_dash_m_is_its_imported_name(
     assert run("-m", "jobs") == "jobs.f"
     assert run("-c", "import jobs; print(jobs.f.namespace)") == "jobs.f"
     assert run("jobs.py") == "__main__.f"
+
+
+@pytest.mark.anyio
+async def test_a_fake_clock_cache_given_a_store_on_the_real_clock_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    """A cache with a FakeClock given a SQLiteStore object on the real clock adds its
+    clock to the store's purge clock: its rows outlive the batch that writes them,
+    and a new cache on the same store reads them back instead of recomputing."""
+    store = SQLiteStore(tmp_path / "c.db")
+    clock = FakeClock()
+    calls: list[int] = []
+
+    def cached() -> tuple[SWRCache, Any]:
+        cache = SWRCache(store=store, clock=clock)
+
+        @cache.cached(ttl=60, stale_ttl=60, namespace="fake")
+        async def f(k: int) -> int:
+            calls.append(k)
+            return k
+
+        return cache, f
+
+    cache, f = cached()
+    async with cache:
+        assert await f(1) == 1
+    cache, f = cached()  # a restart, the clock unmoved: the row is fresh
+    async with cache:
+        assert await f(1) == 1
+    assert calls == [1]
+    assert f.cache_info().store_hits == 1
+
+
+@pytest.mark.anyio
+async def test_a_newer_value_the_store_refuses_deletes_the_older_row(tmp_path: Path) -> None:
+    """When refresh() computes a value the serializer refuses, the key's older row goes
+    from the store: once the new value leaves memory the key is recomputed, and the
+    older value never comes back as if it were current."""
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "c.db", clock=clock)
+    cache = SWRCache(store=store, clock=clock)
+    unpicklable = threading.Lock()
+    values: list[Any] = ["v1", unpicklable, "v3"]
+
+    @cache.cached(ttl=600, maxsize=1, namespace="ns")
+    async def f(k: int) -> Any:
+        return values.pop(0) if k == 1 else "other"
+
+    async with cache:
+        assert await f(1) == "v1"
+        await cache.wait_idle()
+        assert await f.refresh(1) is unpicklable
+        assert await f(2) == "other"  # key 1 leaves memory
+        await cache.wait_idle()
+        assert await f(1) == "v3"
+    assert f.cache_info().store_errors == 1
+    assert values == []
+
+
+@pytest.mark.anyio
+async def test_str_subclass_tags_are_stored_and_swept_by_their_text(tmp_path: Path) -> None:
+    """A tag that is a str subclass (a str enum member) is kept as its text: the entry is
+    persisted with it, and invalidate_tags with the member sweeps the row."""
+
+    class Tag(str, enum.Enum):  # enum.StrEnum from Python 3.11
+        ALBUM = "album"
+
+    db = tmp_path / "c.db"
+    clock = FakeClock()
+    cache = SWRCache(store=SQLiteStore(db, clock=clock), clock=clock)
+
+    @cache.cached(ttl=60, namespace="ns", tags=lambda k: [Tag.ALBUM])
+    async def f(k: int) -> int:
+        return k
+
+    async with cache:
+        assert await f(1) == 1
+        await cache.wait_idle()
+        with closing(sqlite3.connect(db)) as raw:
+            assert list(raw.execute("SELECT key, tags FROM swr_entries")) == [
+                ("(int:1,)", '["album"]')
+            ]
+        await cache.invalidate_tags(Tag.ALBUM)
+        assert f.cache_info().currsize == 0
+        with closing(sqlite3.connect(db)) as raw:
+            assert list(raw.execute("SELECT key FROM swr_entries")) == []
+    assert f.cache_info().store_errors == 0

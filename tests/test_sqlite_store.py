@@ -1998,16 +1998,27 @@ async def test_json_serializer(db_path: Path) -> None:
     await again.aclose()
 
 
-async def test_unserializable_value_raises_at_put(db_path: Path) -> None:
-    """put raises SerializationError for a value pickle refuses, and buffers nothing."""
+async def test_unserializable_value_raises_at_put_and_deletes_the_older_row(
+    db_path: Path,
+) -> None:
+    """put raises SerializationError for a value pickle refuses; it buffers a deletion of
+    the key's row instead (an older value must not be read back as current), which
+    reads see at once and the next flush writes; other keys keep their rows."""
     store = SQLiteStore(db_path)
+    store.put(NS, "k", rec("old"))
+    store.put(NS, "other", rec("kept"))
+    await store.flush()
     with pytest.raises(SerializationError, match=r"'k' of 'tests\.fn'") as info:
         store.put(NS, "k", rec(threading.Lock()))
     assert isinstance(info.value, StoreError)
     assert info.value.__cause__ is not None
-    assert not store.pending
-    assert await store.get_many(NS, ["k"]) == {}
+    assert store.pending
+    assert await store.get_many(NS, ["k", "other"]) == {"other": rec("kept")}
+    await store.flush()
     await store.aclose()
+    again = SQLiteStore(db_path)
+    assert await again.get_many(NS, ["k", "other"]) == {"other": rec("kept")}
+    await again.aclose()
 
 
 # ----------------------------------------------------------- write failures
