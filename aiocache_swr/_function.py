@@ -876,6 +876,8 @@ class Engine(Generic[P, T]):
             logger.debug(
                 "%s: discarded a result for %r (invalidated meanwhile)", self._name, flight.key
             )
+            if self._listener is not None and flight.kind != _MISS:
+                self._emit("refresh_ok", flight.key)  # it succeeded, though not kept
             return
         now = self._clock()
         fresh_until, serve_until = deadlines(now, self._ttl, self._stale_ttl)

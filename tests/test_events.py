@@ -117,3 +117,30 @@ async def test_no_listener_means_no_events_built(monkeypatch: pytest.MonkeyPatch
 
         for x in (1, 1, 2):
             await f(x)
+
+
+async def test_a_refresh_overtaken_by_an_invalidation_still_reports_refresh_ok() -> None:
+    """refresh() that succeeds after invalidate() overtook it returns its value, keeps
+    nothing, and still reports its outcome: refresh_ok, as every finished refresh does."""
+    events: list[CacheEvent] = []
+    cache = SWRCache(clock=FakeClock(), on_event=events.append)
+    started, release = anyio.Event(), anyio.Event()
+    got: list[int] = []
+
+    @cache.cached(ttl=60, namespace="demo")
+    async def f(x: int) -> int:
+        started.set()
+        await release.wait()
+        return x
+
+    async def editor() -> None:
+        got.append(await f.refresh(1))
+
+    async with cache, anyio.create_task_group() as tg:
+        tg.start_soon(editor)
+        await started.wait()
+        await f.invalidate(1)
+        release.set()
+    assert got == [1]
+    assert f.cache_info().currsize == 0
+    assert [(e.kind, e.key) for e in events] == [("refresh_ok", (1,))]
