@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Iterator
@@ -130,16 +131,42 @@ async def _timed(awaitable: Awaitable[T]) -> tuple[float, T]:
 
 async def _create_file(path: Path) -> None:
     """Create the cache file as the demo's store will, so a path that cannot be one fails
-    before the first step, not as a store error logged at every step."""
+    before the first step, not as a store error logged at every step.
+
+    A read never makes the file: only the store's writer does (directories, file,
+    schema), opened by a write, so this clears the demo's namespace, which a new file
+    does not hold.  When that fails, what it made is removed again.
+    """
+    missing = _Missing(path)
     store = SQLiteStore(path)
     try:
-        await store.get_many(NAMESPACE, ("",))  # opens the file, creating it
+        try:
+            await store.clear(NAMESPACE)
+        finally:
+            with contextlib.suppress(StoreError):
+                await store.aclose()
     except StoreError as exc:
+        missing.remove_made()
         reason = exc.__cause__ or exc
         raise DemoFileError(f"{path}: cannot create the cache file ({reason})") from exc
-    finally:
-        with contextlib.suppress(StoreError):
-            await store.aclose()
+
+
+class _Missing:
+    """What of a cache file's path does not exist yet: the file, its side files, its
+    directories; so that what a failed creation made can be removed."""
+
+    def __init__(self, path: Path) -> None:
+        files = [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+        self.files = [p for p in files if not os.path.lexists(p)]
+        self.directories = [p for p in path.parents if not os.path.lexists(p)]  # deepest first
+
+    def remove_made(self) -> None:
+        for file in self.files:
+            with contextlib.suppress(OSError):
+                file.unlink()
+        for directory in self.directories:  # only if empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 def _make_cache(

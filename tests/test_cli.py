@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,16 +117,62 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def child(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m aiocache_swr args`` in a child process."""
+def child(
+    *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m aiocache_swr args`` in a child process (under ``prefix``, a command)."""
     return subprocess.run(
-        [sys.executable, "-m", "aiocache_swr", *args],
+        [*prefix, sys.executable, "-m", "aiocache_swr", *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
         check=False,
         env={**os.environ, **(env or {})},
     )
+
+
+@dataclass
+class ReadOnlyDir:
+    """A directory that ``run`` makes read-only (mode 0o555) and runs the CLI unable to write to."""
+
+    path: Path
+    prefix: list[str]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        self.path.chmod(0o555)
+        return child(*args, prefix=self.prefix)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[ReadOnlyDir]:
+    """A directory, writable until ``run``; skips unless a child really cannot write to it.
+
+    Root writes through permission bits (CAP_DAC_OVERRIDE): as root the child runs under
+    ``setpriv --bounding-set=-dac_override``, still root, without that capability.
+    """
+    prefix = ["setpriv", "--bounding-set=-dac_override"] if os.geteuid() == 0 else []
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    directory.chmod(0o555)
+    try:
+        probe = subprocess.run(
+            [*prefix, sys.executable, "-c", "import sys; open(sys.argv[1], 'x')", "probe"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except OSError as exc:  # no setpriv
+        pytest.skip(f"cannot run a child unable to write to a directory: {exc}")
+    finally:
+        directory.chmod(0o755)
+    if "PermissionError" not in probe.stderr:
+        pytest.skip(f"a child could write to a mode 0o555 directory: {probe.stderr[-200:]}")
+    try:
+        yield ReadOnlyDir(directory, prefix)
+    finally:
+        directory.chmod(0o755)
 
 
 def rows(path: Path) -> set[tuple[str, str]]:
@@ -223,6 +270,28 @@ def test_demo_path_that_cannot_be_created_fails_in_one_line_before_running(
     assert "cannot create the cache file" in done.stderr
     assert "give --path a file in a directory you can write to" in done.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+def test_demo_path_in_a_read_only_directory_fails_in_one_line_before_running(
+    read_only_dir: ReadOnlyDir,
+) -> None:
+    """demo --path in a directory it cannot write to: status 1, one line, no step run, no file."""
+    path = read_only_dir.path / "demo.db"
+    done = read_only_dir.run("demo", "--path", str(path))
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1
+    assert f"{path}: cannot create the cache file" in done.stderr
+    assert "Permission denied" in done.stderr
+    assert list(read_only_dir.path.iterdir()) == []
+
+
+def test_demo_path_that_fails_after_making_its_directory_leaves_nothing(tmp_path: Path) -> None:
+    """demo --path new/NAME, NAME too long: status 1, one line, the directory it made removed."""
+    done = child("demo", "--path", str(tmp_path / "new" / ("x" * 300 + ".db")))
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "cannot create the cache file" in done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------- parsing
