@@ -136,11 +136,15 @@ def _iso(ts: float | None) -> str | None:
         return None
 
 
-def _printable(text: str) -> str:
-    """Escape control characters so a stored key cannot mess up the terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+def _printable(value: object) -> str:
+    """A stored namespace, key or tag for the terminal: text with its control characters
+    escaped, so that it cannot mess up the terminal; anything else (a blob or a number in
+    a hand-edited file) as its repr, e.g. ``b'\\x00\\xff'``."""
+    if not isinstance(value, str):
+        return repr(value)
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
 
 
 def _clip(text: str, width: int) -> str:
@@ -622,7 +626,7 @@ def _cmd_purge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         "selector": selector,
         "dry_run": bool(args.dry_run),
         "removed": removed,
-        "by_namespace": dict(counts),
+        "by_namespace": {str(_as_stored(ns)): n for ns, n in counts},
         "entries_left": None if left is None else (left[0] - removed if args.dry_run else left[0]),
     }
     if args.json:

@@ -180,6 +180,13 @@ def rows(path: Path) -> set[tuple[str, str]]:
         return set(db.execute("SELECT namespace, key FROM swr_entries"))
 
 
+def edit(path: Path, sql: str) -> None:
+    """Change the file by hand, as an operator with the sqlite3 shell might."""
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(sql)
+        db.commit()
+
+
 def assert_bookkeeping(path: Path) -> None:
     """The triggers' work is intact: row counter exact, no tag row without its entry."""
     with closing(sqlite3.connect(path)) as db:
@@ -753,6 +760,23 @@ def test_purge_text_reports_the_count(
     assert code == 0
     assert out.startswith("removed 2 entries (expired); 4 left")
     assert f"2  {RATES}" in out
+
+
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
+def test_purge_reports_a_namespace_that_is_not_text(
+    json_output: bool, cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """purge --all of a hand-edited file with a blob namespace: status 0, the blob shown as repr."""
+    edit(cache_file.path, f"UPDATE swr_entries SET namespace = x'00ff' WHERE namespace = '{TRIP}'")
+    argv = ["purge", "--all", str(cache_file.path)]
+    code, out, err = cli(capsys, *argv, *(["--json"] if json_output else []))
+    assert (code, err) == (0, "")
+    if json_output:
+        assert json.loads(out)["by_namespace"] == {USERS: 3, RATES: 2, "b'\\x00\\xff'": 1}
+    else:
+        assert "       1  b'\\x00\\xff'\n" in out
+    assert rows(cache_file.path) == set()
+    assert_bookkeeping(cache_file.path)
 
 
 def test_purge_dry_run_deletes_nothing(
