@@ -127,6 +127,21 @@ def _as_stored(value: object) -> object:
     return repr(value)
 
 
+def _tags(tags_json: object) -> list[object]:
+    """A row's ``tags`` column as a list: the JSON list of text the library writes, or
+    (a hand-edited file) a one-item list of the column as stored (``_as_stored``)."""
+    if tags_json is None:
+        return []
+    if isinstance(tags_json, str):
+        try:
+            tags = json.loads(tags_json)
+        except (ValueError, RecursionError):
+            tags = None
+        if isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
+            return list(tags)
+    return [_as_stored(tags_json)]
+
+
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -283,7 +298,7 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     size, wal = _file_sizes(path)
     namespaces = [
         {
-            "namespace": ns,
+            "namespace": _as_stored(ns),
             "entries": n,
             "expired": expired,
             "unexpired": unexpired,
@@ -377,7 +392,7 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             ],
             [
                 [
-                    _clip(_printable(str(ns["namespace"])), _KEY_WIDTH),
+                    _clip(_printable(ns["namespace"]), _KEY_WIDTH),
                     str(ns["entries"]),
                     str(ns["expired"]),
                     str(ns["unexpired"]),
@@ -461,7 +476,7 @@ def _decoder(
                     None if expires is None else float(expires),
                     tags_json if isinstance(tags_json, str) else None,
                 )
-            except (TypeError, ValueError):
+            except (AttributeError, TypeError, ValueError):  # a hand-edited row: not text
                 expected = b""
             if not hmac.compare_digest(mac, expected):
                 return _Decoded("bad", error="bad signature: not deserialized")
@@ -503,20 +518,16 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         entries: list[dict[str, Any]] = []
         for row in cursor:
             namespace, key, created, expires, size, tags_json, signed = row[:7]
-            try:
-                tags = json.loads(tags_json) if tags_json is not None else []
-            except ValueError:
-                tags = [tags_json]
             created_at, expires_at = _seconds(created), _seconds(expires)
             entry: dict[str, Any] = {
-                "namespace": namespace,
-                "key": key,
+                "namespace": _as_stored(namespace),
+                "key": _as_stored(key),
                 "created": _as_stored(created),
                 "age_seconds": None if created_at is None else now - created_at,
                 "expires": _as_stored(expires),
                 "expired": None if expires_at is None else expires_at < now,
                 "size": size,
-                "tags": tags,
+                "tags": _tags(tags_json),
                 "signed": bool(signed),
             }
             if decode is not None:

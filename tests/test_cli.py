@@ -458,6 +458,42 @@ def test_stats_and_ls_show_a_hand_edited_time_as_stored(
     }
 
 
+def test_stats_and_ls_show_names_and_tags_that_are_not_text(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A blob key or namespace, a tags column that is no JSON list of text: shown, not a crash."""
+    path = cache_file.path
+    edit(path, "UPDATE swr_entries SET key = x'0102' WHERE key = '(int:1,)'")
+    edit(path, "UPDATE swr_entries SET tags = 5 WHERE key = '(int:2,)'")
+    edit(path, "UPDATE swr_entries SET tags = '\"team:b\"' WHERE key = '(int:3,)'")
+    edit(path, f"UPDATE swr_entries SET namespace = x'00ff' WHERE namespace = '{TRIP}'")
+    blob_key, blob_ns = "b'\\x01\\x02'", "b'\\x00\\xff'"
+    code, out, err = cli(capsys, "stats", "--json", str(path))
+    assert (code, err) == (0, "")
+    assert {ns["namespace"] for ns in json.loads(out)["namespaces"]} == {USERS, RATES, blob_ns}
+    code, out, err = cli(capsys, "stats", str(path))
+    assert (code, err) == (0, "")
+    assert blob_ns in out
+    code, out, err = cli(capsys, "ls", "--json", str(path))
+    assert (code, err) == (0, "")
+    entries = {(e["namespace"], e["key"]): e for e in json.loads(out)["entries"]}
+    assert entries[USERS, blob_key]["tags"] == ["user:1", "team:a"]
+    assert entries[USERS, "(int:2,)"]["tags"] == ["5"]  # the column's TEXT affinity made it text
+    assert entries[USERS, "(int:3,)"]["tags"] == ['"team:b"']
+    assert (blob_ns, "(str:'x',)") in entries
+    code, out, err = cli(capsys, "ls", str(path))
+    assert (code, err) == (0, "")
+    assert blob_key in out
+    assert blob_ns in out
+    assert out.splitlines()[-1] == "6 of 6 entries"
+    argv = ["ls", "--values", "--secret", SECRET, "--json", str(path)]
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    signatures = {(e["namespace"], e["key"]): e["signature"] for e in json.loads(out)["entries"]}
+    assert signatures[blob_ns, "(str:'x',)"] == signatures[USERS, blob_key] == "bad"
+    assert not cache_file.unpickled
+
+
 # ------------------------------------------------------------------------ ls
 
 
