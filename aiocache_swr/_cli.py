@@ -421,17 +421,21 @@ class _Decoded:
 
 
 def _secret_of(args: argparse.Namespace) -> bytes | None:
+    """The ``--secret`` (or ``--secret-env``) value as bytes: text in UTF-8, as
+    ``SQLiteStore(secret=str)`` encodes it, and bytes that are not text back as they
+    were given (Python decodes them to lone surrogates, ``surrogateescape``), as a
+    service would pass them in ``SQLiteStore(secret=b"...")``."""
     if args.secret_env is not None:
         value = os.environ.get(args.secret_env)
         if not value:
             raise CliError(
                 f"--secret-env {args.secret_env}: that environment variable is empty or unset"
             )
-        return value.encode("utf-8")
+        return value.encode("utf-8", "surrogateescape")
     if args.secret is not None:
         if not args.secret:
             raise CliError("--secret is empty")
-        return str(args.secret).encode("utf-8")
+        return str(args.secret).encode("utf-8", "surrogateescape")
     return None
 
 

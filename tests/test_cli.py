@@ -620,6 +620,31 @@ def test_ls_values_with_a_wrong_secret_unpickles_nothing(
     assert not cache_file.unpickled
 
 
+@pytest.mark.parametrize("option", ["--secret", "--secret-env"])
+def test_ls_values_secret_that_is_not_utf8_verifies_its_bytes(
+    option: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A secret of bytes that are not UTF-8 (surrogate-escaped by Python) checks as those bytes."""
+    path = tmp_path / "signed.db"
+    secret = b"abc\xff"
+
+    async def write() -> None:
+        store = SQLiteStore(path, secret=secret)
+        store.put(USERS, "(int:1,)", Record({"id": 1}, None, time.time()))
+        await store.aclose()
+
+    asyncio.run(write())
+    given = secret.decode("utf-8", "surrogateescape")  # as Python decodes argv and environ
+    monkeypatch.setenv("CACHE_SECRET", given)
+    value = "CACHE_SECRET" if option == "--secret-env" else given
+    code, out, err = cli(capsys, "ls", "--values", "--json", option, value, str(path))
+    assert code == 0, err
+    assert [e["signature"] for e in json.loads(out)["entries"]] == ["ok"]
+
+
 @pytest.mark.parametrize("name", [":memory:", "file:x.db"])
 def test_ls_values_secret_reads_a_file_named_like_sqlite_special_names(
     name: str,
