@@ -232,6 +232,13 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
             name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
     except sqlite3.DatabaseError as exc:
+        if _side_files_blocked(path):
+            name, directory = path.resolve().name, path.resolve().parent
+            raise CliError(
+                f"{path}: cannot open it: SQLite must create {name}-shm and {name}-wal beside"
+                f" a WAL-mode file, even to read it, and the directory {directory} is not"
+                " writable; copy the file (with its -wal, if any) to a directory you can write to"
+            ) from exc
         raise CliError(f"{path}: not a usable SQLite database ({exc})") from exc
     if version > SCHEMA_VERSION:
         raise CliError(
@@ -249,6 +256,23 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
             f"{path}: has schema version {version}, not one this aiocache-swr knows "
             f"({', '.join(map(str, _NEWEST_FIRST))})"
         )
+
+
+def _side_files_blocked(path: Path) -> bool:
+    """SQLite cannot open ``path`` because it cannot make its side files: the file is in
+    WAL mode (header bytes 18 and 19 are 2), which a reader too needs a ``-shm`` file
+    for, there is none, and the directory is not writable."""
+    real = path.resolve()  # SQLite puts the side files beside the file a link names
+    try:
+        with real.open("rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    return (
+        head[18:20] == b"\x02\x02"
+        and not os.path.lexists(f"{real}-shm")
+        and not os.access(real.parent, os.W_OK)
+    )
 
 
 def _schema_version(db: sqlite3.Connection) -> int:

@@ -13,6 +13,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -972,6 +973,26 @@ def test_a_bad_file_fails_cleanly_in_a_child_process(
     assert done.stderr.count("\n") == 1
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["stats"], ["stats", "--json"], ["ls"], ["purge", "--dry-run", "--all"]],
+    ids=" ".join,
+)
+def test_a_cache_file_in_a_read_only_directory_fails_naming_the_directory(
+    command: list[str], cache_file: CacheFile, read_only_dir: ReadOnlyDir
+) -> None:
+    """A WAL file in a directory SQLite cannot make its -shm in: status 1, one line saying so."""
+    path = read_only_dir.path / "cache.db"
+    shutil.copy2(cache_file.path, path)
+    done = read_only_dir.run(*command, str(path))
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "must create cache.db-shm and cache.db-wal beside a WAL-mode file" in done.stderr
+    assert f"the directory {read_only_dir.path} is not writable" in done.stderr
+    assert "not a usable SQLite database" not in done.stderr
+    assert [p.name for p in read_only_dir.path.iterdir()] == ["cache.db"]
 
 
 # ------------------------------------------------------- output closed early
