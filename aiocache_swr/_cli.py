@@ -62,6 +62,7 @@ _REQUIRED_TABLES = ("swr_entries", "swr_tags", "swr_meta")
 # deletes a rewritten key and inserts it again, so it gets the highest rowid.
 _NEWEST_FIRST = {1: "written DESC", 2: "rowid DESC"}
 assert max(_NEWEST_FIRST) == SCHEMA_VERSION
+_MAX_SQLITE_INT = 2**63 - 1  # the largest ls --limit: SQLite's integers are 64-bit
 _KEY_WIDTH = 48
 _VALUE_WIDTH = 60
 # What a stored time can be: the library writes seconds since the epoch, but a
@@ -733,12 +734,17 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _non_negative_int(text: str) -> int:
+    """A ``--limit``: 0 (no limit) up to the largest integer SQLite holds."""
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0 (0: no limit), got {n}")
+    if n > _MAX_SQLITE_INT:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {_MAX_SQLITE_INT} (0: no limit), got {n}"
+        )
     return n
 
 

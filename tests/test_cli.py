@@ -340,6 +340,19 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "Traceback" not in err
 
 
+def test_ls_limit_beyond_sqlite_integers_is_a_usage_error(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls --limit above 2**63 - 1 (SQLite's largest integer): status 2, saying the maximum."""
+    path = str(cache_file.path)
+    code, out, err = cli(capsys, "ls", path, "--limit", str(2**63))
+    assert (code, out) == (2, "")
+    assert f"--limit: must be at most {2**63 - 1} (0: no limit), got {2**63}" in err
+    code, out, _ = cli(capsys, "ls", path, "--limit", str(2**63 - 1))
+    assert code == 0
+    assert out.splitlines()[-1] == "6 of 6 entries"
+
+
 @pytest.mark.parametrize("selectors", [[], ["--all", "--expired"], ["--tag", "a", "--all"]])
 def test_purge_needs_exactly_one_selector(
     selectors: list[str], cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
