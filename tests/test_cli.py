@@ -425,6 +425,25 @@ def test_stats_and_ls_leave_the_file_untouched(
     assert not wal.exists() or wal.stat().st_size == 0
 
 
+def test_stats_and_ls_leave_wal_and_shm_files_as_the_readme_says(
+    cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stats and ls leave an empty -wal and a -shm beside a closed file, as the README says."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = " ".join(readme[readme.index("## The command line") :].split("\n## ")[0].split())
+    assert (
+        "so `stats` and `ls` leave an empty `cache.db-wal` and a `cache.db-shm` (owner-only,"
+        " as the file is) beside a file that was closed without them" in section
+    )
+    for argv in (["stats"], ["ls"]):
+        for suffix in ("-wal", "-shm"):
+            Path(f"{cache_file.path}{suffix}").unlink(missing_ok=True)
+        assert cli(capsys, *argv, str(cache_file.path))[0] == 0
+        wal, shm = Path(f"{cache_file.path}-wal"), Path(f"{cache_file.path}-shm")
+        assert wal.stat().st_size == 0
+        assert stat.S_IMODE(wal.stat().st_mode) == stat.S_IMODE(shm.stat().st_mode) == 0o600
+
+
 def test_stats_and_ls_show_a_hand_edited_time_as_stored(
     cache_file: CacheFile, capsys: pytest.CaptureFixture[str]
 ) -> None:
