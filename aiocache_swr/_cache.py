@@ -13,7 +13,6 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterable
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -47,25 +46,15 @@ _stores_by_path: dict[Path, Store] = {}
 # order given: a path naming one of those files gets the first still alive (its
 # secret, serializer, max_entries).
 _given_by_path: dict[Path, list[weakref.ref[SQLiteStore]]] = {}
-# The clocks of the caches naming a store by its path (and the store's own clock).
-_clocks_of: WeakKeyDictionary[SQLiteStore, list[Callable[[], Callable[[], float] | None]]]
-_clocks_of = WeakKeyDictionary()
-
-
-def _earliest(clocks: list[Callable[[], Callable[[], float] | None]]) -> float:
-    """The earliest time of the clocks still in use (held weakly where they can be:
-    a cache that is gone, and its clock, no longer hold back purging)."""
-    times = [clock() for ref in clocks if (clock := ref()) is not None]
-    return min(times) if times else time.time()
 
 
 def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> Store | None:
     """A store object for ``store=``; a path gets the one store of that file.
 
-    The store's clock (for purging expired rows) is the clock of the caches
-    naming the file; if they have different clocks (a ``FakeClock`` beside the
-    real one), the earliest time of them: a row is purged only once expired by
-    every clock, never because a clock it was not stamped with runs ahead.
+    The store purges expired rows on the earliest time of its own clock and the
+    clocks of the caches using it (a ``FakeClock`` beside the real one): a row is
+    purged only once expired by every clock, never because a clock it was not
+    stamped with runs ahead (see ``SQLiteStore._purge_on``).
     """
     if store is None:
         return None
@@ -78,10 +67,9 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
         if found is None:
             found = _stores_by_path.get(path)
         if found is None:
-            found = _stores_by_path[path] = SQLiteStore(path, clock=clock)
-            _clocks_of[found] = [weak_clock(clock)]
+            found = _stores_by_path[path] = SQLiteStore(path, clock=_while_alive(clock))
         elif isinstance(found, SQLiteStore):
-            _add_clock(found, clock)
+            found._purge_on(clock)
         return found
     if isinstance(store, type):
         raise TypeError(
@@ -90,7 +78,7 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
         )
     if isinstance(store, SQLiteStore):
         _register_given(store)
-        _add_clock(store, clock)
+        store._purge_on(clock)
         return store
     if isinstance(store, Store):
         return store
@@ -98,6 +86,18 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
         f"{where}: store= must be a path (str or os.PathLike), a SQLiteStore, or None; "
         f"got {type(store).__name__}"
     )
+
+
+def _while_alive(clock: Callable[[], float]) -> Callable[[], float]:
+    """``clock`` while it lives, then the real clock: the own clock of the store made for
+    a path, which must not keep the clock of the cache that named it first alive."""
+    ref = weak_clock(clock)
+
+    def now() -> float:
+        alive = ref()
+        return time.time() if alive is None else alive()
+
+    return now
 
 
 def _default_namespace(fn: object, name: str) -> str:
@@ -120,22 +120,6 @@ def _given(path: Path) -> SQLiteStore | None:
         del _given_by_path[path]
         return None
     return refs[0]()
-
-
-def _add_clock(store: SQLiteStore, clock: Callable[[], float]) -> None:
-    """Purge ``store``'s rows on the earliest time of its clocks and ``clock``, that of
-    one more cache using it, given or named by path (see :func:`_resolve_store`)."""
-    clocks = _clocks_of.get(store)
-    if clocks is None:  # a given store: its own clock, as long as it lives
-        own = store.clock
-        if own is clock:
-            return
-        clocks = _clocks_of[store] = [lambda: own]
-    if any(clock is ref() for ref in clocks):
-        return
-    clocks[:] = [ref for ref in clocks if ref() is not None]
-    clocks.append(weak_clock(clock))
-    store.clock = partial(_earliest, clocks)
 
 
 def _register_given(store: SQLiteStore) -> None:

@@ -663,7 +663,7 @@ class Engine(Generic[P, T]):
             return ()
         tags = self._tags(*args, **kwargs)
         if isinstance(tags, str):
-            return (tags,)
+            return plain_tags((tags,))
         try:
             result = tuple(tags)
         except TypeError:

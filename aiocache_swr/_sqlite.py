@@ -182,9 +182,9 @@ Reads
 
 Clock
     ``created``/``expires`` are stored as given.  Purging compares ``expires`` with
-    ``SQLiteStore.clock`` (``time.time`` unless ``clock=`` is passed), so records
-    stamped by another clock (a fake clock in tests) need that clock passed too,
-    or they look long expired and are purged by the next batch.
+    the earliest time of ``SQLiteStore.clock`` (``time.time`` unless ``clock=`` is
+    passed) and the clocks of the caches using the store (``_purge_on``), so records
+    stamped by another clock (a fake clock in tests) are not taken for long expired.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ import aiosqlite
 import anyio
 import anyio.lowlevel
 
-from ._store import Record, store_time_limit
+from ._store import Record, store_time_limit, weak_clock
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -928,8 +928,11 @@ class SQLiteStore:
                 f"SQLiteStore(clock=...) expects a zero-argument callable returning seconds "
                 f"(like time.time), got {clock!r}"
             )
-        #: Wall clock for purging expired rows; may be replaced (e.g. by the cache's clock).
+        #: Wall clock for purging expired rows; may be replaced.
         self.clock: Callable[[], float] = clock if clock is not None else time.time
+        # The clocks of the caches using this store (see _purge_on), weakly where they
+        # can be: a cache that is gone, and its clock, no longer hold back purging.
+        self._purge_clocks: list[Callable[[], Callable[[], float] | None]] = []
         self.stats = SQLiteStoreStats()
         self._dumps = self._serializer.dumps
         # PickleSerializer.loads is pickle.loads: call it directly (one frame less per row).
@@ -1002,6 +1005,26 @@ class SQLiteStore:
             "serializer": type(self._serializer),
             "max_entries": self._max_entries,
         }
+
+    def _purge_on(self, clock: Callable[[], float]) -> None:
+        """Purge only rows expired on ``clock`` too: that of a cache using this store.
+
+        Caches call it; a row is then purged once expired on the store's own
+        ``clock`` and on every such clock still alive, the earliest time of them,
+        so that rows stamped by a ``FakeClock`` are not purged by the real one.
+        """
+        if clock is self.clock or any(clock is ref() for ref in self._purge_clocks):
+            return
+        self._purge_clocks[:] = [ref for ref in self._purge_clocks if ref() is not None]
+        self._purge_clocks.append(weak_clock(clock))
+
+    def _purge_time(self) -> float:
+        now = self.clock()
+        for ref in self._purge_clocks:
+            clock = ref()
+            if clock is not None:
+                now = min(now, clock())
+        return now
 
     # ----------------------------------------------------------------- writes
 
@@ -2178,7 +2201,7 @@ class SQLiteStore:
             batch.ops = dict(items[start : start + _MAX_BATCH])
             if start == 0:  # range deletions first: every put in the layer is newer
                 batch.clears, batch.tag_deletes = layer.clears, layer.tag_deletes
-            job = _WriteJob(batch, self.clock())
+            job = _WriteJob(batch, self._purge_time())
             try:
                 await self._write(st, job)
             except BaseException as exc:

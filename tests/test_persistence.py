@@ -595,19 +595,25 @@ async def test_a_newer_value_the_store_refuses_deletes_the_older_row(tmp_path: P
     assert values == []
 
 
+class Tag(str, enum.Enum):  # enum.StrEnum from Python 3.11
+    ALBUM = "album"
+
+
 @pytest.mark.anyio
-async def test_str_subclass_tags_are_stored_and_swept_by_their_text(tmp_path: Path) -> None:
-    """A tag that is a str subclass (a str enum member) is kept as its text: the entry is
-    persisted with it, and invalidate_tags with the member sweeps the row."""
-
-    class Tag(str, enum.Enum):  # enum.StrEnum from Python 3.11
-        ALBUM = "album"
-
+@pytest.mark.parametrize(
+    "tags", [lambda k: [Tag.ALBUM], lambda k: Tag.ALBUM], ids=["in-a-list", "alone"]
+)
+async def test_str_subclass_tags_are_stored_and_swept_by_their_text(
+    tmp_path: Path, tags: Any
+) -> None:
+    """A tag that is a str subclass (a str enum member), returned in a list or alone, is
+    kept as its text: the entry is persisted with it, and invalidate_tags with the member
+    sweeps the row."""
     db = tmp_path / "c.db"
     clock = FakeClock()
     cache = SWRCache(store=SQLiteStore(db, clock=clock), clock=clock)
 
-    @cache.cached(ttl=60, namespace="ns", tags=lambda k: [Tag.ALBUM])
+    @cache.cached(ttl=60, namespace="ns", tags=tags)
     async def f(k: int) -> int:
         return k
 
@@ -623,3 +629,37 @@ async def test_str_subclass_tags_are_stored_and_swept_by_their_text(tmp_path: Pa
         with closing(sqlite3.connect(db)) as raw:
             assert list(raw.execute("SELECT key FROM swr_entries")) == []
     assert f.cache_info().store_errors == 0
+
+
+def test_a_stores_purge_clock_is_its_own_and_every_live_caches_earliest(tmp_path: Path) -> None:
+    """A store purges on the earliest of its own clock (replaceable, as documented) and the
+    clocks of the caches using it that are still alive; a replaced own clock is kept when
+    another cache joins, and a cache that is gone no longer holds purging back."""
+    store = SQLiteStore(tmp_path / "c.db", clock=FakeClock(500.0))
+    first = SWRCache(store=store, clock=FakeClock(100.0))
+    assert store._purge_time() == 100.0
+    store.clock = FakeClock(10.0)
+    second = SWRCache(store=store, clock=FakeClock(200.0))
+    assert store._purge_time() == 10.0
+    store.clock = FakeClock(1_000.0)
+    assert store._purge_time() == 100.0
+    del first
+    gc.collect()
+    assert store._purge_time() == 200.0
+    assert second.store is store
+
+
+def test_a_store_named_by_path_stops_purging_on_a_fake_clock_once_its_cache_is_gone(
+    tmp_path: Path,
+) -> None:
+    """The store a path makes purges on the real clock and on the clocks of the caches
+    naming it: once the only FakeClock cache is gone, rows expired on the real clock are
+    purged again (the fake clock, far behind, no longer holds them)."""
+    path = tmp_path / "c.db"
+    fake = SWRCache(store=str(path), clock=FakeClock())
+    store = fake.store
+    assert isinstance(store, SQLiteStore)
+    assert store._purge_time() == 1_000_000.0  # FakeClock()'s start
+    del fake
+    gc.collect()
+    assert store._purge_time() > 1_700_000_000.0  # the real clock's seconds, 2023 on
