@@ -261,8 +261,8 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
 
 def _side_files_blocked(path: Path) -> bool:
     """SQLite cannot open ``path`` because it cannot make its side files: the file is in
-    WAL mode (header bytes 18 and 19 are 2), which a reader too needs a ``-shm`` file
-    for, there is none, and the directory is not writable."""
+    WAL mode (header bytes 18 and 19 are 2), whose readers too need its ``-shm`` and
+    ``-wal`` files, one of them is missing, and the directory is not writable."""
     real = path.resolve()  # SQLite puts the side files beside the file a link names
     try:
         with real.open("rb") as f:
@@ -271,7 +271,7 @@ def _side_files_blocked(path: Path) -> bool:
         return False
     return (
         head[18:20] == b"\x02\x02"
-        and not os.path.lexists(f"{real}-shm")
+        and not (os.path.lexists(f"{real}-shm") and os.path.lexists(f"{real}-wal"))
         and not os.access(real.parent, os.W_OK)
     )
 
@@ -713,12 +713,13 @@ def _cmd_vacuum(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from ._demo import DemoFileError, run_demo
+    from ._demo import DemoFileError, DemoFileExists, run_demo
 
     path: Path | None = None
     if args.path is not None:
         path = Path(args.path)
-        if path.exists():
+        # As the store resolves it: 'missing/../cache.db' or '~/cache.db' may name a file.
+        if os.path.lexists(path.expanduser().resolve()):
             raise CliError(f"{path}: already exists; the demo writes a new file")
         try:
             SQLiteStore(path)  # what exists is refused above: this refuses ':memory:', 'file:...'
@@ -729,6 +730,8 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             ) from exc
     try:
         return run_demo(out, path)
+    except DemoFileExists as exc:
+        raise CliError(str(exc)) from exc
     except DemoFileError as exc:
         raise CliError(f"{exc}; give --path a file in a directory you can write to") from exc
 

@@ -45,6 +45,10 @@ class DemoFileError(Exception):
     """The demo's cache file cannot be created: nothing was run."""
 
 
+class DemoFileExists(DemoFileError):
+    """The demo's cache file exists (it was made meanwhile): nothing was run."""
+
+
 class SlowAPI:
     """A pretend remote API: every call sleeps :data:`API_DELAY`, and it can be made to fail."""
 
@@ -130,43 +134,71 @@ async def _timed(awaitable: Awaitable[T]) -> tuple[float, T]:
 
 
 async def _create_file(path: Path) -> None:
-    """Create the cache file as the demo's store will, so a path that cannot be one fails
-    before the first step, not as a store error logged at every step.
+    """Create the cache file before the first step, so that a path that cannot be one
+    fails in one line, not as a store error logged at every step.
 
-    A read never makes the file: only the store's writer does (directories, file,
-    schema), opened by a write, so this clears the demo's namespace, which a new file
-    does not hold.  When that fails, what it made is removed again.
+    The demo makes the file itself, exclusively (a file that appears meanwhile is
+    refused, never written to nor removed), with the directories it lacks, owner-only
+    as the store makes them; the store then gives it its schema.  If any of that
+    fails, or is interrupted, what the demo made is removed again.
     """
-    missing = _Missing(path)
-    store = SQLiteStore(path)
+    made = _Made(path)
     try:
         try:
-            await store.clear(NAMESPACE)
-        finally:
-            with contextlib.suppress(StoreError):
-                await store.aclose()
-    except StoreError as exc:
-        missing.remove_made()
-        reason = exc.__cause__ or exc
-        raise DemoFileError(f"{path}: cannot create the cache file ({reason})") from exc
+            made.directories()
+            made.file()
+        except FileExistsError as exc:
+            raise DemoFileExists(f"{path}: already exists; the demo writes a new file") from exc
+        except OSError as exc:
+            raise DemoFileError(f"{path}: cannot create the cache file ({exc})") from exc
+        store = SQLiteStore(made.target)
+        try:
+            try:
+                await store.clear(NAMESPACE)  # opens the writer, which makes the schema
+            finally:
+                with contextlib.suppress(StoreError):
+                    await store.aclose()
+        except StoreError as exc:
+            reason = exc.__cause__ or exc
+            raise DemoFileError(f"{path}: cannot create the cache file ({reason})") from exc
+    except BaseException:
+        made.remove()
+        raise
 
 
-class _Missing:
-    """What of a cache file's path does not exist yet: the file, its side files, its
-    directories; so that what a failed creation made can be removed."""
+class _Made:
+    """The directories and the file a demo made for its cache file, to remove again."""
 
     def __init__(self, path: Path) -> None:
-        files = [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
-        self.files = [p for p in files if not os.path.lexists(p)]
-        self.directories = [p for p in path.parents if not os.path.lexists(p)]  # deepest first
+        self.target = path.expanduser().resolve()  # the file the store opens
+        self.made: list[Path] = []  # in the order made
 
-    def remove_made(self) -> None:
-        for file in self.files:
+    def directories(self) -> None:
+        missing = [parent for parent in self.target.parents if not parent.is_dir()]
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:  # made meanwhile, by someone else: not ours
+                continue
+            self.made.append(directory)
+
+    def file(self) -> None:
+        target = self.target
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        os.close(os.open(target, flags, 0o600))
+        # SQLite's side files of a file this made are this run's too.
+        self.made += [target, *(Path(f"{target}{suffix}") for suffix in _SIDE_FILES)]
+
+    def remove(self) -> None:
+        for made in reversed(self.made):  # side files, the file, then the directories
             with contextlib.suppress(OSError):
-                file.unlink()
-        for directory in self.directories:  # only if empty
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+                if made.is_dir() and not made.is_symlink():
+                    made.rmdir()  # only if empty
+                else:
+                    made.unlink()
+
+
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def _make_cache(

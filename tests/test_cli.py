@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from aiocache_swr import JSONSerializer, SQLiteStore, SWRCache
+from aiocache_swr import JSONSerializer, SQLiteStore, SWRCache, _demo
 from aiocache_swr._cli import main
 from aiocache_swr._sqlite import SCHEMA_VERSION
 from aiocache_swr._store import Record
@@ -300,6 +300,88 @@ def test_demo_path_that_fails_after_making_its_directory_leaves_nothing(tmp_path
     assert done.stderr.count("\n") == 1
     assert "cannot create the cache file" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_path_made_by_someone_else_meanwhile_is_refused_and_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file another program makes at --path after the demo checked it: the demo creates
+    its file exclusively, so it refuses that one ("already exists"), runs no step, and
+    neither writes to it nor removes it."""
+    path = tmp_path / "new" / "demo.db"
+    made_directories = _demo._Made.directories
+
+    def then_someone_else(made: Any) -> None:
+        made_directories(made)
+        with closing(sqlite3.connect(made.target)) as db:
+            db.execute("CREATE TABLE theirs (x)")
+            db.commit()
+
+    monkeypatch.setattr(_demo._Made, "directories", then_someone_else)
+    before_run = path.exists()
+    code, out, err = cli(capsys, "demo", "--path", str(path))
+    assert (before_run, code, out) == (False, 1, "")
+    assert err.count("\n") == 1
+    assert f"{path}: already exists" in err
+    with closing(sqlite3.connect(path)) as db:
+        assert [n for (n,) in db.execute("SELECT name FROM sqlite_master")] == ["theirs"]
+
+
+def test_demo_path_interrupted_while_its_file_is_made_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while the demo makes its file (here, as the store gives it its schema): the
+    file and the directories it made are removed, so the same --path works next time."""
+    path = tmp_path / "new" / "demo.db"
+
+    async def interrupted(store: SQLiteStore, namespace: str) -> None:
+        assert path.exists()  # made, and about to get its schema
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SQLiteStore, "clear", interrupted)
+        code, out, _ = cli(capsys, "demo", "--path", str(path))
+    assert (code, out) == (130, "")
+    assert list(tmp_path.iterdir()) == []
+    assert cli(capsys, "demo", "--path", str(path))[0] == 0
+
+
+@pytest.mark.parametrize("given", ["new/../made/{long}", "~/made/{long}"])
+def test_demo_path_not_in_canonical_form_that_fails_leaves_nothing(
+    given: str, tmp_path: Path
+) -> None:
+    """demo --path with '..' or '~' whose file cannot be made (a name too long): what it
+    made is removed where the store would have put it, not where the path reads."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "aiocache_swr", "demo", "--path", given.format(long="x" * 300)],
+        cwd=work,
+        env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr
+    assert "cannot create the cache file" in done.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["home", "work"]
+
+
+def test_demo_path_naming_an_existing_file_through_dot_dot_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """demo --path missing/../cache.db, where cache.db exists: "already exists", as the
+    store resolves the path; the file is left as it was."""
+    existing = tmp_path / "cache.db"
+    existing.write_bytes(b"not the demo's")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "demo", "--path", "missing/../cache.db")
+    assert (code, out) == (1, "")
+    assert "already exists" in err
+    assert existing.read_bytes() == b"not the demo's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.db"]
 
 
 # ------------------------------------------------------------------- parsing
@@ -1025,6 +1107,20 @@ def test_a_cache_file_in_a_read_only_directory_fails_naming_the_directory(
     assert f"the directory {read_only_dir.path} is not writable" in done.stderr
     assert "not a usable SQLite database" not in done.stderr
     assert [p.name for p in read_only_dir.path.iterdir()] == ["cache.db"]
+
+
+def test_a_cache_file_with_its_shm_but_no_wal_in_a_read_only_directory_is_named_so(
+    cache_file: CacheFile, read_only_dir: ReadOnlyDir
+) -> None:
+    """A WAL file whose -shm is there but not its -wal, in a directory it cannot write to:
+    SQLite must still make the -wal, and the one line says so."""
+    path = read_only_dir.path / "cache.db"
+    shutil.copy2(cache_file.path, path)
+    assert child("stats", str(path)).returncode == 0  # leaves a -wal and a -shm
+    os.unlink(f"{path}-wal")
+    done = read_only_dir.run("stats", str(path))
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr
+    assert f"the directory {read_only_dir.path} is not writable" in done.stderr
 
 
 # ------------------------------------------------------- output closed early
