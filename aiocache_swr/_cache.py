@@ -28,7 +28,7 @@ from ._events import CacheEvent, EventListener, emit
 from ._function import Engine, computing, decorated, plain_tags
 from ._runner import Runner, current_loop, load_backend
 from ._sqlite import SQLiteStore, _check_path
-from ._store import Store, close_unstarted, distrust, weak_clock
+from ._store import Store, close_unstarted, distrust
 from ._types import SWRFunction
 
 __all__ = ["SWRCache", "default_cache", "swr_cached"]
@@ -48,13 +48,13 @@ _stores_by_path: dict[Path, Store] = {}
 _given_by_path: dict[Path, list[weakref.ref[SQLiteStore]]] = {}
 
 
-def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> Store | None:
+def _resolve_store(store: StoreArg, where: str, cache: SWRCache) -> Store | None:
     """A store object for ``store=``; a path gets the one store of that file.
 
-    The store purges expired rows on the earliest time of its own clock and the
-    clocks of the caches using it (a ``FakeClock`` beside the real one): a row is
-    purged only once expired by every clock, never because a clock it was not
-    stamped with runs ahead (see ``SQLiteStore._purge_on``).
+    ``cache`` joins what stamps the file's rows: they are purged only once expired
+    on every clock stamping them (a ``FakeClock`` beside the real one), never
+    because a clock they were not stamped with runs ahead (see
+    ``SQLiteStore._purge_time``).
     """
     if store is None:
         return None
@@ -67,9 +67,10 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
         if found is None:
             found = _stores_by_path.get(path)
         if found is None:
-            found = _stores_by_path[path] = SQLiteStore(path, clock=_while_alive(clock))
-        elif isinstance(found, SQLiteStore):
-            found._purge_on(clock)
+            found = _stores_by_path[path] = SQLiteStore(path)
+            found._own_clock_counts = False  # no row is put through it but by caches
+        if isinstance(found, SQLiteStore):
+            found._stamped_by(cache)
         return found
     if isinstance(store, type):
         raise TypeError(
@@ -78,7 +79,7 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
         )
     if isinstance(store, SQLiteStore):
         _register_given(store)
-        store._purge_on(clock)
+        store._stamped_by(cache)
         return store
     if isinstance(store, Store):
         return store
@@ -86,18 +87,6 @@ def _resolve_store(store: StoreArg, where: str, clock: Callable[[], float]) -> S
         f"{where}: store= must be a path (str or os.PathLike), a SQLiteStore, or None; "
         f"got {type(store).__name__}"
     )
-
-
-def _while_alive(clock: Callable[[], float]) -> Callable[[], float]:
-    """``clock`` while it lives, then the real clock: the own clock of the store made for
-    a path, which must not keep the clock of the cache that named it first alive."""
-    ref = weak_clock(clock)
-
-    def now() -> float:
-        alive = ref()
-        return time.time() if alive is None else alive()
-
-    return now
 
 
 def _default_namespace(fn: object, name: str) -> str:
@@ -279,7 +268,7 @@ class SWRCache:
             _check_clock(clock)
         timeout = _check_duration(close_timeout, "close_timeout", "SWRCache")
         self.clock: Callable[[], float] = clock if clock is not None else time.time
-        self.store = _resolve_store(store, "SWRCache", self.clock)
+        self.store = _resolve_store(store, "SWRCache", self)
         self.max_concurrent_refreshes = max_concurrent_refreshes
         self.on_event = on_event
         self.close_timeout = math.inf if timeout is None else timeout
@@ -346,7 +335,7 @@ class SWRCache:
             elif resolved_once:
                 resolved = resolved_once[0]
             else:
-                resolved = _resolve_store(store, where, self.clock)
+                resolved = _resolve_store(store, where, self)
                 resolved_once.append(resolved)
             if namespace is None and resolved is not None and not _has_stable_name(fn):
                 raise TypeError(

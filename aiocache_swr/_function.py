@@ -1207,8 +1207,9 @@ def _is_method(fn: object, caller: FrameType | None) -> bool:
     the function shape used as a method would key ``obj.method.invalidate(x)``
     without ``obj`` (a TypeError, or no entry dropped).
     """
-    if caller is not None:
-        # By membership: on 3.13 a function's f_locals is a proxy whose keys() is a list.
+    # A function's frame (optimized) is no class body; its f_locals is not read, as
+    # before 3.13 that keeps a copy of its locals on the frame until it returns.
+    if caller is not None and not caller.f_code.co_flags & inspect.CO_OPTIMIZED:
         namespace = caller.f_locals
         if "__module__" in namespace and "__qualname__" in namespace:
             return True

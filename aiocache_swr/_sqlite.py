@@ -130,7 +130,7 @@ Writes
 
 Bounds
     After each batch, in the same transaction: rows whose ``expires`` is before
-    ``clock()`` are purged (at most ``_PURGE_LIMIT`` per batch, through an index on
+    the purge time (see "Clock") are purged (at most ``_PURGE_LIMIT`` per batch, through an index on
     ``expires``), then rows beyond ``max_entries`` are evicted in the order they
     were *written*, lowest ``rowid`` first.  A write batch deletes its keys, then
     inserts its puts: a rewritten key is deleted and inserted again, so it gets a
@@ -182,9 +182,11 @@ Reads
 
 Clock
     ``created``/``expires`` are stored as given.  Purging compares ``expires`` with
-    the earliest time of ``SQLiteStore.clock`` (``time.time`` unless ``clock=`` is
-    passed) and the clocks of the caches using the store (``_purge_on``), so records
-    stamped by another clock (a fake clock in tests) are not taken for long expired.
+    the earliest time of the clocks that stamp the file's rows (``_purge_time``):
+    each store's ``clock`` (``time.time`` unless ``clock=`` is passed; not that of a
+    store a cache made for a path) and each cache's using the file, while they live,
+    so records stamped by another clock (a fake clock in tests) are not taken for
+    long expired.  With none alive, the real clock.
 """
 
 from __future__ import annotations
@@ -204,6 +206,7 @@ import sqlite3
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -216,7 +219,7 @@ import aiosqlite
 import anyio
 import anyio.lowlevel
 
-from ._store import Record, store_time_limit, weak_clock
+from ._store import Record, store_time_limit
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -792,6 +795,11 @@ def _readable(db: sqlite3.Connection, version: int) -> bool:
     return found is not None
 
 
+# Per file: what stamps its rows (see SQLiteStore._purge_time), weakly, shared by every
+# store object on the file (each purges the file, so each must know every clock).
+_stampers: dict[Path, list[weakref.ref[Any]]] = {}
+
+
 def _check_path(path: object) -> Path:
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
         raise TypeError(
@@ -902,10 +910,11 @@ class SQLiteStore:
     a row that does not verify is dropped before it is deserialized (rows without
     a signature are rejected too).  Without a secret, signatures are not checked.
     ``busy_timeout``: seconds SQLite waits for another process's lock before an
-    operation is retried.  ``clock``: wall-clock seconds used to purge expired
-    rows (``time.time`` by default).  A cache with another clock (a fake clock in
-    tests) that uses the store adds its clock: rows are purged only once expired
-    on every clock.
+    operation is retried.  ``clock``: wall-clock seconds of the rows put through
+    it directly (``time.time`` by default), for purging expired rows.  The caches
+    using the file stamp rows with their own clocks (a fake clock in tests): a row
+    is purged only once expired on every clock of the stores and caches on the
+    file that are still alive.
     """
 
     def __init__(
@@ -930,9 +939,12 @@ class SQLiteStore:
             )
         #: Wall clock for purging expired rows; may be replaced.
         self.clock: Callable[[], float] = clock if clock is not None else time.time
-        # The clocks of the caches using this store (see _purge_on), weakly where they
-        # can be: a cache that is gone, and its clock, no longer hold back purging.
-        self._purge_clocks: list[Callable[[], Callable[[], float] | None]] = []
+        # What stamps this file's rows, each with its own ``clock``: this store (unless
+        # a cache made it for a path), other stores on the file, and the caches using
+        # any of them (see _purge_time); shared by every store on the file.
+        self._own_clock_counts = True
+        self._stampers = _stampers.setdefault(self._path, [])
+        self._stamped_by(self)
         self.stats = SQLiteStoreStats()
         self._dumps = self._serializer.dumps
         # PickleSerializer.loads is pickle.loads: call it directly (one frame less per row).
@@ -1006,25 +1018,24 @@ class SQLiteStore:
             "max_entries": self._max_entries,
         }
 
-    def _purge_on(self, clock: Callable[[], float]) -> None:
-        """Purge only rows expired on ``clock`` too: that of a cache using this store.
-
-        Caches call it; a row is then purged once expired on the store's own
-        ``clock`` and on every such clock still alive, the earliest time of them,
-        so that rows stamped by a ``FakeClock`` are not purged by the real one.
-        """
-        if clock is self.clock or any(clock is ref() for ref in self._purge_clocks):
-            return
-        self._purge_clocks[:] = [ref for ref in self._purge_clocks if ref() is not None]
-        self._purge_clocks.append(weak_clock(clock))
+    def _stamped_by(self, stamper: object) -> None:
+        """``stamper`` (a cache using this store, or a store) stamps rows of this file
+        with its ``clock``: purge only what has expired on it too, while it lives."""
+        refs = self._stampers
+        refs[:] = [ref for ref in refs if ref() is not None]
+        if not any(ref() is stamper for ref in refs):
+            refs.append(weakref.ref(stamper))
 
     def _purge_time(self) -> float:
-        now = self.clock()
-        for ref in self._purge_clocks:
-            clock = ref()
-            if clock is not None:
-                now = min(now, clock())
-        return now
+        """The time rows are purged by: the earliest of the clocks stamping this file's
+        rows (a ``FakeClock`` cache's rows are not purged by the real clock), of the
+        caches and stores still alive; with none, the real clock."""
+        times = [
+            stamper.clock()
+            for ref in self._stampers
+            if (stamper := ref()) is not None and getattr(stamper, "_own_clock_counts", True)
+        ]
+        return min(times) if times else time.time()
 
     # ----------------------------------------------------------------- writes
 

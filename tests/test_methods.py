@@ -13,11 +13,13 @@ import abc
 import asyncio
 import copy
 import functools
+import gc
 import inspect
 import pickle
 import sys
 import types
 import typing
+import weakref
 from typing import Any
 
 import pytest
@@ -448,3 +450,19 @@ def test_an_abstract_method_under_the_decorator_stays_abstract(clock: FakeClock)
         Base()
     assert not inspect.isabstract(Impl)
     Impl()
+
+
+def test_decorating_in_a_function_keeps_none_of_its_locals_alive() -> None:
+    """Decorating inside a function (the check for a class body) takes no copy of that
+    function's locals: an object it deletes afterwards is gone at once."""
+    clock = FakeClock()
+    gone = weakref.ref(clock)
+    cache = SWRCache()
+
+    async def f(x: int) -> int:
+        return x
+
+    cache.cached(ttl=1)(f)
+    del clock
+    gc.collect()
+    assert gone() is None

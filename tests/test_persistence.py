@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from contextlib import closing
 from decimal import Decimal
@@ -663,3 +664,109 @@ def test_a_store_named_by_path_stops_purging_on_a_fake_clock_once_its_cache_is_g
     del fake
     gc.collect()
     assert store._purge_time() > 1_700_000_000.0  # the real clock's seconds, 2023 on
+
+
+def _keys_in(db: Path) -> list[str]:
+    with closing(sqlite3.connect(db)) as raw:
+        rows = raw.execute("SELECT namespace, key FROM swr_entries")
+        return sorted(f"{namespace}:{key}" for namespace, key in rows)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("named", ["given", "by-path"])
+async def test_a_live_caches_clock_holds_back_purging_after_store_clock_is_replaced(
+    tmp_path: Path, named: str
+) -> None:
+    """A cache's own clock stamps its rows: replacing store.clock (documented as
+    replaceable) with the real clock does not purge a live FakeClock cache's fresh row."""
+    db = tmp_path / "c.db"
+    clock = FakeClock()
+    if named == "given":
+        cache = SWRCache(store=SQLiteStore(db, clock=clock), clock=clock)
+    else:
+        cache = SWRCache(store=db, clock=clock)
+    assert isinstance(cache.store, SQLiteStore)
+    cache.store.clock = time.time
+    f = cache.cached(ttl=60, stale_ttl=0, namespace="ns")(_double)
+    assert await f(1) == 2
+    await cache.aclose()
+    assert _keys_in(db) == ["ns:(int:1,)"]
+
+
+async def _name_the_file_and_go(db: Path) -> weakref.ref[FakeClock]:
+    old = FakeClock()
+    tool = SWRCache(clock=old, store=db)
+    await tool.aclose()
+    return weakref.ref(old)
+
+
+@pytest.mark.anyio
+async def test_a_cache_gone_that_named_the_file_first_holds_back_no_purge(tmp_path: Path) -> None:
+    """The first cache to name a file by path, gone, holds back no purging by the clock of
+    the cache still using it, even one running ahead of the real clock (nor does the real
+    clock, which no cache of the file uses)."""
+    db = tmp_path / "c.db"
+    gone = await _name_the_file_and_go(db)
+    app_clock = FakeClock(start=2_000_000_000.0)
+    app = SWRCache(clock=app_clock, store=db)
+    a = app.cached(ttl=1, stale_ttl=0, namespace="a")(_double)
+    gc.collect()
+    assert gone() is None
+    assert await a(1) == 2
+    await app.wait_idle()
+    app_clock.advance(10)  # a(1) has expired on the only clock in use
+    assert await a(2) == 4  # this write batch purges what has expired
+    await app.aclose()
+    assert _keys_in(db) == ["a:(int:2,)"]
+
+
+class _SlotsClock:
+    """A clock that takes no weak reference (as some C callables)."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.anyio
+async def test_a_gone_caches_clock_that_takes_no_weak_reference_holds_back_no_purge(
+    tmp_path: Path,
+) -> None:
+    """A cache that is gone no longer holds back purging, even when its clock takes no
+    weak reference: the store follows the cache, not the clock."""
+    db = tmp_path / "c.db"
+    store = SQLiteStore(db)
+    fake = SWRCache(store=store, clock=_SlotsClock(1_000_000.0))
+    del fake
+    gc.collect()
+    real = SWRCache(store=store)
+    f = real.cached(ttl=60, namespace="ns")(_double)
+    now = time.time()
+    store.put("ns", "old", Record(1, None, now - 100, (), now - 50))  # expired
+    assert await f(1) == 2  # this write batch purges what has expired
+    await real.aclose()
+    assert _keys_in(db) == ["ns:(int:1,)"]
+
+
+@pytest.mark.anyio
+async def test_two_store_objects_on_one_file_purge_on_every_clock_stamping_it(
+    tmp_path: Path,
+) -> None:
+    """Two SQLiteStore objects on one file, a FakeClock cache on one and a real-clock cache
+    on the other: the real one's write batch leaves the FakeClock cache's fresh row."""
+    db = tmp_path / "c.db"
+    clock = FakeClock()
+    fake = SWRCache(store=SQLiteStore(db, clock=clock), clock=clock)
+    real = SWRCache(store=SQLiteStore(db))
+    f = fake.cached(ttl=60, stale_ttl=0, namespace="f")(_double)
+    g = real.cached(ttl=60, stale_ttl=0, namespace="g")(_double)
+    assert await f(1) == 2
+    await fake.wait_idle()
+    assert await g(1) == 2
+    await real.aclose()
+    await fake.aclose()
+    assert _keys_in(db) == ["f:(int:1,)", "g:(int:1,)"]
