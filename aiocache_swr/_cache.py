@@ -48,13 +48,11 @@ _stores_by_path: dict[Path, Store] = {}
 _given_by_path: dict[Path, list[weakref.ref[SQLiteStore]]] = {}
 
 
-def _resolve_store(store: StoreArg, where: str, cache: SWRCache) -> Store | None:
+def _resolve_store(store: StoreArg, where: str) -> Store | None:
     """A store object for ``store=``; a path gets the one store of that file.
 
-    ``cache`` joins what stamps the file's rows: they are purged only once expired
-    on every clock stamping them (a ``FakeClock`` beside the real one), never
-    because a clock they were not stamped with runs ahead (see
-    ``SQLiteStore._purge_time``).
+    The functions using it stamp its rows with their clocks (see ``cached``), and a
+    row is purged only once expired on every one (``SQLiteStore._purge_time``).
     """
     if store is None:
         return None
@@ -68,9 +66,7 @@ def _resolve_store(store: StoreArg, where: str, cache: SWRCache) -> Store | None
             found = _stores_by_path.get(path)
         if found is None:
             found = _stores_by_path[path] = SQLiteStore(path)
-            found._own_clock_counts = False  # no row is put through it but by caches
-        if isinstance(found, SQLiteStore):
-            found._stamped_by(cache)
+            found._idle_clock = found.clock  # only the functions put rows through it
         return found
     if isinstance(store, type):
         raise TypeError(
@@ -79,7 +75,6 @@ def _resolve_store(store: StoreArg, where: str, cache: SWRCache) -> Store | None
         )
     if isinstance(store, SQLiteStore):
         _register_given(store)
-        store._stamped_by(cache)
         return store
     if isinstance(store, Store):
         return store
@@ -268,7 +263,7 @@ class SWRCache:
             _check_clock(clock)
         timeout = _check_duration(close_timeout, "close_timeout", "SWRCache")
         self.clock: Callable[[], float] = clock if clock is not None else time.time
-        self.store = _resolve_store(store, "SWRCache", self)
+        self.store = _resolve_store(store, "SWRCache")
         self.max_concurrent_refreshes = max_concurrent_refreshes
         self.on_event = on_event
         self.close_timeout = math.inf if timeout is None else timeout
@@ -335,7 +330,7 @@ class SWRCache:
             elif resolved_once:
                 resolved = resolved_once[0]
             else:
-                resolved = _resolve_store(store, where, self)
+                resolved = _resolve_store(store, where)
                 resolved_once.append(resolved)
             if namespace is None and resolved is not None and not _has_stable_name(fn):
                 raise TypeError(
@@ -361,6 +356,9 @@ class SWRCache:
                 store=resolved,
             )
             self._functions.add(func)
+            if isinstance(resolved, SQLiteStore):
+                # Its rows carry times of this cache's clock: the file is purged on it too.
+                resolved._stamped_by(func)
             if resolved is not None and resolved not in self._stores:
                 self._stores.append(resolved)
             # The caller: a class body when decorating a method (see _is_method).

@@ -183,10 +183,11 @@ Reads
 Clock
     ``created``/``expires`` are stored as given.  Purging compares ``expires`` with
     the earliest time of the clocks that stamp the file's rows (``_purge_time``):
-    each store's ``clock`` (``time.time`` unless ``clock=`` is passed; not that of a
-    store a cache made for a path) and each cache's using the file, while they live,
-    so records stamped by another clock (a fake clock in tests) are not taken for
-    long expired.  With none alive, the real clock.
+    each store object's ``clock`` (``time.time`` unless ``clock=`` is passed; not
+    the default one of a store a cache made for a path) and the clock of each
+    decorated function using the file, while they live, so records stamped by
+    another clock (a fake clock in tests) are not taken for long expired.  With
+    none alive, the real clock.
 """
 
 from __future__ import annotations
@@ -795,9 +796,15 @@ def _readable(db: sqlite3.Connection, version: int) -> bool:
     return found is not None
 
 
-# Per file: what stamps its rows (see SQLiteStore._purge_time), weakly, shared by every
-# store object on the file (each purges the file, so each must know every clock).
-_stampers: dict[Path, list[weakref.ref[Any]]] = {}
+class _Stampers(list[weakref.ref[Any]]):
+    """What stamps one file's rows, weakly (see ``SQLiteStore._purge_time``): each
+    store object on the file (each purges it, so each must know every clock) holds
+    it, and the entry of ``_stampers`` goes with the last of them."""
+
+    __slots__ = ("__weakref__",)
+
+
+_stampers: weakref.WeakValueDictionary[Path, _Stampers] = weakref.WeakValueDictionary()
 
 
 def _check_path(path: object) -> Path:
@@ -826,6 +833,28 @@ def _check_path(path: object) -> Path:
             f"e.g. {str(resolved / 'cache.db')!r}"
         )
     return resolved
+
+
+def _check_clock(clock: object) -> None:
+    """``clock=`` is called once, here: a wrong one fails at construction, not in a
+    write batch (where every store on the file reads it, see ``_purge_time``)."""
+    if not callable(clock):
+        raise TypeError(
+            f"SQLiteStore(clock=...) expects a zero-argument callable returning seconds "
+            f"(like time.time), got {clock!r}"
+        )
+    try:
+        reading = clock()
+    except Exception as exc:
+        raise TypeError(
+            f"SQLiteStore(clock=...) must be callable with no arguments, like time.time; "
+            f"clock() raised {exc!r}"
+        ) from exc
+    if isinstance(reading, bool) or not isinstance(reading, int | float):
+        raise TypeError(
+            f"SQLiteStore(clock=...) must return seconds as a number, like time.time; "
+            f"clock() returned {reading!r}"
+        )
 
 
 def _check_max_entries(max_entries: object) -> int:
@@ -911,10 +940,10 @@ class SQLiteStore:
     a signature are rejected too).  Without a secret, signatures are not checked.
     ``busy_timeout``: seconds SQLite waits for another process's lock before an
     operation is retried.  ``clock``: wall-clock seconds of the rows put through
-    it directly (``time.time`` by default), for purging expired rows.  The caches
-    using the file stamp rows with their own clocks (a fake clock in tests): a row
-    is purged only once expired on every clock of the stores and caches on the
-    file that are still alive.
+    it directly (``time.time`` by default), for purging expired rows.  Decorated
+    functions stamp rows with their cache's clock (a fake clock in tests): a row
+    is purged only once expired on the clock of every store object and function
+    on the file that is still alive.
     """
 
     def __init__(
@@ -932,18 +961,20 @@ class SQLiteStore:
         self._serializer = _check_serializer(serializer)
         self._secret = _check_secret(secret)
         self._busy_timeout = _check_busy_timeout(busy_timeout)
-        if clock is not None and not callable(clock):
-            raise TypeError(
-                f"SQLiteStore(clock=...) expects a zero-argument callable returning seconds "
-                f"(like time.time), got {clock!r}"
-            )
-        #: Wall clock for purging expired rows; may be replaced.
+        if clock is not None:
+            _check_clock(clock)
+        #: Wall clock of the rows put through it directly, for purging expired rows;
+        #: may be replaced.
         self.clock: Callable[[], float] = clock if clock is not None else time.time
-        # What stamps this file's rows, each with its own ``clock``: this store (unless
-        # a cache made it for a path), other stores on the file, and the caches using
-        # any of them (see _purge_time); shared by every store on the file.
-        self._own_clock_counts = True
-        self._stampers = _stampers.setdefault(self._path, [])
+        # A clock that stamps no row: the default one of the store a cache makes for a
+        # path, through which only its functions, each on its own clock, put rows.
+        self._idle_clock: object = None
+        # What stamps this file's rows (see _purge_time): this store, the other store
+        # objects on the file and the functions using any of them.
+        stampers = _stampers.get(self._path)
+        if stampers is None:
+            stampers = _stampers[self._path] = _Stampers()
+        self._stampers = stampers
         self._stamped_by(self)
         self.stats = SQLiteStoreStats()
         self._dumps = self._serializer.dumps
@@ -1019,23 +1050,44 @@ class SQLiteStore:
         }
 
     def _stamped_by(self, stamper: object) -> None:
-        """``stamper`` (a cache using this store, or a store) stamps rows of this file
-        with its ``clock``: purge only what has expired on it too, while it lives."""
+        """``stamper`` (a function using this store, or a store) stamps rows of this file
+        with the time its ``_stamp_time()`` reads: purge only what has expired on it
+        too, while it lives."""
         refs = self._stampers
         refs[:] = [ref for ref in refs if ref() is not None]
         if not any(ref() is stamper for ref in refs):
             refs.append(weakref.ref(stamper))
 
+    def _stamp_time(self) -> float | None:
+        """The time on the clock of the rows put through this store directly."""
+        clock = self.clock
+        return None if clock is self._idle_clock else clock()
+
     def _purge_time(self) -> float:
-        """The time rows are purged by: the earliest of the clocks stamping this file's
-        rows (a ``FakeClock`` cache's rows are not purged by the real clock), of the
-        caches and stores still alive; with none, the real clock."""
-        times = [
-            stamper.clock()
-            for ref in self._stampers
-            if (stamper := ref()) is not None and getattr(stamper, "_own_clock_counts", True)
-        ]
-        return min(times) if times else time.time()
+        """The time rows are purged by: the earliest on the clocks stamping this file's
+        rows (a ``FakeClock`` function's rows are not purged by the real clock), of the
+        functions and stores still alive; with none, the real clock.  A clock that fails
+        is logged, and the batch then purges nothing."""
+        earliest = math.inf
+        for ref in self._stampers:
+            stamper = ref()
+            if stamper is None:
+                continue
+            try:
+                stamped = stamper._stamp_time()
+                if stamped is not None:
+                    earliest = min(earliest, float(stamped))
+            except Exception as exc:
+                logger.warning(
+                    "%r: the clock of %r, which stamps rows of this file, failed (%r); "
+                    "this write purges no expired row",
+                    self,
+                    stamper,
+                    exc,
+                    exc_info=exc,
+                )
+                return -math.inf
+        return time.time() if earliest == math.inf else earliest
 
     # ----------------------------------------------------------------- writes
 

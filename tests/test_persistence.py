@@ -632,38 +632,79 @@ async def test_str_subclass_tags_are_stored_and_swept_by_their_text(
     assert f.cache_info().store_errors == 0
 
 
-def test_a_stores_purge_clock_is_its_own_and_every_live_caches_earliest(tmp_path: Path) -> None:
-    """A store purges on the earliest of its own clock (replaceable, as documented) and the
-    clocks of the caches using it that are still alive; a replaced own clock is kept when
-    another cache joins, and a cache that is gone no longer holds purging back."""
+def _function_on(store: Any, clock: FakeClock) -> Any:
+    """A function of a new cache on ``clock`` using ``store`` (a store or a path)."""
+    return SWRCache(store=store, clock=clock).cached(ttl=60, namespace="ns")(_double)
+
+
+def test_a_files_purge_time_is_the_earliest_clock_stamping_its_rows(tmp_path: Path) -> None:
+    """Rows are purged on the earliest of the store's own clock (replaceable, as
+    documented) and the clocks of the functions using it that are still alive: a replaced
+    clock counts at once, and a function that is gone no longer holds purging back."""
     store = SQLiteStore(tmp_path / "c.db", clock=FakeClock(500.0))
-    first = SWRCache(store=store, clock=FakeClock(100.0))
+    first = _function_on(store, FakeClock(100.0))
     assert store._purge_time() == 100.0
     store.clock = FakeClock(10.0)
-    second = SWRCache(store=store, clock=FakeClock(200.0))
+    second = _function_on(store, FakeClock(200.0))
     assert store._purge_time() == 10.0
     store.clock = FakeClock(1_000.0)
     assert store._purge_time() == 100.0
     del first
     gc.collect()
     assert store._purge_time() == 200.0
-    assert second.store is store
+    assert engine_of(second)._store is store
 
 
-def test_a_store_named_by_path_stops_purging_on_a_fake_clock_once_its_cache_is_gone(
+def test_a_store_named_by_path_stops_purging_on_a_fake_clock_once_its_functions_are_gone(
     tmp_path: Path,
 ) -> None:
-    """The store a path makes purges on the real clock and on the clocks of the caches
-    naming it: once the only FakeClock cache is gone, rows expired on the real clock are
-    purged again (the fake clock, far behind, no longer holds them)."""
+    """The store a path makes purges on the clocks of the functions using it, and its own
+    clock once the application replaces it; with none, on the real clock: once the only
+    FakeClock function is gone, the fake clock, far behind, holds back no purging."""
     path = tmp_path / "c.db"
-    fake = SWRCache(store=str(path), clock=FakeClock())
-    store = fake.store
+    f = _function_on(str(path), FakeClock())
+    store = engine_of(f)._store
     assert isinstance(store, SQLiteStore)
     assert store._purge_time() == 1_000_000.0  # FakeClock()'s start
-    del fake
+    store.clock = FakeClock(5.0)
+    assert store._purge_time() == 5.0
+    store.clock = time.time
+    del f
     gc.collect()
     assert store._purge_time() > 1_700_000_000.0  # the real clock's seconds, 2023 on
+
+
+def test_a_bad_store_clock_fails_at_construction(tmp_path: Path) -> None:
+    """SQLiteStore(clock=...) is called once when the store is made: a clock that does not
+    return seconds fails there, naming the fix, not in a later write batch."""
+    with pytest.raises(TypeError, match=r"must return seconds as a number"):
+        SQLiteStore(tmp_path / "c.db", clock=lambda: "now")
+    with pytest.raises(TypeError, match=r"clock\(\) raised"):
+        SQLiteStore(tmp_path / "c.db", clock=lambda: 1 / 0)
+
+
+@pytest.mark.anyio
+async def test_a_clock_that_fails_later_costs_a_batch_its_purge_not_its_writes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clock stamping a file's rows that fails in a write batch (another store object's,
+    replaced by the application) is logged, and that batch purges nothing: its rows and
+    deletions are written, and no row is purged early."""
+    db = tmp_path / "c.db"
+    other = SQLiteStore(db)
+    store = SQLiteStore(db)
+    f = _function_on(store, FakeClock())
+
+    def broken() -> float:
+        raise OSError("clock unplugged")
+
+    other.clock = broken
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        assert await f(1) == 2
+        await engine_of(f).cache.aclose()
+    assert _keys_in(db) == ["ns:(int:1,)"]
+    assert any("this write purges no expired row" in r.getMessage() for r in caplog.records)
+    assert engine_of(f).cache_info().store_errors == 0
 
 
 def _keys_in(db: Path) -> list[str]:
@@ -770,3 +811,30 @@ async def test_two_store_objects_on_one_file_purge_on_every_clock_stamping_it(
     await real.aclose()
     await fake.aclose()
     assert _keys_in(db) == ["f:(int:1,)", "g:(int:1,)"]
+
+
+@pytest.mark.anyio
+async def test_a_functions_rows_are_purged_on_the_clock_it_stamps_them_with(
+    tmp_path: Path,
+) -> None:
+    """A function stamps its rows with the clock its cache had when it was decorated: the
+    cache's clock replaced afterwards does not get its fresh rows purged."""
+    db = tmp_path / "c.db"
+    cache = SWRCache(store=SQLiteStore(db), clock=FakeClock())
+    f = cache.cached(ttl=60, stale_ttl=0, namespace="ns")(_double)
+    cache.clock = time.time
+    assert await f(1) == 2
+    await cache.aclose()
+    assert _keys_in(db) == ["ns:(int:1,)"]
+
+
+def test_a_file_whose_stores_are_gone_is_forgotten(tmp_path: Path) -> None:
+    """What stamps a file's rows is kept per file only while a store object on it lives."""
+    from aiocache_swr._sqlite import _stampers
+
+    paths = [tmp_path / f"{i}.db" for i in range(20)]
+    stores = [SQLiteStore(path) for path in paths]
+    assert all(store._path in _stampers for store in stores)
+    del stores
+    gc.collect()
+    assert not any(path.resolve() in _stampers for path in paths)
