@@ -60,7 +60,7 @@ from hypothesis.stateful import (
 
 from aiocache_swr import SQLiteStore, SWRCache
 from aiocache_swr._backoff import BACKOFF_BASE
-from aiocache_swr._function import engine_of
+from aiocache_swr._function import _BACKOFF_KEYS, engine_of
 from aiocache_swr._keys import stable_key
 from aiocache_swr._store import MemoryStore, Record
 from aiocache_swr.testing import FakeClock
@@ -557,7 +557,7 @@ class SWRModel(RuleBasedStateMachine):
             assert base.retry_at >= now + BACKOFF_BASE / 2
             if self.store is not None:  # kept for when the entry is read back
                 self.m_backoffs.pop(x.key, None)
-                if len(self.m_backoffs) >= MAXSIZE:
+                if len(self.m_backoffs) >= max(MAXSIZE, _BACKOFF_KEYS):
                     del self.m_backoffs[next(iter(self.m_backoffs))]
                 self.m_backoffs[x.key] = (base.created, base.retry_at)
 
