@@ -718,16 +718,27 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path: Path | None = None
     if args.path is not None:
         path = Path(args.path)
-        # As the store resolves it: 'missing/../cache.db' or '~/cache.db' may name a file.
-        if os.path.lexists(path.expanduser().resolve()):
+        if args.path.endswith(("/", os.sep)):  # Path() drops the slash: it would be a file
+            raise CliError(
+                f"{args.path}: names a directory; give --path a file in it, "
+                f"e.g. --path {args.path}demo.db"
+            )
+        try:
+            # As the store resolves it: 'missing/../cache.db' or '~/cache.db' may name a file.
+            resolved = path.expanduser().resolve()
+        except (OSError, RuntimeError) as exc:  # an unknown ~user, a symlink loop
+            raise CliError(f"{path}: cannot use this path ({exc})") from exc
+        if os.path.lexists(resolved):
             raise CliError(f"{path}: already exists; the demo writes a new file")
         try:
             SQLiteStore(path)  # what exists is refused above: this refuses ':memory:', 'file:...'
         except ValueError as exc:
-            raise CliError(
-                f"{path}: SQLiteStore takes neither ':memory:' nor a 'file:' URI for a file; "
-                "give --path a plain file name, e.g. --path demo.db"
-            ) from exc
+            if args.path.strip() and (args.path == ":memory:" or args.path.startswith("file:")):
+                raise CliError(
+                    f"{path}: SQLiteStore takes neither ':memory:' nor a 'file:' URI for a "
+                    "file; give --path a plain file name, e.g. --path demo.db"
+                ) from exc
+            raise CliError(f"{args.path!r}: {exc}") from exc
     try:
         return run_demo(out, path)
     except DemoFileExists as exc:

@@ -172,6 +172,7 @@ class _Made:
     def __init__(self, path: Path) -> None:
         self.target = path.expanduser().resolve()  # the file the store opens
         self.made: list[Path] = []  # in the order made
+        self.identity: tuple[int, int] | None = None  # the file's, once made
 
     def directories(self) -> None:
         missing = [parent for parent in self.target.parents if not parent.is_dir()]
@@ -184,15 +185,26 @@ class _Made:
 
     def file(self) -> None:
         target = self.target
+        # SQLite's side files of the file this makes are this run's too, unless there
+        # already (left by a database deleted without them).
+        sides = [side for suffix in _SIDE_FILES if not (side := Path(f"{target}{suffix}")).exists()]
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        os.close(os.open(target, flags, 0o600))
-        # SQLite's side files of a file this made are this run's too.
-        self.made += [target, *(Path(f"{target}{suffix}") for suffix in _SIDE_FILES)]
+        fd = os.open(target, flags, 0o600)
+        try:
+            found = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self.identity = (found.st_dev, found.st_ino)
+        self.made += [target, *sides]
 
     def remove(self) -> None:
         for made in reversed(self.made):  # side files, the file, then the directories
             with contextlib.suppress(OSError):
-                if made.is_dir() and not made.is_symlink():
+                if made == self.target:
+                    found = made.lstat()
+                    if (found.st_dev, found.st_ino) == self.identity:  # not replaced since
+                        made.unlink()
+                elif made.is_dir() and not made.is_symlink():
                     made.rmdir()  # only if empty
                 else:
                     made.unlink()

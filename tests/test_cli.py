@@ -384,6 +384,57 @@ def test_demo_path_naming_an_existing_file_through_dot_dot_is_refused(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.db"]
 
 
+def test_demo_path_interrupted_keeps_side_files_that_were_there_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A -wal or -journal left beside a missing --path is not the demo's: interrupted while
+    it makes its file, the demo removes that file and leaves those."""
+    path = tmp_path / "demo.db"
+    for suffix in ("-wal", "-journal"):
+        Path(f"{path}{suffix}").write_bytes(b"someone else's")
+
+    async def interrupted(store: SQLiteStore, namespace: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SQLiteStore, "clear", interrupted)
+    assert cli(capsys, "demo", "--path", str(path))[0] == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.db-journal", "demo.db-wal"]
+
+
+@pytest.mark.parametrize("given", ["~no-such-user-here/demo.db", "loop/demo.db"])
+def test_demo_path_that_cannot_be_resolved_fails_in_one_line(
+    given: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """demo --path through an unknown ~user or a symlink loop: status 1, one line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop").symlink_to("loop")
+    code, out, err = cli(capsys, "demo", "--path", given)
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(" ", "needs a file name"), ("out/", "out/: names a directory")],
+    ids=["blank", "trailing-slash"],
+)
+def test_demo_path_that_names_no_file_says_why(
+    given: str,
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """demo --path ' ' or 'out/': status 1, one line saying why, and no file made."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "demo", "--path", given)
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert expected in err
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------- parsing
 
 
