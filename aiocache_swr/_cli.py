@@ -718,17 +718,20 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path: Path | None = None
     if args.path is not None:
         path = Path(args.path)
-        if args.path.endswith(("/", os.sep)):  # Path() drops the slash: it would be a file
+        if not args.path.strip():
+            raise CliError(f"--path {args.path!r} names no file; give a file name, e.g. demo.db")
+        # Path() drops a trailing '/' or '/.': the demo would make a file there.
+        if args.path.rpartition("/")[2] in ("", ".", ".."):
             raise CliError(
                 f"{args.path}: names a directory; give --path a file in it, "
-                f"e.g. --path {args.path}demo.db"
+                f"e.g. --path {args.path.rstrip('/')}/demo.db"
             )
         try:
             # As the store resolves it: 'missing/../cache.db' or '~/cache.db' may name a file.
             resolved = path.expanduser().resolve()
         except (OSError, RuntimeError) as exc:  # an unknown ~user, a symlink loop
             raise CliError(f"{path}: cannot use this path ({exc})") from exc
-        if os.path.lexists(resolved):
+        if os.path.lexists(resolved) or os.path.lexists(path.expanduser()):  # a dangling link
             raise CliError(f"{path}: already exists; the demo writes a new file")
         try:
             SQLiteStore(path)  # what exists is refused above: this refuses ':memory:', 'file:...'

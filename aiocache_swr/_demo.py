@@ -173,6 +173,7 @@ class _Made:
         self.target = path.expanduser().resolve()  # the file the store opens
         self.made: list[Path] = []  # in the order made
         self.identity: tuple[int, int] | None = None  # the file's, once made
+        self.sides: list[Path] = []  # its side files, once it is made, if not there before
 
     def directories(self) -> None:
         missing = [parent for parent in self.target.parents if not parent.is_dir()]
@@ -187,27 +188,40 @@ class _Made:
         target = self.target
         # SQLite's side files of the file this makes are this run's too, unless there
         # already (left by a database deleted without them).
-        sides = [side for suffix in _SIDE_FILES if not (side := Path(f"{target}{suffix}")).exists()]
+        self.sides = [
+            side for suffix in _SIDE_FILES if not os.path.lexists(side := Path(f"{target}{suffix}"))
+        ]
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(target, flags, 0o600)
+        self.made.append(target)  # at once: made, whatever happens next
         try:
             found = os.fstat(fd)
+            self.identity = (found.st_dev, found.st_ino)
         finally:
             os.close(fd)
-        self.identity = (found.st_dev, found.st_ino)
-        self.made += [target, *sides]
 
     def remove(self) -> None:
-        for made in reversed(self.made):  # side files, the file, then the directories
+        """Remove what this made, the file's side files first, the directories last; not
+        the file, nor its side files, if the file was replaced since (by device and
+        inode, as far as they tell)."""
+        made = list(self.made)
+        if self.target in made:
+            made.remove(self.target)
+            if self._still_made():
+                made += [self.target, *self.sides]
+        for path in reversed(made):  # side files, the file, then the directories
             with contextlib.suppress(OSError):
-                if made == self.target:
-                    found = made.lstat()
-                    if (found.st_dev, found.st_ino) == self.identity:  # not replaced since
-                        made.unlink()
-                elif made.is_dir() and not made.is_symlink():
-                    made.rmdir()  # only if empty
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()  # only if empty
                 else:
-                    made.unlink()
+                    path.unlink()
+
+    def _still_made(self) -> bool:
+        try:
+            found = self.target.lstat()
+        except OSError:
+            return False
+        return self.identity is None or (found.st_dev, found.st_ino) == self.identity
 
 
 _SIDE_FILES = ("-wal", "-shm", "-journal")

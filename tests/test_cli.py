@@ -416,8 +416,14 @@ def test_demo_path_that_cannot_be_resolved_fails_in_one_line(
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [(" ", "needs a file name"), ("out/", "out/: names a directory")],
-    ids=["blank", "trailing-slash"],
+    [
+        (" ", "names no file"),
+        ("", "names no file"),
+        ("out/", "out/: names a directory"),
+        ("out/.", "out/.: names a directory"),
+        (".", ".: names a directory"),
+    ],
+    ids=["blank", "empty", "trailing-slash", "trailing-dot", "dot"],
 )
 def test_demo_path_that_names_no_file_says_why(
     given: str,
@@ -433,6 +439,64 @@ def test_demo_path_that_names_no_file_says_why(
     assert err.count("\n") == 1
     assert expected in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_path_that_is_a_dangling_symlink_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """demo --path naming a symlink to nothing: "already exists" (the link does); nothing
+    is made where it points."""
+    link = tmp_path / "link.db"
+    link.symlink_to(tmp_path / "gone" / "target.db")
+    code, out, err = cli(capsys, "demo", "--path", str(link))
+    assert (code, out) == (1, "")
+    assert "already exists" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.db"]
+
+
+def test_demo_path_interrupted_after_its_file_was_replaced_leaves_it_and_its_side_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another program replaces the demo's new file (and writes a -wal beside it) before the
+    demo is interrupted: neither that file nor its side file is removed; a dangling
+    symlink left beside the path before is not the demo's either."""
+    path = tmp_path / "demo.db"
+    Path(f"{path}-shm").symlink_to(tmp_path / "nowhere")
+
+    def replace_it() -> None:
+        theirs = tmp_path / "theirs.db"
+        theirs.write_bytes(b"their database")
+        os.replace(theirs, path)
+        Path(f"{path}-wal").write_bytes(b"their log")
+
+    async def replaced_then_interrupted(store: SQLiteStore, namespace: str) -> None:
+        replace_it()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SQLiteStore, "clear", replaced_then_interrupted)
+    assert cli(capsys, "demo", "--path", str(path))[0] == 130
+    assert path.read_bytes() == b"their database"
+    assert Path(f"{path}-wal").read_bytes() == b"their log"
+    assert Path(f"{path}-shm").is_symlink()
+
+
+def test_demo_path_whose_new_file_cannot_be_examined_removes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failure right after the demo made its file (here its fstat): status 1, one line,
+    and the file removed, so that the same --path works next time."""
+    path = tmp_path / "demo.db"
+
+    def failing(fd: int) -> os.stat_result:
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(_demo.os, "fstat", failing)
+        code, _, err = cli(capsys, "demo", "--path", str(path))
+    assert code == 1
+    assert "cannot create the cache file" in err
+    assert list(tmp_path.iterdir()) == []
+    assert cli(capsys, "demo", "--path", str(path))[0] == 0
 
 
 # ------------------------------------------------------------------- parsing
