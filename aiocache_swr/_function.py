@@ -456,9 +456,9 @@ class Engine(Generic[P, T]):
     def __repr__(self) -> str:
         return f"<swr_cached {self._name} ttl={self._ttl} stale_ttl={self._stale_ttl}>"
 
-    def _stamp_time(self) -> float:
-        """The time on the clock its entries are stamped with (see SQLiteStore._purge_time)."""
-        return self._clock()
+    def _stamp_clock(self) -> Callable[[], float]:
+        """The clock its entries are stamped with (see SQLiteStore._purge_time)."""
+        return self._clock
 
     # -- copied and pickled as a function is -----------------------------------
 

@@ -182,12 +182,14 @@ Reads
 
 Clock
     ``created``/``expires`` are stored as given.  Purging compares ``expires`` with
-    the earliest time of the clocks that stamp the file's rows (``_purge_time``):
-    each store object's ``clock`` (``time.time`` unless ``clock=`` is passed; not
-    the default one of a store a cache made for a path) and the clock of each
-    decorated function using the file, while they live, so records stamped by
-    another clock (a fake clock in tests) are not taken for long expired.  With
-    none alive, the real clock.
+    the earliest time of the clocks that stamp the file's rows in this process
+    (``_purge_time``): each store object's ``clock`` (``time.time`` unless
+    ``clock=`` is passed; not the default one of a store a cache made for a path)
+    and the clock of each decorated function using the file, while they live, so
+    records stamped by another clock (a fake clock in tests) are not taken for long
+    expired.  With none alive, the real clock.  While one of them fails (or does
+    not return seconds), writes purge nothing (logged).  Another process purges
+    by its own clocks.
 """
 
 from __future__ import annotations
@@ -796,15 +798,11 @@ def _readable(db: sqlite3.Connection, version: int) -> bool:
     return found is not None
 
 
-class _Stampers(list[weakref.ref[Any]]):
-    """What stamps one file's rows, weakly (see ``SQLiteStore._purge_time``): each
-    store object on the file (each purges it, so each must know every clock) holds
-    it, and the entry of ``_stampers`` goes with the last of them."""
-
-    __slots__ = ("__weakref__",)
-
-
-_stampers: weakref.WeakValueDictionary[Path, _Stampers] = weakref.WeakValueDictionary()
+# Per file: what stamps its rows, weakly (see SQLiteStore._purge_time).  Each store
+# object on the file (each purges it, so each must know every clock) holds the set,
+# and the entry goes with the last of them.
+_stampers: weakref.WeakValueDictionary[Path, weakref.WeakSet[Any]]
+_stampers = weakref.WeakValueDictionary()
 
 
 def _check_path(path: object) -> Path:
@@ -973,9 +971,10 @@ class SQLiteStore:
         # objects on the file and the functions using any of them.
         stampers = _stampers.get(self._path)
         if stampers is None:
-            stampers = _stampers[self._path] = _Stampers()
+            stampers = _stampers[self._path] = weakref.WeakSet()
         self._stampers = stampers
-        self._stamped_by(self)
+        self._stampers.add(self)
+        self._clock_failed = False  # warned of a failing clock since the last good read
         self.stats = SQLiteStoreStats()
         self._dumps = self._serializer.dumps
         # PickleSerializer.loads is pickle.loads: call it directly (one frame less per row).
@@ -1050,43 +1049,54 @@ class SQLiteStore:
         }
 
     def _stamped_by(self, stamper: object) -> None:
-        """``stamper`` (a function using this store, or a store) stamps rows of this file
-        with the time its ``_stamp_time()`` reads: purge only what has expired on it
+        """``stamper`` (a decorated function using this store) stamps rows of this file
+        with the clock its ``_stamp_clock()`` gives: purge only what has expired on it
         too, while it lives."""
-        refs = self._stampers
-        refs[:] = [ref for ref in refs if ref() is not None]
-        if not any(ref() is stamper for ref in refs):
-            refs.append(weakref.ref(stamper))
+        self._stampers.add(stamper)
 
-    def _stamp_time(self) -> float | None:
-        """The time on the clock of the rows put through this store directly."""
+    def _stamp_clock(self) -> Callable[[], float] | None:
+        """The clock of the rows put through this store directly."""
         clock = self.clock
-        return None if clock is self._idle_clock else clock()
+        return None if clock is self._idle_clock else clock
 
     def _purge_time(self) -> float:
         """The time rows are purged by: the earliest on the clocks stamping this file's
         rows (a ``FakeClock`` function's rows are not purged by the real clock), of the
-        functions and stores still alive; with none, the real clock.  A clock that fails
-        is logged, and the batch then purges nothing."""
+        functions and stores still alive, each clock read once; with none, the real
+        clock.  A clock that fails or does not return seconds is logged (once, until
+        one reads well again), and the batch then purges nothing."""
+        clocks: dict[int, tuple[Callable[[], float], object]] = {}
+        for stamper in list(self._stampers):
+            clock = stamper._stamp_clock()
+            if clock is not None and id(clock) not in clocks:
+                clocks[id(clock)] = (clock, stamper)
         earliest = math.inf
-        for ref in self._stampers:
-            stamper = ref()
-            if stamper is None:
-                continue
+        for clock, stamper in clocks.values():
             try:
-                stamped = stamper._stamp_time()
-                if stamped is not None:
-                    earliest = min(earliest, float(stamped))
+                reading = clock()
+                if isinstance(reading, bool) or not isinstance(reading, int | float):
+                    raise TypeError(f"it returned {reading!r}, not seconds")
             except Exception as exc:
-                logger.warning(
-                    "%r: the clock of %r, which stamps rows of this file, failed (%r); "
-                    "this write purges no expired row",
-                    self,
-                    stamper,
-                    exc,
-                    exc_info=exc,
-                )
+                if not self._clock_failed:
+                    self._clock_failed = True
+                    whose = (
+                        "its own clock"
+                        if stamper is self
+                        else "the clock of another SQLiteStore object on this file"
+                        if isinstance(stamper, SQLiteStore)
+                        else f"the clock of {stamper!r}"
+                    )
+                    logger.warning(
+                        "%r: %s, which stamps rows of this file, failed (%r); writes purge "
+                        "no expired row until it reads again",
+                        self,
+                        whose,
+                        exc,
+                        exc_info=exc,
+                    )
                 return -math.inf
+            earliest = min(earliest, reading)
+        self._clock_failed = False
         return time.time() if earliest == math.inf else earliest
 
     # ----------------------------------------------------------------- writes

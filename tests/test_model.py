@@ -242,7 +242,9 @@ class SWRModel(RuleBasedStateMachine):
         )
         self.model = OrderedDict()
         # With a store, the backoff of each key whose last refresh failed, oldest
-        # first, at most MAXSIZE: key -> (the failed entry's created, retry_at).
+        # first, at most max(MAXSIZE, _BACKOFF_KEYS) (with four keys, never reached:
+        # tests/test_persistence.py pins the bound): key -> (the failed entry's
+        # created, retry_at).
         self.m_backoffs: dict[int, tuple[float, float]] = {}
         self.m_hits = self.m_stale_hits = self.m_misses = self.m_store_hits = 0
         self.m_refresh_calls = self.m_refresh_errors = self.m_evictions = 0

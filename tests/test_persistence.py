@@ -703,7 +703,7 @@ async def test_a_clock_that_fails_later_costs_a_batch_its_purge_not_its_writes(
         assert await f(1) == 2
         await engine_of(f).cache.aclose()
     assert _keys_in(db) == ["ns:(int:1,)"]
-    assert any("this write purges no expired row" in r.getMessage() for r in caplog.records)
+    assert any("purge no expired row" in r.getMessage() for r in caplog.records)
     assert engine_of(f).cache_info().store_errors == 0
 
 
@@ -838,3 +838,59 @@ def test_a_file_whose_stores_are_gone_is_forgotten(tmp_path: Path) -> None:
     del stores
     gc.collect()
     assert not any(path.resolve() in _stampers for path in paths)
+
+
+@pytest.mark.anyio
+async def test_a_failing_clock_is_logged_once_until_it_reads_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store clock that keeps failing, or returns no number, is logged once, naming whose
+    clock it is, not on every write batch; nothing is purged meanwhile."""
+    db = tmp_path / "c.db"
+    other = SQLiteStore(db)
+    store = SQLiteStore(db)
+    f = _function_on(store, FakeClock())
+    readings: list[Any] = [None, True]
+
+    def broken() -> Any:
+        return readings.pop(0) if readings else 1 / 0
+
+    other.clock = broken
+    with caplog.at_level(logging.WARNING, logger="aiocache_swr"):
+        for k in range(4):
+            assert await f(k) == 2 * k
+            await store.flush()
+        await engine_of(f).cache.aclose()
+    warned = [r.getMessage() for r in caplog.records if "purge no expired row" in r.getMessage()]
+    assert len(warned) == 1
+    assert "the clock of another SQLiteStore object on this file" in warned[0]
+    assert "None" in warned[0]
+    assert _keys_in(db) == [f"ns:(int:{k},)" for k in range(4)]
+
+
+@pytest.mark.anyio
+async def test_the_backoffs_kept_for_evicted_entries_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a store, the backoffs of keys whose refresh failed are kept for when their
+    entries are read back, at most max(maxsize, the bound): the oldest go first."""
+    monkeypatch.setattr("aiocache_swr._function._BACKOFF_KEYS", 2)
+    clock = FakeClock()
+    cache = SWRCache(store=MemoryStore(), clock=clock)
+    failing = False
+
+    @cache.cached(ttl=10, maxsize=1, namespace="ns")
+    async def f(k: int) -> int:
+        if failing:
+            raise ConnectionError("down")
+        return k
+
+    async with cache:
+        for k in range(4):
+            assert await f(k) == k
+        failing = True
+        clock.advance(11)
+        for k in range(4):
+            assert await f(k) == k  # stale, read back from the store: its refresh fails
+            await cache.wait_idle()
+    assert list(engine_of(f)._backoffs) == [(2,), (3,)]
