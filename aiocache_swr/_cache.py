@@ -27,7 +27,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 from ._events import CacheEvent, EventListener, emit
 from ._function import Engine, computing, decorated, plain_tags
 from ._runner import Runner, current_loop, load_backend
-from ._sqlite import SQLiteStore, _check_path
+from ._sqlite import SQLiteStore, _check_clock, _check_path
 from ._store import Store, close_unstarted, distrust
 from ._types import SWRFunction
 
@@ -183,24 +183,6 @@ def _check_namespace(namespace: object, where: str) -> None:
             ) from None
 
 
-def _check_clock(clock: object) -> None:
-    """``clock=`` is called once, here, so a wrong one fails at construction, not every call."""
-    if not callable(clock):
-        raise TypeError(f"SWRCache: clock= must be a zero-argument callable, got {clock!r}")
-    try:
-        reading = clock()
-    except Exception as exc:
-        raise TypeError(
-            f"SWRCache: clock= must be callable with no arguments, like time.time; "
-            f"clock() raised {exc!r}"
-        ) from exc
-    if isinstance(reading, bool) or not isinstance(reading, int | float):
-        raise TypeError(
-            f"SWRCache: clock= must return seconds as a number, like time.time; "
-            f"clock() returned {reading!r}"
-        )
-
-
 class SWRCache:
     """Owns the background refreshes, in-flight registries and stores of its functions.
 
@@ -260,7 +242,7 @@ class SWRCache:
                 f"called, never awaited; start a task from it for async work), got {on_event!r}"
             )
         if clock is not None:
-            _check_clock(clock)
+            _check_clock(clock, "SWRCache: clock=")
         timeout = _check_duration(close_timeout, "close_timeout", "SWRCache")
         self.clock: Callable[[], float] = clock if clock is not None else time.time
         self.store = _resolve_store(store, "SWRCache")

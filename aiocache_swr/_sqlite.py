@@ -833,25 +833,21 @@ def _check_path(path: object) -> Path:
     return resolved
 
 
-def _check_clock(clock: object) -> None:
-    """``clock=`` is called once, here: a wrong one fails at construction, not in a
-    write batch (where every store on the file reads it, see ``_purge_time``)."""
+def _check_clock(clock: object, where: str) -> None:
+    """``clock`` (``where``: how the caller names it, e.g. ``SWRCache: clock=``) is
+    called once, here, so that a wrong one fails at construction, not in a call or
+    a write batch (where every store on the file reads it, see ``_purge_time``)."""
     if not callable(clock):
-        raise TypeError(
-            f"SQLiteStore(clock=...) expects a zero-argument callable returning seconds "
-            f"(like time.time), got {clock!r}"
-        )
+        raise TypeError(f"{where} must be a zero-argument callable, got {clock!r}")
     try:
         reading = clock()
     except Exception as exc:
         raise TypeError(
-            f"SQLiteStore(clock=...) must be callable with no arguments, like time.time; "
-            f"clock() raised {exc!r}"
+            f"{where} must be callable with no arguments, like time.time; clock() raised {exc!r}"
         ) from exc
     if isinstance(reading, bool) or not isinstance(reading, int | float):
         raise TypeError(
-            f"SQLiteStore(clock=...) must return seconds as a number, like time.time; "
-            f"clock() returned {reading!r}"
+            f"{where} must return seconds as a number, like time.time; clock() returned {reading!r}"
         )
 
 
@@ -960,7 +956,7 @@ class SQLiteStore:
         self._secret = _check_secret(secret)
         self._busy_timeout = _check_busy_timeout(busy_timeout)
         if clock is not None:
-            _check_clock(clock)
+            _check_clock(clock, "SQLiteStore(clock=...)")
         #: Wall clock of the rows put through it directly, for purging expired rows;
         #: may be replaced.
         self.clock: Callable[[], float] = clock if clock is not None else time.time
